@@ -1,0 +1,62 @@
+# Zenith in Rust: top-level build.
+#
+#   make            build PostgreSQL (tmp_install/) and the Rust workspace (release)
+#   make postgres   build and install the patched PostgreSQL 15 into tmp_install/
+#   make test       everything CI runs: fmt, clippy, cargo tests, pytest
+#   make run        build, then start a local cluster (see README)
+#   make fuzz       run the WAL decoder fuzz target for FUZZ_SECONDS (default 60)
+#   make bench      run the benchmarks at full size
+#   make clean      remove build outputs
+
+SHELL := /bin/bash
+ROOT := $(abspath .)
+POSTGRES_INSTALL_DIR ?= $(ROOT)/tmp_install
+VENV := $(ROOT)/.venv
+PYTHON := $(VENV)/bin/python
+CARGO ?= cargo
+CARGO_JOBS ?= 2
+FUZZ_SECONDS ?= 60
+PYTEST_ARGS ?=
+
+export POSTGRES_INSTALL_DIR
+
+.PHONY: all postgres rust test cargo-test lint pytest venv run fuzz bench clean
+
+all: postgres rust
+
+postgres:
+	@$(ROOT)/vendor/postgres/build.sh
+
+rust:
+	$(CARGO) build --release --bins -j $(CARGO_JOBS)
+
+venv: $(VENV)/.requirements-stamp
+
+$(VENV)/.requirements-stamp: test_runner/requirements.txt
+	@$(ROOT)/scripts/ensure-python-venv.sh $(VENV) test_runner/requirements.txt
+	@touch $@
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
+
+cargo-test:
+	$(CARGO) test -j $(CARGO_JOBS)
+
+pytest: all venv
+	cd test_runner && $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test: postgres lint cargo-test pytest
+
+run: all
+	@$(ROOT)/scripts/run-local.sh
+
+fuzz:
+	@$(ROOT)/scripts/fuzz.sh $(FUZZ_SECONDS)
+
+bench: all venv
+	cd test_runner && ZENITH_BENCH_SIZE=full $(PYTHON) -m pytest performance -s $(PYTEST_ARGS)
+
+clean:
+	$(CARGO) clean
+	rm -rf build tmp_install test_runner/output

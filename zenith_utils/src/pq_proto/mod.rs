@@ -1,0 +1,171 @@
+//! Server side of the PostgreSQL v3 frontend/backend wire protocol, as a
+//! synchronous codec over [`bytes::BytesMut`].
+//!
+//! The format is documented in the PostgreSQL manual, chapter "Frontend/Backend
+//! Protocol" (§55.7 "Message Formats" in the PostgreSQL 15 docs). This module
+//! only turns bytes into typed messages and back; the connection state machine
+//! (which message is allowed when, authentication, TLS) lives with each server.
+//!
+//! - [`FeDecoder`] parses what a client sends: first a startup-phase packet
+//!   ([`FeStartupPacket`]: StartupMessage, SSLRequest, GSSENCRequest,
+//!   CancelRequest; no type byte), then typed messages ([`FeMessage`]).
+//!   The caller knows the phase and calls the matching method.
+//! - [`BeMessage`] serializes what a server sends.
+//!
+//! Invariants:
+//! - Decoding returns `Ok(None)` and consumes nothing while the buffer holds
+//!   less than one whole message; `Ok(Some(_))` consumes exactly that message.
+//! - A length field is validated against a limit before anything waits for or
+//!   copies the body, so a hostile length can never make us allocate: the
+//!   startup packet is limited to [`MAX_STARTUP_PACKET_LENGTH`] (as in
+//!   PostgreSQL), a password to [`MAX_PASSWORD_LENGTH`], other messages to the
+//!   decoder's `max_message_size`.
+//! - Any `Err` from the decoder means the stream is broken (framing is lost).
+//!   The server should send an ErrorResponse (see
+//!   [`ProtocolError::sql_state`]) and close the connection. What the
+//!   decoder consumed before failing is unspecified.
+//! - Serializing never writes a partial message: on error the output buffer is
+//!   left as it was (strings with interior NUL bytes cannot be sent as C
+//!   strings, counts must fit the protocol's integer widths).
+//!
+//! Raw single-byte answers to SSLRequest/GSSENCRequest are not messages; they
+//! are the constants [`SSL_REFUSED`], [`SSL_ACCEPTED`], [`GSSENC_REFUSED`].
+
+mod backend;
+mod frontend;
+#[cfg(test)]
+mod tests;
+
+pub use backend::{
+    oid, write_single_row_text_result, write_text_result, BeMessage, CopyResponse, ErrorFields,
+    Format, RowDescriptor, Severity, SqlState, TransactionStatus,
+};
+pub use frontend::{FeDecoder, FeMessage, FeStartupPacket, StartupParams};
+
+/// Default limit for one frontend message body (CopyData can be large):
+/// 1 GiB, PostgreSQL's `PQ_LARGE_MESSAGE_LIMIT` rounded.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
+
+/// Largest startup packet body (after the length word) PostgreSQL accepts
+/// (`MAX_STARTUP_PACKET_LENGTH` in `libpq/pqcomm.h`).
+pub const MAX_STARTUP_PACKET_LENGTH: usize = 10_000;
+
+/// Largest PasswordMessage body accepted (`PG_MAX_AUTH_TOKEN_LENGTH`).
+pub const MAX_PASSWORD_LENGTH: usize = 65_535;
+
+/// The protocol version code of protocol 3.0 in a StartupMessage.
+pub const PROTOCOL_VERSION_3_0: u32 = 3 << 16;
+/// Request code of CancelRequest (1234.5678).
+pub const CANCEL_REQUEST_CODE: u32 = (1234 << 16) | 5678;
+/// Request code of SSLRequest (1234.5679).
+pub const NEGOTIATE_SSL_CODE: u32 = (1234 << 16) | 5679;
+/// Request code of GSSENCRequest (1234.5680).
+pub const NEGOTIATE_GSS_CODE: u32 = (1234 << 16) | 5680;
+
+/// The single raw byte (not a message) a server sends to refuse an
+/// SSLRequest; the client then continues in plain text with a StartupMessage.
+pub const SSL_REFUSED: u8 = b'N';
+/// The single raw byte a server sends to accept an SSLRequest; the TLS
+/// handshake starts right after it.
+pub const SSL_ACCEPTED: u8 = b'S';
+/// The single raw byte a server sends to refuse a GSSENCRequest.
+pub const GSSENC_REFUSED: u8 = b'N';
+
+/// Identifies a backend for CancelRequest; sent to the client in
+/// BackendKeyData.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CancelKeyData {
+    pub backend_pid: i32,
+    pub cancel_key: i32,
+}
+
+/// Malformed input from a client, or a message that cannot be serialized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid length of startup packet: {0}")]
+    InvalidStartupPacketLength(i32),
+    #[error("invalid startup packet layout: {0}")]
+    InvalidStartupPacketLayout(&'static str),
+    #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0")]
+    UnsupportedProtocolVersion { major: u16, minor: u16 },
+    #[error("invalid message length {len} for message type {:?}", char::from(*.tag))]
+    InvalidMessageLength { tag: u8, len: i32 },
+    #[error("message type {:?} of {len} bytes exceeds the limit of {max} bytes", char::from(*.tag))]
+    MessageTooLarge { tag: u8, len: usize, max: usize },
+    #[error("invalid frontend message type {:?}", char::from(*.0))]
+    UnknownMessageType(u8),
+    #[error(
+        "unsupported frontend message type {:?}: only the simple query protocol is supported",
+        char::from(*.0)
+    )]
+    UnsupportedMessageType(u8),
+    #[error("invalid {0}: missing NUL terminator")]
+    MissingNulTerminator(&'static str),
+    #[error("invalid {0}: not valid UTF-8")]
+    InvalidUtf8(&'static str),
+    #[error("invalid {0}: unexpected bytes after the end of the message")]
+    TrailingBytes(&'static str),
+    #[error("cannot send {0}: it contains a NUL byte")]
+    InteriorNul(&'static str),
+    #[error("cannot send {what}: {count} is more than the protocol allows")]
+    TooMany { what: &'static str, count: usize },
+    #[error("data row has {got} values but the row description has {expected} columns")]
+    ColumnCountMismatch { expected: usize, got: usize },
+}
+
+impl ProtocolError {
+    /// The SQLSTATE a server should report to the client for this error.
+    pub fn sql_state(&self) -> SqlState {
+        match self {
+            ProtocolError::UnsupportedProtocolVersion { .. }
+            | ProtocolError::UnsupportedMessageType(_) => SqlState::FEATURE_NOT_SUPPORTED,
+            ProtocolError::MessageTooLarge { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
+            ProtocolError::InteriorNul(_)
+            | ProtocolError::TooMany { .. }
+            | ProtocolError::ColumnCountMismatch { .. } => SqlState::INTERNAL_ERROR,
+            _ => SqlState::PROTOCOL_VIOLATION,
+        }
+    }
+}
+
+/// Appends one typed message: `tag`, a length word, and whatever `body`
+/// writes, then patches the length. On error nothing is left behind.
+fn write_message(
+    buf: &mut bytes::BytesMut,
+    tag: u8,
+    body: impl FnOnce(&mut bytes::BytesMut) -> Result<(), ProtocolError>,
+) -> Result<(), ProtocolError> {
+    use bytes::BufMut;
+
+    let start = buf.len();
+    buf.put_u8(tag);
+    buf.put_i32(0); // length, patched below
+    if let Err(e) = body(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    // The length counts itself but not the tag.
+    let len = buf.len() - start - 1;
+    let Ok(len) = i32::try_from(len) else {
+        buf.truncate(start);
+        return Err(ProtocolError::TooMany {
+            what: "message bytes",
+            count: len,
+        });
+    };
+    buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Appends `s` as a NUL-terminated string; `what` names it in the error if
+/// `s` itself contains a NUL byte.
+fn put_cstr(buf: &mut bytes::BytesMut, s: &str, what: &'static str) -> Result<(), ProtocolError> {
+    use bytes::BufMut;
+
+    if s.as_bytes().contains(&0) {
+        return Err(ProtocolError::InteriorNul(what));
+    }
+    buf.put_slice(s.as_bytes());
+    buf.put_u8(0);
+    Ok(())
+}
