@@ -336,12 +336,12 @@ mod tests {
         assert_eq!(c.max_align, 8);
         assert_eq!(c.checkpoint_copy.redo, c.checkpoint);
         assert_eq!(c.checkpoint_copy.this_timeline_id, 1);
-        assert_eq!(c.checkpoint_copy.oldest_xid, 3);
-        assert_eq!(
-            c.checkpoint_copy.next_oid,
-            FIRST_BOOTSTRAP_OBJECT_ID + 1000 * 0 + c.checkpoint_copy.next_oid
-                - FIRST_BOOTSTRAP_OBJECT_ID
-        );
+        // Values as pg_controldata prints them for this file.
+        assert_eq!(c.system_identifier, 7711500105855544436);
+        assert_eq!(c.checkpoint, Lsn(0x0149_3008));
+        assert_eq!(c.checkpoint_copy.next_xid, 724);
+        assert_eq!(c.checkpoint_copy.next_oid, 12766);
+        assert_eq!(c.checkpoint_copy.oldest_xid, 716);
     }
 
     #[test]
