@@ -57,7 +57,7 @@ impl<'a> Reader<'a> {
     }
 
     fn align(&mut self, a: usize) {
-        self.pos = (self.pos + a - 1) / a * a;
+        self.pos = self.pos.div_ceil(a) * a;
         self.pos = self.pos.min(self.buf.len());
     }
 
@@ -510,67 +510,59 @@ impl VmBitsClear {
 /// The visibility-map bits a HEAP or HEAP2 record clears (its `flags` field),
 /// as heap redo does with `visibilitymap_clear`.
 pub fn heap_vm_clears(rec: &DecodedWALRecord) -> Result<Vec<VmBitsClear>, WalDecodeError> {
-    let mut out = Vec::new();
     let info = rec.info() & XLOG_HEAP_OPMASK;
+    // Offset of the `flags` byte in each record type's main data.
+    let flags_off = match (rec.rmid(), info) {
+        (RM_HEAP_ID, XLOG_HEAP_INSERT) => 2,
+        (
+            RM_HEAP_ID,
+            XLOG_HEAP_DELETE | XLOG_HEAP_UPDATE | XLOG_HEAP_HOT_UPDATE | XLOG_HEAP_LOCK,
+        ) => 7,
+        (RM_HEAP2_ID, XLOG_HEAP2_MULTI_INSERT) => 0,
+        (RM_HEAP2_ID, XLOG_HEAP2_LOCK_UPDATED) => 7,
+        _ => return Ok(Vec::new()),
+    };
     let mut r = Reader::new(&rec.main_data, rec.lsn, "heap record");
-    let mut push = |block_id: u8, flags: u8| {
-        if let Some(b) = rec.block(block_id) {
-            out.push(VmBitsClear {
+    r.skip(flags_off)?;
+    let flags = r.u8()?;
+    let all = VISIBILITYMAP_VALID_BITS;
+    // (block id, bits to clear)
+    let mut clears: Vec<(u8, u8)> = Vec::new();
+    match (rec.rmid(), info) {
+        (RM_HEAP_ID, XLOG_HEAP_INSERT) | (RM_HEAP2_ID, XLOG_HEAP2_MULTI_INSERT) => {
+            if flags & XLH_INSERT_ALL_VISIBLE_CLEARED != 0 {
+                clears.push((0, all));
+            }
+        }
+        (RM_HEAP_ID, XLOG_HEAP_DELETE) => {
+            if flags & XLH_DELETE_ALL_VISIBLE_CLEARED != 0 {
+                clears.push((0, all));
+            }
+        }
+        (RM_HEAP_ID, XLOG_HEAP_UPDATE | XLOG_HEAP_HOT_UPDATE) => {
+            if flags & XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED != 0 {
+                // The old page is block 1 when it differs from the new one.
+                clears.push((if rec.block(1).is_some() { 1 } else { 0 }, all));
+            }
+            if flags & XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED != 0 {
+                clears.push((0, all));
+            }
+        }
+        _ => {
+            // HEAP LOCK and HEAP2 LOCK_UPDATED clear only the all-frozen bit.
+            if flags & XLH_LOCK_ALL_FROZEN_CLEARED != 0 {
+                clears.push((0, VISIBILITYMAP_ALL_FROZEN));
+            }
+        }
+    }
+    Ok(clears
+        .into_iter()
+        .filter_map(|(block_id, flags)| {
+            rec.block(block_id).map(|b| VmBitsClear {
                 rnode: b.rnode,
                 heap_blkno: b.blkno,
                 flags,
-            });
-        }
-    };
-    let all = VISIBILITYMAP_VALID_BITS;
-    match rec.rmid() {
-        RM_HEAP_ID => match info {
-            XLOG_HEAP_INSERT => {
-                r.skip(2)?;
-                if r.u8()? & XLH_INSERT_ALL_VISIBLE_CLEARED != 0 {
-                    push(0, all);
-                }
-            }
-            XLOG_HEAP_DELETE => {
-                r.skip(7)?;
-                if r.u8()? & XLH_DELETE_ALL_VISIBLE_CLEARED != 0 {
-                    push(0, all);
-                }
-            }
-            XLOG_HEAP_UPDATE | XLOG_HEAP_HOT_UPDATE => {
-                r.skip(7)?;
-                let flags = r.u8()?;
-                if flags & XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED != 0 {
-                    // The old page is block 1 when it differs from the new one.
-                    push(if rec.block(1).is_some() { 1 } else { 0 }, all);
-                }
-                if flags & XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED != 0 {
-                    push(0, all);
-                }
-            }
-            XLOG_HEAP_LOCK => {
-                r.skip(7)?;
-                if r.u8()? & XLH_LOCK_ALL_FROZEN_CLEARED != 0 {
-                    push(0, VISIBILITYMAP_ALL_FROZEN);
-                }
-            }
-            _ => {}
-        },
-        RM_HEAP2_ID => match info {
-            XLOG_HEAP2_MULTI_INSERT => {
-                if r.u8()? & XLH_INSERT_ALL_VISIBLE_CLEARED != 0 {
-                    push(0, all);
-                }
-            }
-            XLOG_HEAP2_LOCK_UPDATED => {
-                r.skip(7)?;
-                if r.u8()? & XLH_LOCK_ALL_FROZEN_CLEARED != 0 {
-                    push(0, VISIBILITYMAP_ALL_FROZEN);
-                }
-            }
-            _ => {}
-        },
-        _ => {}
-    }
-    Ok(out)
+            })
+        })
+        .collect())
 }

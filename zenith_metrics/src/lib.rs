@@ -30,10 +30,9 @@ pub use prometheus;
 pub use prometheus::core::{Collector, Desc};
 pub use prometheus::proto::MetricFamily;
 pub use prometheus::{
-    default_registry, exponential_buckets, linear_buckets, register, Counter, CounterVec,
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramTimer, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-    DEFAULT_BUCKETS,
+    default_registry, exponential_buckets, linear_buckets, register, Counter, CounterVec, Encoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder, DEFAULT_BUCKETS,
 };
 pub use prometheus::{
     histogram_opts, labels, opts, register_counter, register_counter_vec, register_gauge,

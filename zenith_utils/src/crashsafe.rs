@@ -87,11 +87,7 @@ pub fn write_file_atomic(path: impl AsRef<Path>, contents: &[u8]) -> io::Result<
         fs::rename(&tmp_path, path).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!(
-                    "rename {} to {}: {e}",
-                    tmp_path.display(),
-                    path.display()
-                ),
+                format!("rename {} to {}: {e}", tmp_path.display(), path.display()),
             )
         })
     });
@@ -122,8 +118,8 @@ fn create_temp_file(dir: &Path, file_name: &str) -> io::Result<(PathBuf, File)> 
             Err(e) => return Err(with_path(e, "create temporary file", &tmp_path)),
         }
     }
-    let err = last_err
-        .unwrap_or_else(|| io::Error::new(io::ErrorKind::AlreadyExists, "no unique name"));
+    let err =
+        last_err.unwrap_or_else(|| io::Error::new(io::ErrorKind::AlreadyExists, "no unique name"));
     Err(with_path(err, "create temporary file in", dir))
 }
 
@@ -141,7 +137,10 @@ pub fn create_dir_all_durable(path: impl AsRef<Path>) -> io::Result<()> {
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("create directory {}: exists and is not a directory", cur.display()),
+                    format!(
+                        "create directory {}: exists and is not a directory",
+                        cur.display()
+                    ),
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -205,9 +204,7 @@ pub fn remove_stale_temp_files(dir: impl AsRef<Path>) -> io::Result<usize> {
         if !is_temp_file(&path) {
             continue;
         }
-        let file_type = entry
-            .file_type()
-            .map_err(|e| with_path(e, "stat", &path))?;
+        let file_type = entry.file_type().map_err(|e| with_path(e, "stat", &path))?;
         if !file_type.is_file() {
             continue;
         }
@@ -278,7 +275,9 @@ mod tests {
         let path = dir.path().join("metadata");
         write_file_atomic(&path, b"good").unwrap();
         // What a crash between create and rename leaves behind.
-        let stale = dir.path().join(format!("metadata.0123456789abcdef{TEMP_FILE_SUFFIX}"));
+        let stale = dir
+            .path()
+            .join(format!("metadata.0123456789abcdef{TEMP_FILE_SUFFIX}"));
         fs::write(&stale, b"half-writ").unwrap();
         assert!(is_temp_file(&stale));
         assert!(!is_temp_file(&path));
@@ -313,8 +312,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         fs::write(&file, b"x").unwrap();
+        // The kernel reports ENOTDIR when stat walks through the file.
         let err = create_dir_all_durable(file.join("sub")).unwrap_err();
-        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
         let err = create_dir_all_durable(&file).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }

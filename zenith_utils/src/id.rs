@@ -240,10 +240,7 @@ mod tests {
 
     #[test]
     fn parse_rejects_wrong_length_and_non_hex() {
-        assert_eq!(
-            "abc".parse::<TenantId>(),
-            Err(IdParseError::WrongLength(3))
-        );
+        assert_eq!("abc".parse::<TenantId>(), Err(IdParseError::WrongLength(3)));
         assert_eq!(
             format!("{HEX}00").parse::<TenantId>(),
             Err(IdParseError::WrongLength(34))
@@ -253,7 +250,9 @@ mod tests {
             Err(IdParseError::NotHex(_))
         ));
         // 32 bytes, but not 32 hex characters.
-        assert!("0123456789abcdef0011223344556é".parse::<TenantId>().is_err());
+        assert!("0123456789abcdef0011223344556é"
+            .parse::<TenantId>()
+            .is_err());
         assert!("".parse::<TenantId>().is_err());
     }
 
@@ -278,7 +277,10 @@ mod tests {
         let json = serde_json::to_string(&both).unwrap();
         assert_eq!(
             json,
-            format!("{{\"tenant_id\":\"{HEX}\",\"timeline_id\":\"{}\"}}", "aa".repeat(16))
+            format!(
+                "{{\"tenant_id\":\"{HEX}\",\"timeline_id\":\"{}\"}}",
+                "aa".repeat(16)
+            )
         );
         assert_eq!(
             serde_json::from_str::<TenantTimelineId>(&json).unwrap(),

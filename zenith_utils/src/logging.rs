@@ -76,7 +76,10 @@ pub fn init(format: LogFormat, default_filter: &str) -> Result<(), LoggingError>
     if *initialized {
         return Ok(());
     }
-    let filter = build_filter(std::env::var(LOG_FILTER_ENV).ok().as_deref(), default_filter)?;
+    let filter = build_filter(
+        std::env::var(LOG_FILTER_ENV).ok().as_deref(),
+        default_filter,
+    )?;
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -121,7 +124,10 @@ mod tests {
             serde_json::from_str::<LogFormat>("\"json\"").unwrap(),
             LogFormat::Json
         );
-        assert_eq!(serde_json::to_string(&LogFormat::Plain).unwrap(), "\"plain\"");
+        assert_eq!(
+            serde_json::to_string(&LogFormat::Plain).unwrap(),
+            "\"plain\""
+        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl Lsn {
 
     /// True if this LSN is on an 8-byte boundary.
     pub fn is_aligned(self) -> bool {
-        self.0 % 8 == 0
+        self.0.is_multiple_of(8)
     }
 
     /// Parse `X/Y` (hex); same as [`FromStr`].
@@ -185,7 +185,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "/", "0/", "/0", "12345", "0/123456789", "x/1", "1/1/1", "-1/0"] {
+        for s in [
+            "",
+            "/",
+            "0/",
+            "/0",
+            "12345",
+            "0/123456789",
+            "x/1",
+            "1/1/1",
+            "-1/0",
+        ] {
             assert!(s.parse::<Lsn>().is_err(), "{s:?} parsed");
         }
     }

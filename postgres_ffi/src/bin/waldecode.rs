@@ -176,9 +176,8 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     let mut first_lsn: Option<Lsn> = None;
     let mut last_end = start;
     let mut buf = Vec::with_capacity(WAL_SEGMENT_SIZE);
-    let mut expected_seg = start_seg;
     let mut outcome = None;
-    'segments: for (segno, path) in &segs {
+    'segments: for (expected_seg, (segno, path)) in (start_seg..).zip(segs.iter()) {
         if *segno != expected_seg {
             outcome = Some(Outcome::Corrupt(format!(
                 "segment {} is missing; WAL ends at {last_end}",
@@ -186,7 +185,6 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             )));
             break;
         }
-        expected_seg += 1;
         buf.clear();
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut buf))

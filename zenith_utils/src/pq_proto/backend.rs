@@ -386,10 +386,11 @@ impl<'a> BeMessage<'a> {
                     match value {
                         None => buf.put_i32(-1),
                         Some(v) => {
-                            let len = i32::try_from(v.len()).map_err(|_| ProtocolError::TooMany {
-                                what: "column value bytes",
-                                count: v.len(),
-                            })?;
+                            let len =
+                                i32::try_from(v.len()).map_err(|_| ProtocolError::TooMany {
+                                    what: "column value bytes",
+                                    count: v.len(),
+                                })?;
                             buf.put_i32(len);
                             buf.put_slice(v);
                         }
@@ -458,8 +459,10 @@ pub fn write_text_result(
 ) -> Result<(), ProtocolError> {
     let start = buf.len();
     let res = (|| {
-        let descriptors: Vec<RowDescriptor> =
-            columns.iter().map(|&name| RowDescriptor::text_col(name)).collect();
+        let descriptors: Vec<RowDescriptor> = columns
+            .iter()
+            .map(|&name| RowDescriptor::text_col(name))
+            .collect();
         BeMessage::RowDescription(&descriptors).write(buf)?;
         for row in rows {
             if row.len() != columns.len() {

@@ -380,7 +380,10 @@ fn parse_cstr_body(body: &[u8], what: &'static str) -> Result<String, ProtocolEr
 }
 
 /// Splits a NUL-terminated UTF-8 string off the front of `data`.
-fn split_cstr<'a>(data: &'a [u8], what: &'static str) -> Result<(&'a str, &'a [u8]), ProtocolError> {
+fn split_cstr<'a>(
+    data: &'a [u8],
+    what: &'static str,
+) -> Result<(&'a str, &'a [u8]), ProtocolError> {
     let nul = data
         .iter()
         .position(|&b| b == 0)

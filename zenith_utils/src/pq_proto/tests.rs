@@ -45,13 +45,17 @@ fn split_be_messages(mut data: &[u8]) -> Vec<(u8, Vec<u8>)> {
 // Startup phase
 
 /// What `psql -U alice -d db` sends (minus the other parameters).
-const PSQL_STARTUP: &[u8] = b"\x00\x00\x00\x20\x00\x03\x00\x00user\x00alice\x00database\x00db\x00\x00";
+const PSQL_STARTUP: &[u8] =
+    b"\x00\x00\x00\x20\x00\x03\x00\x00user\x00alice\x00database\x00db\x00\x00";
 
 #[test]
 fn startup_message_from_psql_is_parsed() {
     assert_eq!(PSQL_STARTUP.len(), 0x20);
     let mut b = buf(PSQL_STARTUP);
-    let packet = FeDecoder::default().decode_startup(&mut b).unwrap().unwrap();
+    let packet = FeDecoder::default()
+        .decode_startup(&mut b)
+        .unwrap()
+        .unwrap();
     assert!(b.is_empty());
     let FeStartupPacket::StartupMessage {
         major_version,
@@ -72,7 +76,9 @@ fn startup_message_serializes_to_the_psql_bytes() {
     let packet = FeStartupPacket::StartupMessage {
         major_version: 3,
         minor_version: 0,
-        params: [("user", "alice"), ("database", "db")].into_iter().collect(),
+        params: [("user", "alice"), ("database", "db")]
+            .into_iter()
+            .collect(),
     };
     let mut out = BytesMut::new();
     packet.write(&mut out).unwrap();
@@ -248,11 +254,15 @@ fn malformed_startup_parameters_are_rejected() {
     );
     assert_eq!(
         startup(b"user\0"),
-        Err(ProtocolError::MissingNulTerminator("startup parameter value"))
+        Err(ProtocolError::MissingNulTerminator(
+            "startup parameter value"
+        ))
     );
     assert_eq!(
         startup(b"user"),
-        Err(ProtocolError::MissingNulTerminator("startup parameter name"))
+        Err(ProtocolError::MissingNulTerminator(
+            "startup parameter name"
+        ))
     );
     assert_eq!(
         startup(b"user\0\xff\0\0"),
@@ -292,16 +302,25 @@ fn startup_parameter_with_nul_cannot_be_written() {
 #[test]
 fn frontend_messages_from_exact_bytes() {
     let cases: Vec<(&[u8], FeMessage)> = vec![
-        (b"Q\x00\x00\x00\x0dSELECT 1\x00", FeMessage::Query("SELECT 1".into())),
+        (
+            b"Q\x00\x00\x00\x0dSELECT 1\x00",
+            FeMessage::Query("SELECT 1".into()),
+        ),
         (b"Q\x00\x00\x00\x05\x00", FeMessage::Query(String::new())),
-        (b"p\x00\x00\x00\x0bsecret\x00", FeMessage::Password("secret".into())),
+        (
+            b"p\x00\x00\x00\x0bsecret\x00",
+            FeMessage::Password("secret".into()),
+        ),
         (
             b"d\x00\x00\x00\x07\x01\x00\x03",
             FeMessage::CopyData(Bytes::from_static(&[1, 0, 3])),
         ),
         (b"d\x00\x00\x00\x04", FeMessage::CopyData(Bytes::new())),
         (b"c\x00\x00\x00\x04", FeMessage::CopyDone),
-        (b"f\x00\x00\x00\x08bad\x00", FeMessage::CopyFail("bad".into())),
+        (
+            b"f\x00\x00\x00\x08bad\x00",
+            FeMessage::CopyFail("bad".into()),
+        ),
         (b"S\x00\x00\x00\x04", FeMessage::Sync),
         (b"X\x00\x00\x00\x04", FeMessage::Terminate),
     ];
@@ -335,7 +354,10 @@ fn two_messages_in_one_buffer_are_decoded_one_at_a_time() {
         dec.decode_message(&mut b).unwrap(),
         Some(FeMessage::Query("SELECT 1".into()))
     );
-    assert_eq!(dec.decode_message(&mut b).unwrap(), Some(FeMessage::Terminate));
+    assert_eq!(
+        dec.decode_message(&mut b).unwrap(),
+        Some(FeMessage::Terminate)
+    );
     assert_eq!(dec.decode_message(&mut b).unwrap(), None);
 }
 
@@ -381,7 +403,10 @@ fn malformed_frontend_messages_are_rejected() {
     );
     check(
         b"X\x00\x00\x01\x00",
-        ProtocolError::InvalidMessageLength { tag: b'X', len: 256 },
+        ProtocolError::InvalidMessageLength {
+            tag: b'X',
+            len: 256,
+        },
     );
 }
 
@@ -452,7 +477,10 @@ fn protocol_errors_map_to_sqlstates() {
 
 #[test]
 fn authentication_messages_match_postgres_bytes() {
-    assert_eq!(be_bytes(BeMessage::AuthenticationOk), b"R\0\0\0\x08\0\0\0\0");
+    assert_eq!(
+        be_bytes(BeMessage::AuthenticationOk),
+        b"R\0\0\0\x08\0\0\0\0"
+    );
     assert_eq!(
         be_bytes(BeMessage::AuthenticationCleartextPassword),
         b"R\0\0\0\x08\0\0\0\x03"
@@ -527,10 +555,7 @@ fn error_and_notice_responses_match_postgres_bytes() {
         .with_hint("h");
     assert_eq!(
         be_bytes(BeMessage::ErrorResponse(fields)),
-        framed(
-            b'E',
-            b"SFATAL\0VFATAL\0C28P01\0Mbad password\0Dd\0Hh\0\0"
-        )
+        framed(b'E', b"SFATAL\0VFATAL\0C28P01\0Mbad password\0Dd\0Hh\0\0")
     );
     assert_eq!(
         be_bytes(BeMessage::NoticeResponse(ErrorFields::new(
@@ -618,7 +643,11 @@ fn single_row_text_result_is_row_description_data_row_command_complete() {
 fn text_result_checks_row_width_and_writes_nothing_on_error() {
     let mut out = BytesMut::from(&b"x"[..]);
     assert_eq!(
-        write_text_result(&mut out, &["a", "b"], &[&[Some("1"), Some("2")], &[Some("1")]]),
+        write_text_result(
+            &mut out,
+            &["a", "b"],
+            &[&[Some("1"), Some("2")], &[Some("1")]]
+        ),
         Err(ProtocolError::ColumnCountMismatch {
             expected: 2,
             got: 1
@@ -697,7 +726,13 @@ fn decode_chunks(dec: FeDecoder, start_in_startup: bool, chunks: &[&[u8]]) -> De
 fn split_at_points<'a>(data: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
     let mut cuts: Vec<usize> = points
         .iter()
-        .map(|p| if data.is_empty() { 0 } else { p % (data.len() + 1) })
+        .map(|p| {
+            if data.is_empty() {
+                0
+            } else {
+                p % (data.len() + 1)
+            }
+        })
         .collect();
     cuts.push(0);
     cuts.push(data.len());
