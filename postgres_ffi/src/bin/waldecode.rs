@@ -11,7 +11,7 @@
 //! last record, or `--end` reached), 1 on corrupt or truncated WAL, 2 on usage
 //! or I/O errors.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -153,6 +153,23 @@ fn list_segments(paths: &[PathBuf]) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     Ok(segs)
 }
 
+/// Bytes fed to the decoder at a time.
+const FEED_CHUNK: usize = 256 * 1024;
+
+/// Read until `buf` is full or the file ends.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 enum Outcome {
     Clean(String),
     Corrupt(String),
@@ -175,7 +192,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     let mut nrecords: u64 = 0;
     let mut first_lsn: Option<Lsn> = None;
     let mut last_end = start;
-    let mut buf = Vec::with_capacity(WAL_SEGMENT_SIZE);
+    let mut buf = vec![0u8; FEED_CHUNK];
     let mut outcome = None;
     'segments: for (expected_seg, (segno, path)) in (start_seg..).zip(segs.iter()) {
         if *segno != expected_seg {
@@ -185,59 +202,70 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             )));
             break;
         }
-        buf.clear();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut buf))
-            .with_context(|| format!("reading {}", path.display()))?;
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let seg_start = segno * seg_size;
-        let from = if *segno == start_seg {
-            (start.0 - seg_start) as usize
+        if *segno == start_seg {
+            file.seek(SeekFrom::Start(start.0 - seg_start))
+                .with_context(|| format!("seeking in {}", path.display()))?;
+        }
+        // Read and feed in pieces so that decoding stops soon after the end of
+        // WAL and works on cache-sized input.
+        let mut seg_bytes = if *segno == start_seg {
+            start.0 - seg_start
         } else {
             0
         };
-        if buf.len() > from {
-            decoder.feed_bytes(&buf[from..]);
-        }
         loop {
-            match decoder.poll_decode() {
-                Ok(Some(raw)) => {
-                    if let Some(end) = args.end {
-                        if raw.start_lsn >= end {
-                            outcome = Some(Outcome::Clean(format!("reached end position {end}")));
-                            break 'segments;
+            let n = read_full(&mut file, &mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            seg_bytes += n as u64;
+            decoder.feed_bytes(&buf[..n]);
+            loop {
+                match decoder.poll_decode() {
+                    Ok(Some(raw)) => {
+                        if let Some(end) = args.end {
+                            if raw.start_lsn >= end {
+                                outcome =
+                                    Some(Outcome::Clean(format!("reached end position {end}")));
+                                break 'segments;
+                            }
+                        }
+                        let rec = match DecodedWALRecord::decode(raw.data, raw.start_lsn) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                outcome = Some(Outcome::Corrupt(e.to_string()));
+                                break 'segments;
+                            }
+                        };
+                        first_lsn.get_or_insert(rec.lsn);
+                        last_end = raw.end_lsn;
+                        nrecords += 1;
+                        if !args.stats {
+                            serde_json::to_writer(&mut out, &record_out(&rec, raw.end_lsn))?;
+                            out.write_all(b"\n")?;
                         }
                     }
-                    let rec = match DecodedWALRecord::decode(raw.data, raw.start_lsn) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            outcome = Some(Outcome::Corrupt(e.to_string()));
-                            break 'segments;
-                        }
-                    };
-                    first_lsn.get_or_insert(rec.lsn);
-                    last_end = raw.end_lsn;
-                    nrecords += 1;
-                    if !args.stats {
-                        serde_json::to_writer(&mut out, &record_out(&rec, raw.end_lsn))?;
-                        out.write_all(b"\n")?;
+                    Ok(None) => break,
+                    Err(e) if e.is_end_of_wal() => {
+                        outcome = Some(Outcome::Clean(format!("end of WAL: {e}")));
+                        break 'segments;
                     }
-                }
-                Ok(None) => break,
-                Err(e) if e.is_end_of_wal() => {
-                    outcome = Some(Outcome::Clean(format!("end of WAL: {e}")));
-                    break 'segments;
-                }
-                Err(e) => {
-                    outcome = Some(Outcome::Corrupt(e.to_string()));
-                    break 'segments;
+                    Err(e) => {
+                        outcome = Some(Outcome::Corrupt(e.to_string()));
+                        break 'segments;
+                    }
                 }
             }
         }
-        if (buf.len() as u64) < seg_size {
+        if seg_bytes < seg_size {
             outcome = Some(Outcome::Corrupt(format!(
                 "segment file {} is truncated ({} of {seg_size} bytes); WAL ends at {}",
                 path.display(),
-                buf.len(),
+                seg_bytes,
                 decoder.available()
             )));
             break;
