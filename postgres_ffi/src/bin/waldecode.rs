@@ -35,6 +35,9 @@ struct Args {
     /// Print only record count, bytes and throughput, as JSON.
     #[arg(long, conflicts_with = "json")]
     stats: bool,
+    /// Also print each record's bytes (header included) as hex, in "record".
+    #[arg(long, conflicts_with = "stats")]
+    include_record: bool,
     /// First record to decode (must be a record start or a page boundary).
     #[arg(long)]
     start: Option<Lsn>,
@@ -79,6 +82,8 @@ struct RecordOut {
     rec_len: u32,
     fpi_len: u32,
     blocks: Vec<BlockOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<String>,
 }
 
 /// `%X/%08X`, as pg_waldump prints LSNs.
@@ -86,7 +91,7 @@ fn waldump_lsn(lsn: Lsn) -> String {
     format!("{:X}/{:08X}", lsn.0 >> 32, lsn.0 as u32)
 }
 
-fn record_out(rec: &DecodedWALRecord, end: Lsn) -> RecordOut {
+fn record_out(rec: &DecodedWALRecord, end: Lsn, include_record: bool) -> RecordOut {
     let fpi_len = rec.fpi_len();
     RecordOut {
         lsn: waldump_lsn(rec.lsn),
@@ -120,6 +125,7 @@ fn record_out(rec: &DecodedWALRecord, end: Lsn) -> RecordOut {
                 }),
             })
             .collect(),
+        record: include_record.then(|| hex::encode(&rec.record)),
     }
 }
 
@@ -245,7 +251,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
                         last_end = raw.end_lsn;
                         nrecords += 1;
                         if !args.stats {
-                            serde_json::to_writer(&mut out, &record_out(&rec, raw.end_lsn))?;
+                            serde_json::to_writer(&mut out, &record_out(&rec, raw.end_lsn, args.include_record))?;
                             out.write_all(b"\n")?;
                         }
                     }
