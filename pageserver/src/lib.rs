@@ -5,5 +5,10 @@
 //! reconstructs any page at any LSN for computes (GetPage@LSN) with
 //! `postgres --wal-redo`.
 //!
-//! Status: the storage service is tracked by issue 3 and is not built yet;
-//! this crate has no binary until it can serve pages.
+//! Status (issue 3, in progress): the storage key space ([`key`]) and the
+//! timeline metadata file ([`tenant::metadata`]) exist; ingest, layers, WAL
+//! redo, the page service and the daemon do not yet, so this crate has no
+//! binary.
+
+pub mod key;
+pub mod tenant;

@@ -1,0 +1,7 @@
+//! Tenants and their timelines on disk.
+//!
+//! Layout under the pageserver's workdir:
+//! `tenants/<tenant id>/timelines/<timeline id>/metadata` plus the
+//! timeline's layer files beside it.
+
+pub mod metadata;
