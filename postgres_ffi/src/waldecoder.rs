@@ -16,7 +16,11 @@
 //!   began before it (like `XLogFindNextRecord`).
 //!
 //! The end LSN of a record follows PostgreSQL's convention: the 8-byte aligned
-//! position after it (`EndRecPtr`), which may be a page boundary.
+//! position after it (`EndRecPtr`), which may be a page boundary; for an
+//! `XLOG_SWITCH` record it is the start of the next segment, and the rest of
+//! the segment is skipped. A page flagged `XLP_FIRST_IS_OVERWRITE_CONTRECORD`
+//! while a record is being assembled means that record was never completed:
+//! it is dropped and decoding resumes after that page's header.
 //!
 //! Invariants: no allocation is sized from a length field (record buffers grow
 //! with the bytes actually received); every inconsistency is a
@@ -465,6 +469,15 @@ impl WalStreamDecoder {
             });
         }
         let is_cont = hdr.xlp_info & XLP_FIRST_IS_CONTRECORD != 0;
+        if hdr.xlp_info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0
+            && matches!(self.state, State::Reassembling { .. })
+        {
+            // The rest of the record we were assembling was never written: a
+            // crashed server overwrote it after recovery (and logged
+            // XLOG_OVERWRITE_CONTRECORD here). Drop it and read the next record
+            // after this page header, as xlogreader.c does.
+            self.state = State::WaitingForRecord;
+        }
         match &self.state {
             State::Reassembling { remaining, .. } => {
                 if !is_cont {
@@ -535,7 +548,12 @@ impl WalStreamDecoder {
         if !crate::xlog_record::record_crc_ok(&data) {
             return Err(WalDecodeError::BadCrc { lsn: start_lsn });
         }
-        let end_lsn = self.lsn.align();
+        let mut end_lsn = self.lsn.align();
+        if hdr.xl_rmid == RM_XLOG_ID && hdr.xl_info & !XLR_INFO_MASK == XLOG_SWITCH {
+            // The rest of the segment is unused: the record "extends" to the
+            // start of the next segment, where the next record is.
+            end_lsn = Lsn(self.lsn.0.div_ceil(self.seg_size as u64) * self.seg_size as u64);
+        }
         self.padding = (end_lsn - self.lsn) as usize;
         self.prev_record = Some(start_lsn);
         Ok(RawRecord {

@@ -251,7 +251,10 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
                         last_end = raw.end_lsn;
                         nrecords += 1;
                         if !args.stats {
-                            serde_json::to_writer(&mut out, &record_out(&rec, raw.end_lsn, args.include_record))?;
+                            serde_json::to_writer(
+                                &mut out,
+                                &record_out(&rec, raw.end_lsn, args.include_record),
+                            )?;
                             out.write_all(b"\n")?;
                         }
                     }
