@@ -10,5 +10,6 @@
 //! redo, the page service and the daemon do not yet, so this crate has no
 //! binary.
 
+pub mod config;
 pub mod key;
 pub mod tenant;

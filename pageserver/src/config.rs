@@ -1,0 +1,324 @@
+//! `pageserver.toml`: the pageserver's configuration.
+//!
+//! Every setting has a default; the file and `-c key=value` command-line
+//! overrides (TOML values, applied after the file) may change any of them.
+//! Durations are written like `"10s"`, `"500ms"`, `"1h"`; sizes in bytes.
+//! Unknown keys and invalid values are errors that name the key.
+//!
+//! ```toml
+//! listen_pg_addr = "127.0.0.1:64000"
+//! listen_http_addr = "127.0.0.1:9898"
+//! pg_distrib_dir = "/path/to/tmp_install"
+//! wait_lsn_timeout = "60s"
+//! wal_redo_timeout = "60s"
+//! page_cache_size = 8192          # pages
+//!
+//! [tenant_config]                 # defaults for every tenant
+//! checkpoint_distance = 268435456 # bytes of WAL in the in-memory layer
+//! checkpoint_timeout = "10m"
+//! compaction_threshold = 10       # L0 delta layers before compaction
+//! image_creation_threshold = 3    # deltas above an image before a new image
+//! gc_horizon = 67108864           # bytes of WAL history kept
+//! gc_period = "100s"
+//! pitr_interval = "7d"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid override {0:?}: expected key=value with a TOML value, e.g. wait_lsn_timeout=\"10s\"")]
+    BadOverride(String),
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Serde adapter for durations as human-readable strings.
+mod human_duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration ({e}); write e.g. \"10s\""))
+        })
+    }
+}
+
+/// Per-tenant storage settings (defaults for every tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConf {
+    /// Freeze and flush the in-memory layer after this many bytes of WAL.
+    pub checkpoint_distance: u64,
+    /// ... or after it has been open this long.
+    #[serde(with = "human_duration")]
+    pub checkpoint_timeout: Duration,
+    /// Number of L0 delta layers that triggers compaction.
+    pub compaction_threshold: usize,
+    /// Delta layers above the last image of a range that trigger a new image.
+    pub image_creation_threshold: usize,
+    /// Bytes of WAL history below the last record kept readable.
+    pub gc_horizon: u64,
+    /// How often GC runs (0s: never automatically).
+    #[serde(with = "human_duration")]
+    pub gc_period: Duration,
+    /// History kept by age, in addition to `gc_horizon`.
+    #[serde(with = "human_duration")]
+    pub pitr_interval: Duration,
+}
+
+impl Default for TenantConf {
+    fn default() -> TenantConf {
+        TenantConf {
+            checkpoint_distance: 256 * 1024 * 1024,
+            checkpoint_timeout: Duration::from_secs(600),
+            compaction_threshold: 10,
+            image_creation_threshold: 3,
+            gc_horizon: 64 * 1024 * 1024,
+            gc_period: Duration::from_secs(100),
+            pitr_interval: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The pageserver's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PageServerConf {
+    /// Address of the page service (PostgreSQL protocol).
+    pub listen_pg_addr: String,
+    /// Address of the HTTP management API.
+    pub listen_http_addr: String,
+    /// PostgreSQL installation (bin/, lib/) used for initdb and WAL redo.
+    pub pg_distrib_dir: PathBuf,
+    /// How long a request waits for WAL to arrive.
+    #[serde(with = "human_duration")]
+    pub wait_lsn_timeout: Duration,
+    /// How long one WAL redo request may take.
+    #[serde(with = "human_duration")]
+    pub wal_redo_timeout: Duration,
+    /// Reconstructed pages kept in memory.
+    pub page_cache_size: usize,
+    /// Defaults for every tenant.
+    pub tenant_config: TenantConf,
+}
+
+impl Default for PageServerConf {
+    fn default() -> PageServerConf {
+        PageServerConf {
+            listen_pg_addr: "127.0.0.1:64000".into(),
+            listen_http_addr: "127.0.0.1:9898".into(),
+            pg_distrib_dir: PathBuf::from("tmp_install"),
+            wait_lsn_timeout: Duration::from_secs(60),
+            wal_redo_timeout: Duration::from_secs(60),
+            page_cache_size: 8192,
+            tenant_config: TenantConf::default(),
+        }
+    }
+}
+
+/// Name of the configuration file in the workdir.
+pub const CONFIG_FILE_NAME: &str = "pageserver.toml";
+
+impl PageServerConf {
+    /// Parse a configuration file's text, apply `key=value` overrides, validate.
+    pub fn parse(text: &str, overrides: &[String]) -> Result<PageServerConf, ConfigError> {
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        for o in overrides {
+            let (key, _) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(ConfigError::BadOverride(o.clone()));
+            }
+            let t: toml::Table = o.parse().map_err(|_| ConfigError::BadOverride(o.clone()))?;
+            merge(&mut doc, t);
+        }
+        let conf: PageServerConf = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    /// Read `<workdir>/pageserver.toml` (missing file = defaults) and apply overrides.
+    pub fn load(workdir: &Path, overrides: &[String]) -> Result<PageServerConf, ConfigError> {
+        let path = workdir.join(CONFIG_FILE_NAME);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text, overrides)
+    }
+
+    /// The configuration as TOML (what `--init` writes).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let addr = |key: &'static str, v: &str| {
+            v.parse::<std::net::SocketAddr>()
+                .map(|_| ())
+                .map_err(|e| ConfigError::Invalid {
+                    key,
+                    reason: format!("{v:?} is not host:port ({e})"),
+                })
+        };
+        addr("listen_pg_addr", &self.listen_pg_addr)?;
+        addr("listen_http_addr", &self.listen_http_addr)?;
+        let positive = |key: &'static str, ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be {what}"),
+                })
+            }
+        };
+        positive(
+            "wait_lsn_timeout",
+            !self.wait_lsn_timeout.is_zero(),
+            "more than 0s",
+        )?;
+        positive(
+            "wal_redo_timeout",
+            !self.wal_redo_timeout.is_zero(),
+            "more than 0s",
+        )?;
+        positive(
+            "page_cache_size",
+            self.page_cache_size >= 16,
+            "at least 16 pages",
+        )?;
+        let t = &self.tenant_config;
+        positive(
+            "tenant_config.checkpoint_distance",
+            t.checkpoint_distance >= 8192,
+            "at least 8192 bytes",
+        )?;
+        positive(
+            "tenant_config.checkpoint_timeout",
+            !t.checkpoint_timeout.is_zero(),
+            "more than 0s",
+        )?;
+        positive(
+            "tenant_config.compaction_threshold",
+            t.compaction_threshold >= 2,
+            "at least 2",
+        )?;
+        positive(
+            "tenant_config.image_creation_threshold",
+            t.image_creation_threshold >= 1,
+            "at least 1",
+        )?;
+        Ok(())
+    }
+}
+
+/// Merge `src` into `dst`, recursing into tables (`tenant_config.x=1` style
+/// overrides arrive as nested tables).
+fn merge(dst: &mut toml::Table, src: toml::Table) {
+    for (k, v) in src {
+        match (dst.get_mut(&k), v) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
+            (_, v) => {
+                dst.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(
+            PageServerConf::parse("", &[]).unwrap(),
+            PageServerConf::default()
+        );
+    }
+
+    #[test]
+    fn file_and_overrides() {
+        let text = r#"
+            listen_pg_addr = "127.0.0.1:15000"
+            wait_lsn_timeout = "5s"
+            [tenant_config]
+            checkpoint_distance = 1048576
+            gc_period = "0s"
+        "#;
+        let overrides = vec![
+            "wal_redo_timeout=\"250ms\"".to_string(),
+            "tenant_config.compaction_threshold=4".to_string(),
+            "listen_http_addr='127.0.0.1:15001'".to_string(),
+        ];
+        let c = PageServerConf::parse(text, &overrides).unwrap();
+        assert_eq!(c.listen_pg_addr, "127.0.0.1:15000");
+        assert_eq!(c.listen_http_addr, "127.0.0.1:15001");
+        assert_eq!(c.wait_lsn_timeout, Duration::from_secs(5));
+        assert_eq!(c.wal_redo_timeout, Duration::from_millis(250));
+        assert_eq!(c.tenant_config.checkpoint_distance, 1048576);
+        assert_eq!(c.tenant_config.compaction_threshold, 4);
+        assert_eq!(c.tenant_config.gc_period, Duration::ZERO);
+        assert_eq!(c.tenant_config.image_creation_threshold, 3);
+    }
+
+    #[test]
+    fn written_config_reads_back() {
+        let mut c = PageServerConf::default();
+        c.tenant_config.pitr_interval = Duration::from_secs(90);
+        let back = PageServerConf::parse(&c.to_toml(), &[]).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("unknown_key = 1", "unknown_key"),
+            ("wait_lsn_timeout = \"soon\"", "soon"),
+            ("listen_pg_addr = \"nowhere\"", "listen_pg_addr"),
+            ("page_cache_size = 1", "page_cache_size"),
+            (
+                "[tenant_config]\ncheckpoint_distance = 10",
+                "checkpoint_distance",
+            ),
+            ("[tenant_config]\nbogus = 1", "bogus"),
+        ];
+        for (text, needle) in cases {
+            let e = PageServerConf::parse(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        let e = PageServerConf::parse("", &["novalue".to_string()]).unwrap_err();
+        assert!(matches!(e, ConfigError::BadOverride(_)));
+    }
+}
