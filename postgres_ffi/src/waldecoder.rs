@@ -270,6 +270,28 @@ impl WalStreamDecoder {
         self.inputbuf.extend_from_slice(buf);
     }
 
+    /// Read up to `max` bytes of WAL from `r` straight into the decoder's
+    /// buffer (saving the copy [`feed_bytes`](Self::feed_bytes) makes).
+    /// Returns the number of bytes read; 0 at end of input.
+    pub fn feed_from(&mut self, r: &mut impl std::io::Read, max: usize) -> std::io::Result<usize> {
+        let old_len = self.inputbuf.len();
+        self.inputbuf.resize(old_len + max, 0);
+        let mut n = 0;
+        let res = loop {
+            if n == max {
+                break Ok(n);
+            }
+            match r.read(&mut self.inputbuf[old_len + n..]) {
+                Ok(0) => break Ok(n),
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.inputbuf.truncate(old_len + n);
+        res
+    }
+
     /// Return the next complete record, `Ok(None)` if more input is needed,
     /// or an error describing why the stream cannot be decoded further.
     pub fn poll_decode(&mut self) -> Result<Option<RawRecord>, WalDecodeError> {

@@ -6,6 +6,7 @@
 //! lz4 or zstd images. All slices of the record share its [`Bytes`] buffer.
 
 use bytes::{Buf, Bytes};
+use smallvec::SmallVec;
 use zenith_utils::lsn::Lsn;
 
 use crate::pg_constants::*;
@@ -199,7 +200,7 @@ pub struct DecodedWALRecord {
     pub lsn: Lsn,
     pub header: XLogRecordHeader,
     /// Block references in increasing `block_id` order (unused ids omitted).
-    pub blocks: Vec<DecodedBkpBlock>,
+    pub blocks: SmallVec<[DecodedBkpBlock; 2]>,
     pub main_data: Bytes,
     pub origin: Option<u16>,
     pub toplevel_xid: Option<u32>,
@@ -255,7 +256,7 @@ impl DecodedWALRecord {
         let mut p = &record[XLOG_SIZE_OF_XLOG_RECORD..];
         let mut remaining = p.len();
         let mut datatotal: usize = 0;
-        let mut blocks: Vec<DecodedBkpBlock> = Vec::new();
+        let mut blocks: SmallVec<[DecodedBkpBlock; 2]> = SmallVec::new();
         let mut main_data_len: usize = 0;
         let mut origin = None;
         let mut toplevel_xid = None;

@@ -11,7 +11,7 @@
 //! last record, or `--end` reached), 1 on corrupt or truncated WAL, 2 on usage
 //! or I/O errors.
 
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -159,22 +159,10 @@ fn list_segments(paths: &[PathBuf]) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     Ok(segs)
 }
 
-/// Bytes fed to the decoder at a time.
-const FEED_CHUNK: usize = 256 * 1024;
-
-/// Read until `buf` is full or the file ends.
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
+/// Bytes read and fed to the decoder at a time: small enough that the data
+/// is still in the CPU cache when the decoder checks and copies it (16 KiB
+/// measured fastest; 256 KiB was 1.7x slower).
+const FEED_CHUNK: usize = 16 * 1024;
 
 enum Outcome {
     Clean(String),
@@ -198,7 +186,6 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     let mut nrecords: u64 = 0;
     let mut first_lsn: Option<Lsn> = None;
     let mut last_end = start;
-    let mut buf = vec![0u8; FEED_CHUNK];
     let mut outcome = None;
     'segments: for (expected_seg, (segno, path)) in (start_seg..).zip(segs.iter()) {
         if *segno != expected_seg {
@@ -223,13 +210,13 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             0
         };
         loop {
-            let n = read_full(&mut file, &mut buf)
+            let n = decoder
+                .feed_from(&mut file, FEED_CHUNK)
                 .with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 break;
             }
             seg_bytes += n as u64;
-            decoder.feed_bytes(&buf[..n]);
             loop {
                 match decoder.poll_decode() {
                     Ok(Some(raw)) => {
