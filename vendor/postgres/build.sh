@@ -37,7 +37,7 @@ compute_stamp() {
         echo "version $PG_DEB_VERSION $PG_ORIG_SHA256"
         echo "configure ${CONFIGURE_OPTS[*]}"
         echo "script $(sha256sum "$0" | cut -d' ' -f1)"
-        (cd "$ROOT/vendor/postgres" && find patches contrib -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
+        (cd "$ROOT/vendor/postgres" && for d in patches contrib; do [ -d "$d" ] && find "$d" -type f -print0; done | LC_ALL=C sort -z | xargs -0 -r sha256sum)
     } | sha256sum | cut -d' ' -f1
 }
 STAMP="$(compute_stamp)"
