@@ -12,4 +12,6 @@
 
 pub mod config;
 pub mod key;
+pub mod pagestream;
 pub mod tenant;
+pub mod value;

@@ -5,3 +5,4 @@
 //! timeline's layer files beside it.
 
 pub mod metadata;
+pub mod storage_layer;

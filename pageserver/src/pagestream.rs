@@ -1,0 +1,902 @@
+//! The pagestream protocol codec (ARCHITECTURE.md §5): the messages a compute
+//! and the pageserver exchange inside CopyData after the client's
+//! `pagestream <tenant> <timeline>` query. Full description: `docs/pagestream.md`.
+//!
+//! This module only turns bytes into typed messages and back; it knows nothing
+//! about connections or storage. Each CopyData payload holds exactly one
+//! message, so parsers take the whole payload and reject trailing bytes.
+//!
+//! # Wire format
+//!
+//! All integers are big-endian. A request is a 25-byte header followed by a
+//! payload chosen by the tag:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | tag | u8 | 0 exists, 1 nblocks, 2 get_page, 3 db_size, 4 get_slru_segment |
+//! | reqid | u64 | echoed in the response |
+//! | request_lsn | u64 | the version wanted; `u64::MAX` = latest |
+//! | not_modified_since | u64 | the page is known unchanged since this LSN |
+//!
+//! | request | tag | payload | total size |
+//! |---|---|---|---|
+//! | exists | 0 | u32 spcnode, u32 dbnode, u32 relnode, u8 forknum | 38 |
+//! | nblocks | 1 | same as exists | 38 |
+//! | get_page | 2 | same as exists, then u32 blkno | 42 |
+//! | db_size | 3 | u32 dbnode | 29 |
+//! | get_slru_segment | 4 | u8 kind (0 clog, 1 multixact offsets, 2 multixact members), u32 segno | 30 |
+//!
+//! A response is `u8 tag`, `u64 reqid`, then a body. Tag 103 is reserved for
+//! errors, so the db_size and get_slru_segment responses are shifted by one
+//! (they are *not* request tag + 100):
+//!
+//! | response | tag | body | total size |
+//! |---|---|---|---|
+//! | exists | 100 | u8 (0 or 1) | 10 |
+//! | nblocks | 101 | u32 | 13 |
+//! | get_page | 102 | 8192 bytes | 8201 |
+//! | error | 103 | UTF-8 message without NUL, then one NUL | 10 + message |
+//! | db_size | 104 | i64 bytes | 17 |
+//! | get_slru_segment | 105 | u32 nblocks, then nblocks × 8192 bytes | 13 + 8192 × nblocks |
+//!
+//! # Invariants
+//!
+//! - Parsers never panic and never allocate more than the input's size; any
+//!   malformed input (truncated, trailing bytes, unknown tag, fork > 3, unknown
+//!   SLRU kind, exists byte other than 0/1, unterminated or non-UTF-8 error
+//!   text) is a [`PagestreamError`].
+//! - `serialize` checks the same rules as `parse`: whatever it writes, `parse`
+//!   reads back as an equal message. On error it writes nothing.
+//! - Parsing checks the format only. [`PagestreamRequest::validate`] checks the
+//!   LSN rules of §5; its [`RequestLsnError`] is a distinct type because the
+//!   server answers it with an error response and keeps the stream open, while
+//!   a [`PagestreamError`] on a request closes the connection.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use postgres_ffi::pg_constants::{BLCKSZ, INIT_FORKNUM};
+use postgres_ffi::relfile::{BlockNumber, RelTag};
+use postgres_ffi::slru::SlruKind;
+use zenith_utils::lsn::Lsn;
+
+/// Size of a page in a get_page or get_slru_segment response.
+pub const PAGE_SIZE: usize = BLCKSZ as usize;
+
+const REQ_EXISTS: u8 = 0;
+const REQ_NBLOCKS: u8 = 1;
+const REQ_GET_PAGE: u8 = 2;
+const REQ_DB_SIZE: u8 = 3;
+const REQ_GET_SLRU_SEGMENT: u8 = 4;
+
+const RESP_EXISTS: u8 = 100;
+const RESP_NBLOCKS: u8 = 101;
+const RESP_GET_PAGE: u8 = 102;
+const RESP_ERROR: u8 = 103;
+const RESP_DB_SIZE: u8 = 104;
+const RESP_GET_SLRU_SEGMENT: u8 = 105;
+
+/// A message that is not a well-formed pagestream request or response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PagestreamError {
+    #[error("pagestream message truncated: needed {needed} bytes, got {got}")]
+    Truncated { needed: usize, got: usize },
+    #[error("pagestream message has {0} trailing bytes")]
+    TrailingBytes(usize),
+    #[error("unknown pagestream message tag {0}")]
+    UnknownTag(u8),
+    #[error("invalid fork number {0}")]
+    InvalidFork(u8),
+    #[error("unknown SLRU kind {0}")]
+    UnknownSlruKind(u8),
+    #[error("invalid boolean byte {0} in exists response")]
+    InvalidBool(u8),
+    #[error("page data of {0} bytes is not a multiple of {PAGE_SIZE} (or not exactly one page)")]
+    BadPageSize(usize),
+    #[error("SLRU segment of {0} pages is too large")]
+    TooManyPages(usize),
+    #[error("error message is not NUL-terminated")]
+    MessageNotTerminated,
+    #[error("error message is not valid UTF-8")]
+    MessageNotUtf8,
+    #[error("error message contains a NUL byte")]
+    MessageContainsNul,
+}
+
+/// A request whose LSNs break the rules of ARCHITECTURE.md §5. The server
+/// answers it with an error response; the stream stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestLsnError {
+    #[error("invalid request LSN {}", Lsn::INVALID)]
+    InvalidRequestLsn,
+    #[error("request LSN {request_lsn} is before not_modified_since {not_modified_since}")]
+    RequestLsnBeforeNotModifiedSince {
+        request_lsn: Lsn,
+        not_modified_since: Lsn,
+    },
+}
+
+/// One request from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagestreamRequest {
+    /// Echoed in the response, so a pipelining client can match them up.
+    pub reqid: u64,
+    /// The version wanted; [`Lsn::MAX`] means the latest.
+    pub request_lsn: Lsn,
+    /// The data is known to be unchanged since this LSN.
+    pub not_modified_since: Lsn,
+    pub body: PagestreamRequestBody,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PagestreamRequestBody {
+    Exists { rel: RelTag },
+    Nblocks { rel: RelTag },
+    GetPage { rel: RelTag, blkno: BlockNumber },
+    DbSize { dbnode: u32 },
+    GetSlruSegment { kind: SlruKind, segno: u32 },
+}
+
+/// One response from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagestreamResponse {
+    /// The `reqid` of the request this answers.
+    pub reqid: u64,
+    pub body: PagestreamResponseBody,
+}
+
+/// The answer to a request, or an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PagestreamResponseBody {
+    Exists(bool),
+    Nblocks(u32),
+    /// Exactly [`PAGE_SIZE`] bytes.
+    GetPage(Bytes),
+    /// Database size in bytes.
+    DbSize(i64),
+    /// The segment's pages, concatenated: a multiple of [`PAGE_SIZE`] bytes.
+    GetSlruSegment(Bytes),
+    /// A human-readable message without NUL bytes.
+    Error(String),
+}
+
+/// The LSN to read at (ARCHITECTURE.md §5): the requested version, capped at
+/// what the timeline has ingested (`last_record_lsn`), but never below
+/// `not_modified_since`. Call it on a [validated](PagestreamRequest::validate)
+/// request after any wait [`needs_wait`] asked for; if `not_modified_since` is
+/// still beyond `last_record_lsn` then, the result is `not_modified_since` —
+/// WAL the server does not have — and the server must answer with an error.
+pub fn effective_lsn(request_lsn: Lsn, not_modified_since: Lsn, last_record_lsn: Lsn) -> Lsn {
+    request_lsn.min(last_record_lsn).max(not_modified_since)
+}
+
+/// Whether the server must wait for WAL before answering: the client knows of
+/// changes up to `not_modified_since`, which the timeline has not ingested yet.
+/// The wait is bounded by `wait_lsn_timeout`, after which the server answers
+/// with an error naming both LSNs.
+pub fn needs_wait(not_modified_since: Lsn, last_record_lsn: Lsn) -> bool {
+    not_modified_since > last_record_lsn
+}
+
+impl PagestreamRequest {
+    /// Parses one request: the whole CopyData payload.
+    pub fn parse(buf: &[u8]) -> Result<Self, PagestreamError> {
+        let mut r = Reader::new(buf);
+        let tag = r.u8()?;
+        if tag > REQ_GET_SLRU_SEGMENT {
+            return Err(PagestreamError::UnknownTag(tag));
+        }
+        let reqid = r.u64()?;
+        let request_lsn = Lsn(r.u64()?);
+        let not_modified_since = Lsn(r.u64()?);
+        let body = match tag {
+            REQ_EXISTS => PagestreamRequestBody::Exists { rel: r.rel()? },
+            REQ_NBLOCKS => PagestreamRequestBody::Nblocks { rel: r.rel()? },
+            REQ_GET_PAGE => PagestreamRequestBody::GetPage {
+                rel: r.rel()?,
+                blkno: r.u32()?,
+            },
+            REQ_DB_SIZE => PagestreamRequestBody::DbSize { dbnode: r.u32()? },
+            _ => {
+                let kind = r.u8()?;
+                let kind = SlruKind::from_u8(kind).ok_or(PagestreamError::UnknownSlruKind(kind))?;
+                PagestreamRequestBody::GetSlruSegment {
+                    kind,
+                    segno: r.u32()?,
+                }
+            }
+        };
+        r.finish()?;
+        Ok(PagestreamRequest {
+            reqid,
+            request_lsn,
+            not_modified_since,
+            body,
+        })
+    }
+
+    /// Appends the request to `buf`. Fails (writing nothing) on a fork number
+    /// above 3, which `parse` would reject.
+    pub fn serialize(&self, buf: &mut BytesMut) -> Result<(), PagestreamError> {
+        use PagestreamRequestBody::*;
+        let (tag, rel) = match &self.body {
+            Exists { rel } => (REQ_EXISTS, Some(rel)),
+            Nblocks { rel } => (REQ_NBLOCKS, Some(rel)),
+            GetPage { rel, .. } => (REQ_GET_PAGE, Some(rel)),
+            DbSize { .. } => (REQ_DB_SIZE, None),
+            GetSlruSegment { .. } => (REQ_GET_SLRU_SEGMENT, None),
+        };
+        if let Some(rel) = rel {
+            check_fork(rel.forknum)?;
+        }
+        buf.put_u8(tag);
+        buf.put_u64(self.reqid);
+        buf.put_u64(self.request_lsn.0);
+        buf.put_u64(self.not_modified_since.0);
+        match &self.body {
+            Exists { rel } | Nblocks { rel } => put_rel(buf, rel),
+            GetPage { rel, blkno } => {
+                put_rel(buf, rel);
+                buf.put_u32(*blkno);
+            }
+            DbSize { dbnode } => buf.put_u32(*dbnode),
+            GetSlruSegment { kind, segno } => {
+                buf.put_u8(kind.to_u8());
+                buf.put_u32(*segno);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the LSN rules of ARCHITECTURE.md §5: `request_lsn` is valid
+    /// (not 0/0) and not below `not_modified_since`.
+    pub fn validate(&self) -> Result<(), RequestLsnError> {
+        if !self.request_lsn.is_valid() {
+            return Err(RequestLsnError::InvalidRequestLsn);
+        }
+        if self.request_lsn < self.not_modified_since {
+            return Err(RequestLsnError::RequestLsnBeforeNotModifiedSince {
+                request_lsn: self.request_lsn,
+                not_modified_since: self.not_modified_since,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl PagestreamResponse {
+    /// An error response. NUL bytes in `msg`, which the wire format cannot
+    /// carry, are replaced by U+FFFD.
+    pub fn error(reqid: u64, msg: impl std::fmt::Display) -> Self {
+        PagestreamResponse {
+            reqid,
+            body: PagestreamResponseBody::Error(msg.to_string().replace('\0', "\u{FFFD}")),
+        }
+    }
+
+    /// Parses one response: the whole CopyData payload.
+    pub fn parse(buf: &[u8]) -> Result<Self, PagestreamError> {
+        let mut r = Reader::new(buf);
+        let tag = r.u8()?;
+        if !(RESP_EXISTS..=RESP_GET_SLRU_SEGMENT).contains(&tag) {
+            return Err(PagestreamError::UnknownTag(tag));
+        }
+        let reqid = r.u64()?;
+        let body = match tag {
+            RESP_EXISTS => match r.u8()? {
+                0 => PagestreamResponseBody::Exists(false),
+                1 => PagestreamResponseBody::Exists(true),
+                b => return Err(PagestreamError::InvalidBool(b)),
+            },
+            RESP_NBLOCKS => PagestreamResponseBody::Nblocks(r.u32()?),
+            RESP_GET_PAGE => {
+                PagestreamResponseBody::GetPage(Bytes::copy_from_slice(r.take(PAGE_SIZE)?))
+            }
+            RESP_ERROR => {
+                let rest = r.rest();
+                let nul = rest
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(PagestreamError::MessageNotTerminated)?;
+                let msg = std::str::from_utf8(r.take(nul)?)
+                    .map_err(|_| PagestreamError::MessageNotUtf8)?;
+                r.take(1)?;
+                PagestreamResponseBody::Error(msg.to_owned())
+            }
+            RESP_DB_SIZE => PagestreamResponseBody::DbSize(r.u64()? as i64),
+            _ => {
+                let nblocks = r.u32()? as usize;
+                let len = nblocks
+                    .checked_mul(PAGE_SIZE)
+                    .ok_or(PagestreamError::TooManyPages(nblocks))?;
+                PagestreamResponseBody::GetSlruSegment(Bytes::copy_from_slice(r.take(len)?))
+            }
+        };
+        r.finish()?;
+        Ok(PagestreamResponse { reqid, body })
+    }
+
+    /// Appends the response to `buf`. Fails (writing nothing) on a page that
+    /// is not [`PAGE_SIZE`] bytes, a segment that is not a whole number of
+    /// pages (or more than `u32::MAX` of them), or an error message with NUL.
+    pub fn serialize(&self, buf: &mut BytesMut) -> Result<(), PagestreamError> {
+        use PagestreamResponseBody::*;
+        let tag = match &self.body {
+            Exists(_) => RESP_EXISTS,
+            Nblocks(_) => RESP_NBLOCKS,
+            GetPage(page) => {
+                if page.len() != PAGE_SIZE {
+                    return Err(PagestreamError::BadPageSize(page.len()));
+                }
+                RESP_GET_PAGE
+            }
+            Error(msg) => {
+                if msg.contains('\0') {
+                    return Err(PagestreamError::MessageContainsNul);
+                }
+                RESP_ERROR
+            }
+            DbSize(_) => RESP_DB_SIZE,
+            GetSlruSegment(pages) => {
+                if pages.len() % PAGE_SIZE != 0 {
+                    return Err(PagestreamError::BadPageSize(pages.len()));
+                }
+                if u32::try_from(pages.len() / PAGE_SIZE).is_err() {
+                    return Err(PagestreamError::TooManyPages(pages.len() / PAGE_SIZE));
+                }
+                RESP_GET_SLRU_SEGMENT
+            }
+        };
+        buf.put_u8(tag);
+        buf.put_u64(self.reqid);
+        match &self.body {
+            Exists(b) => buf.put_u8(u8::from(*b)),
+            Nblocks(n) => buf.put_u32(*n),
+            GetPage(page) => buf.put_slice(page),
+            Error(msg) => {
+                buf.put_slice(msg.as_bytes());
+                buf.put_u8(0);
+            }
+            DbSize(size) => buf.put_i64(*size),
+            GetSlruSegment(pages) => {
+                // Checked above to fit.
+                buf.put_u32((pages.len() / PAGE_SIZE) as u32);
+                buf.put_slice(pages);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_fork(forknum: u8) -> Result<(), PagestreamError> {
+    if forknum > INIT_FORKNUM {
+        return Err(PagestreamError::InvalidFork(forknum));
+    }
+    Ok(())
+}
+
+fn put_rel(buf: &mut BytesMut, rel: &RelTag) {
+    buf.put_u32(rel.spcnode);
+    buf.put_u32(rel.dbnode);
+    buf.put_u32(rel.relnode);
+    buf.put_u8(rel.forknum);
+}
+
+/// A cursor over one message that reports truncation as an error.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PagestreamError> {
+        let got = self.buf.len();
+        match self.pos.checked_add(n) {
+            Some(end) if end <= got => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            end => Err(PagestreamError::Truncated {
+                needed: end.unwrap_or(usize::MAX),
+                got,
+            }),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PagestreamError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, PagestreamError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, PagestreamError> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, PagestreamError> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn rel(&mut self) -> Result<RelTag, PagestreamError> {
+        let spcnode = self.u32()?;
+        let dbnode = self.u32()?;
+        let relnode = self.u32()?;
+        let forknum = self.u8()?;
+        check_fork(forknum)?;
+        Ok(RelTag {
+            spcnode,
+            dbnode,
+            relnode,
+            forknum,
+        })
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn finish(self) -> Result<(), PagestreamError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            n => Err(PagestreamError::TrailingBytes(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const REL: RelTag = RelTag {
+        spcnode: 1663,
+        dbnode: 5,
+        relnode: 16384,
+        forknum: 2,
+    };
+
+    fn req(body: PagestreamRequestBody) -> PagestreamRequest {
+        PagestreamRequest {
+            reqid: 0x0102030405060708,
+            request_lsn: Lsn(0x1_0000_0028),
+            not_modified_since: Lsn(0x1_0000_0010),
+            body,
+        }
+    }
+
+    fn resp(body: PagestreamResponseBody) -> PagestreamResponse {
+        PagestreamResponse { reqid: 7, body }
+    }
+
+    /// The request header of `req()` with `tag`.
+    fn req_header(tag: u8) -> Vec<u8> {
+        let mut v = vec![tag, 1, 2, 3, 4, 5, 6, 7, 8];
+        v.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0x28]);
+        v.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0x10]);
+        v
+    }
+
+    const REL_BYTES: [u8; 13] = [0, 0, 6, 127, 0, 0, 0, 5, 0, 0, 64, 0, 2];
+
+    fn resp_header(tag: u8) -> Vec<u8> {
+        vec![tag, 0, 0, 0, 0, 0, 0, 0, 7]
+    }
+
+    fn ser_req(r: &PagestreamRequest) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        r.serialize(&mut buf).unwrap();
+        buf.to_vec()
+    }
+
+    fn ser_resp(r: &PagestreamResponse) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        r.serialize(&mut buf).unwrap();
+        buf.to_vec()
+    }
+
+    fn page(fill: u8) -> Bytes {
+        Bytes::from(vec![fill; PAGE_SIZE])
+    }
+
+    /// Every request kind with its exact encoding.
+    fn request_vectors() -> Vec<(PagestreamRequest, Vec<u8>)> {
+        use PagestreamRequestBody::*;
+        let with = |tag: u8, payload: &[u8]| [req_header(tag), payload.to_vec()].concat();
+        vec![
+            (req(Exists { rel: REL }), with(0, &REL_BYTES)),
+            (req(Nblocks { rel: REL }), with(1, &REL_BYTES)),
+            (
+                req(GetPage {
+                    rel: REL,
+                    blkno: 0x0A0B0C0D,
+                }),
+                with(2, &[&REL_BYTES[..], &[10, 11, 12, 13]].concat()),
+            ),
+            (req(DbSize { dbnode: 16385 }), with(3, &[0, 0, 0x40, 0x01])),
+            (
+                req(GetSlruSegment {
+                    kind: SlruKind::MultiXactMembers,
+                    segno: 0x1F,
+                }),
+                with(4, &[2, 0, 0, 0, 0x1F]),
+            ),
+        ]
+    }
+
+    /// Every response kind with its exact encoding.
+    fn response_vectors() -> Vec<(PagestreamResponse, Vec<u8>)> {
+        use PagestreamResponseBody::*;
+        let with = |tag: u8, payload: &[u8]| [resp_header(tag), payload.to_vec()].concat();
+        let two_pages = [vec![0xAA; PAGE_SIZE], vec![0xBB; PAGE_SIZE]].concat();
+        vec![
+            (resp(Exists(false)), with(100, &[0])),
+            (resp(Exists(true)), with(100, &[1])),
+            (resp(Nblocks(0x01020304)), with(101, &[1, 2, 3, 4])),
+            (resp(GetPage(page(0x5A))), with(102, &[0x5A; PAGE_SIZE])),
+            (
+                resp(Error("no such rel".into())),
+                with(103, b"no such rel\0"),
+            ),
+            (resp(Error(String::new())), with(103, &[0])),
+            (
+                resp(DbSize(-2)),
+                with(104, &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE]),
+            ),
+            (resp(DbSize(8192)), with(104, &[0, 0, 0, 0, 0, 0, 0x20, 0])),
+            (
+                resp(GetSlruSegment(Bytes::from(two_pages.clone()))),
+                with(105, &[&[0, 0, 0, 2][..], &two_pages].concat()),
+            ),
+            (resp(GetSlruSegment(Bytes::new())), with(105, &[0, 0, 0, 0])),
+        ]
+    }
+
+    #[test]
+    fn requests_have_the_documented_encoding() {
+        let sizes = [38, 38, 42, 29, 30];
+        for ((r, bytes), size) in request_vectors().into_iter().zip(sizes) {
+            assert_eq!(ser_req(&r), bytes, "{r:?}");
+            assert_eq!(bytes.len(), size, "{r:?}");
+            assert_eq!(PagestreamRequest::parse(&bytes), Ok(r));
+        }
+    }
+
+    #[test]
+    fn responses_have_the_documented_encoding() {
+        for (r, bytes) in response_vectors() {
+            assert_eq!(ser_resp(&r), bytes, "{r:?}");
+            assert_eq!(PagestreamResponse::parse(&bytes), Ok(r));
+        }
+    }
+
+    #[test]
+    fn error_tag_is_distinct_from_every_success_tag() {
+        let tags: Vec<u8> = response_vectors().iter().map(|(_, b)| b[0]).collect();
+        assert_eq!(tags, [100, 100, 101, 102, 103, 103, 104, 104, 105, 105]);
+        let bytes = ser_resp(&resp(PagestreamResponseBody::DbSize(0)));
+        assert_ne!(bytes[0], RESP_ERROR);
+    }
+
+    #[test]
+    fn serialize_appends_to_the_buffer() {
+        let (r, bytes) = &request_vectors()[0];
+        let mut buf = BytesMut::from(&b"xy"[..]);
+        r.serialize(&mut buf).unwrap();
+        assert_eq!(&buf[..2], b"xy");
+        assert_eq!(&buf[2..], &bytes[..]);
+    }
+
+    #[test]
+    fn every_truncation_of_a_request_is_an_error() {
+        for (_, bytes) in request_vectors() {
+            for len in 0..bytes.len() {
+                let err = PagestreamRequest::parse(&bytes[..len]).unwrap_err();
+                assert_eq!(
+                    err,
+                    PagestreamError::Truncated {
+                        needed: match len {
+                            0 => 1,
+                            1..=8 => 9,
+                            9..=16 => 17,
+                            17..=24 => 25,
+                            // The rest are read field by field; just check `got`.
+                            _ => match err {
+                                PagestreamError::Truncated { needed, .. } => needed,
+                                _ => unreachable!("{err:?}"),
+                            },
+                        },
+                        got: len
+                    }
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_response_is_an_error() {
+        for (_, bytes) in response_vectors() {
+            for len in 0..bytes.len() {
+                let err = PagestreamResponse::parse(&bytes[..len]).unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        PagestreamError::Truncated { got, needed } if got == len && needed > len
+                    ) || (bytes[0] == RESP_ERROR && err == PagestreamError::MessageNotTerminated),
+                    "len {len}: {err:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        for (_, mut bytes) in request_vectors() {
+            bytes.extend_from_slice(&[0, 0]);
+            assert_eq!(
+                PagestreamRequest::parse(&bytes),
+                Err(PagestreamError::TrailingBytes(2))
+            );
+        }
+        for (_, mut bytes) in response_vectors() {
+            bytes.push(0);
+            assert_eq!(
+                PagestreamResponse::parse(&bytes),
+                Err(PagestreamError::TrailingBytes(1))
+            );
+        }
+        let bytes = [resp_header(103), b"a\0bc".to_vec()].concat();
+        assert_eq!(
+            PagestreamResponse::parse(&bytes),
+            Err(PagestreamError::TrailingBytes(2))
+        );
+    }
+
+    #[test]
+    fn bad_field_values_are_rejected() {
+        let mut bytes = request_vectors()[2].1.clone();
+        bytes[37] = 4;
+        assert_eq!(
+            PagestreamRequest::parse(&bytes),
+            Err(PagestreamError::InvalidFork(4))
+        );
+        let mut bytes = request_vectors()[4].1.clone();
+        bytes[25] = 3;
+        assert_eq!(
+            PagestreamRequest::parse(&bytes),
+            Err(PagestreamError::UnknownSlruKind(3))
+        );
+        for tag in [5, 99, 100, 255] {
+            let bytes = req_header(tag);
+            assert_eq!(
+                PagestreamRequest::parse(&bytes),
+                Err(PagestreamError::UnknownTag(tag))
+            );
+        }
+        for tag in [0, 4, 99, 106, 203, 255] {
+            let bytes = resp_header(tag);
+            assert_eq!(
+                PagestreamResponse::parse(&bytes),
+                Err(PagestreamError::UnknownTag(tag))
+            );
+        }
+        let bytes = [resp_header(100), vec![2]].concat();
+        assert_eq!(
+            PagestreamResponse::parse(&bytes),
+            Err(PagestreamError::InvalidBool(2))
+        );
+        let bytes = [resp_header(103), vec![0xC3, 0x28, 0]].concat();
+        assert_eq!(
+            PagestreamResponse::parse(&bytes),
+            Err(PagestreamError::MessageNotUtf8)
+        );
+        let bytes = [resp_header(103), b"abc".to_vec()].concat();
+        assert_eq!(
+            PagestreamResponse::parse(&bytes),
+            Err(PagestreamError::MessageNotTerminated)
+        );
+    }
+
+    #[test]
+    fn huge_slru_page_count_is_truncation_not_allocation() {
+        let bytes = [resp_header(105), vec![0xFF; 4]].concat();
+        let err = PagestreamResponse::parse(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PagestreamError::Truncated { got: 13, .. } | PagestreamError::TooManyPages(_)
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn serialize_refuses_what_parse_would_reject_and_writes_nothing() {
+        use PagestreamResponseBody::*;
+        let mut buf = BytesMut::new();
+        let bad_rel = RelTag { forknum: 4, ..REL };
+        let r = req(PagestreamRequestBody::GetPage {
+            rel: bad_rel,
+            blkno: 0,
+        });
+        assert_eq!(r.serialize(&mut buf), Err(PagestreamError::InvalidFork(4)));
+        let cases = [
+            (
+                GetPage(Bytes::from(vec![0; 100])),
+                PagestreamError::BadPageSize(100),
+            ),
+            (GetPage(Bytes::new()), PagestreamError::BadPageSize(0)),
+            (
+                GetSlruSegment(Bytes::from(vec![0; PAGE_SIZE + 1])),
+                PagestreamError::BadPageSize(PAGE_SIZE + 1),
+            ),
+            (Error("a\0b".into()), PagestreamError::MessageContainsNul),
+        ];
+        for (body, err) in cases {
+            assert_eq!(resp(body).serialize(&mut buf), Err(err));
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn error_constructor_replaces_nul() {
+        let r = PagestreamResponse::error(9, "bad\0rel");
+        assert_eq!(
+            r.body,
+            PagestreamResponseBody::Error("bad\u{FFFD}rel".into())
+        );
+        assert_eq!(PagestreamResponse::parse(&ser_resp(&r)), Ok(r));
+    }
+
+    #[test]
+    fn validate_rejects_invalid_and_inverted_lsns() {
+        let mut r = req(PagestreamRequestBody::DbSize { dbnode: 1 });
+        assert_eq!(r.validate(), Ok(()));
+
+        r.request_lsn = Lsn(0);
+        r.not_modified_since = Lsn(0);
+        let err = r.validate().unwrap_err();
+        assert_eq!(err, RequestLsnError::InvalidRequestLsn);
+        assert_eq!(err.to_string(), "invalid request LSN 0/0");
+
+        r.request_lsn = Lsn(0x1_0000_0010);
+        r.not_modified_since = Lsn(0x1_0000_0020);
+        let err = r.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "request LSN 1/10 is before not_modified_since 1/20"
+        );
+
+        // Equal LSNs, latest, and an unknown not_modified_since are fine.
+        r.not_modified_since = r.request_lsn;
+        assert_eq!(r.validate(), Ok(()));
+        r.request_lsn = Lsn::MAX;
+        assert_eq!(r.validate(), Ok(()));
+        r.not_modified_since = Lsn::INVALID;
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn effective_lsn_caps_at_last_record_but_not_below_not_modified_since() {
+        let l = Lsn;
+        // Latest: read at what has been ingested.
+        assert_eq!(effective_lsn(Lsn::MAX, l(0x10), l(0x50)), l(0x50));
+        // An older version: read at it.
+        assert_eq!(effective_lsn(l(0x30), l(0x10), l(0x50)), l(0x30));
+        // Requested beyond ingest: capped.
+        assert_eq!(effective_lsn(l(0x60), l(0x10), l(0x50)), l(0x50));
+        // not_modified_since beyond ingest: never below it (the server waits first).
+        assert_eq!(effective_lsn(l(0x80), l(0x70), l(0x50)), l(0x70));
+        assert!(needs_wait(l(0x70), l(0x50)));
+        assert!(!needs_wait(l(0x50), l(0x50)));
+        assert!(!needs_wait(Lsn::INVALID, l(0x50)));
+    }
+
+    fn arb_rel() -> impl Strategy<Value = RelTag> {
+        (any::<u32>(), any::<u32>(), any::<u32>(), 0..=INIT_FORKNUM).prop_map(
+            |(spcnode, dbnode, relnode, forknum)| RelTag {
+                spcnode,
+                dbnode,
+                relnode,
+                forknum,
+            },
+        )
+    }
+
+    fn arb_request() -> impl Strategy<Value = PagestreamRequest> {
+        use PagestreamRequestBody::*;
+        let body = prop_oneof![
+            arb_rel().prop_map(|rel| Exists { rel }),
+            arb_rel().prop_map(|rel| Nblocks { rel }),
+            (arb_rel(), any::<u32>()).prop_map(|(rel, blkno)| GetPage { rel, blkno }),
+            any::<u32>().prop_map(|dbnode| DbSize { dbnode }),
+            (0..3u8, any::<u32>()).prop_map(|(k, segno)| GetSlruSegment {
+                kind: SlruKind::from_u8(k).unwrap(),
+                segno,
+            }),
+        ];
+        (any::<u64>(), any::<u64>(), any::<u64>(), body).prop_map(|(reqid, lsn, nms, body)| {
+            PagestreamRequest {
+                reqid,
+                request_lsn: Lsn(lsn),
+                not_modified_since: Lsn(nms),
+                body,
+            }
+        })
+    }
+
+    /// `n` pages with contents derived from `seed`.
+    fn pages(n: usize, seed: u8) -> Bytes {
+        (0..n * PAGE_SIZE)
+            .map(|i| seed.wrapping_add((i % 251) as u8))
+            .collect()
+    }
+
+    fn arb_response() -> impl Strategy<Value = PagestreamResponse> {
+        use PagestreamResponseBody::*;
+        let body = prop_oneof![
+            any::<bool>().prop_map(Exists),
+            any::<u32>().prop_map(Nblocks),
+            any::<u8>().prop_map(|s| GetPage(pages(1, s))),
+            any::<i64>().prop_map(DbSize),
+            (0..4usize, any::<u8>()).prop_map(|(n, s)| GetSlruSegment(pages(n, s))),
+            "[^\0]{0,40}".prop_map(Error),
+        ];
+        (any::<u64>(), body).prop_map(|(reqid, body)| PagestreamResponse { reqid, body })
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trips(r in arb_request()) {
+            let bytes = ser_req(&r);
+            prop_assert_eq!(PagestreamRequest::parse(&bytes), Ok(r));
+        }
+
+        #[test]
+        fn response_round_trips(r in arb_response()) {
+            let bytes = ser_resp(&r);
+            prop_assert_eq!(PagestreamResponse::parse(&bytes), Ok(r));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = PagestreamRequest::parse(&bytes);
+            let _ = PagestreamResponse::parse(&bytes);
+        }
+
+        #[test]
+        fn parsed_requests_reserialize_to_the_same_bytes(
+            tag in 0..6u8,
+            rest in prop::collection::vec(any::<u8>(), 20..48),
+        ) {
+            let bytes = [vec![tag], rest].concat();
+            if let Ok(r) = PagestreamRequest::parse(&bytes) {
+                prop_assert_eq!(ser_req(&r), bytes);
+            }
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(
+            r in arb_request(),
+            s in arb_response(),
+            pos in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            for mut bytes in [ser_req(&r), ser_resp(&s)] {
+                let i = pos.index(bytes.len());
+                bytes[i] = byte;
+                let _ = PagestreamRequest::parse(&bytes);
+                if let Ok(parsed) = PagestreamResponse::parse(&bytes) {
+                    prop_assert_eq!(ser_resp(&parsed), bytes);
+                }
+            }
+        }
+    }
+}
