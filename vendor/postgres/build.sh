@@ -135,9 +135,13 @@ log "configuring (${CONFIGURE_OPTS[*]})"
 (cd "$SRC" && ./configure "${CONFIGURE_OPTS[@]}" > "$BUILD_DIR/configure.log" 2>&1) || {
     tail -30 "$BUILD_DIR/configure.log"; exit 1; }
 log "building with -j$JOBS"
-make -C "$SRC" -j"$JOBS" -s world-bin > "$BUILD_DIR/build.log" 2>&1 || { tail -50 "$BUILD_DIR/build.log"; exit 1; }
+# `all` at the top level generates the shared headers (errcodes.h, ...) before
+# recursing; `world-bin` does not, and races under -j. So: core, then contrib.
+{ make -C "$SRC" -j"$JOBS" -s all && make -C "$SRC/contrib" -j"$JOBS" -s all; } > "$BUILD_DIR/build.log" 2>&1 || {
+    tail -50 "$BUILD_DIR/build.log"; exit 1; }
 rm -rf "$INSTALL_DIR"
-make -C "$SRC" -s install-world-bin > "$BUILD_DIR/install.log" 2>&1 || { tail -50 "$BUILD_DIR/install.log"; exit 1; }
+{ make -C "$SRC" -s install && make -C "$SRC/contrib" -s install; } > "$BUILD_DIR/install.log" 2>&1 || {
+    tail -50 "$BUILD_DIR/install.log"; exit 1; }
 for d in "$CONTRIB_DIR"/*/; do
     [ -d "$d" ] || continue
     make -C "$SRC/contrib/$(basename "$d")" -s install >> "$BUILD_DIR/install.log" 2>&1
