@@ -135,8 +135,10 @@ log "configuring (${CONFIGURE_OPTS[*]})"
 (cd "$SRC" && ./configure "${CONFIGURE_OPTS[@]}" > "$BUILD_DIR/configure.log" 2>&1) || {
     tail -30 "$BUILD_DIR/configure.log"; exit 1; }
 log "building with -j$JOBS"
-# `all` at the top level generates the shared headers (errcodes.h, ...) before
-# recursing; `world-bin` does not, and races under -j. So: core, then contrib.
+# PostgreSQL's top-level `all` generates the shared headers (errcodes.h, ...)
+# before recursing only when MAKELEVEL is 0: when this script runs under our
+# own Makefile, MAKELEVEL/MAKEFLAGS are inherited and would skip that step.
+unset MAKELEVEL MAKEFLAGS MFLAGS
 { make -C "$SRC" -j"$JOBS" -s all && make -C "$SRC/contrib" -j"$JOBS" -s all; } > "$BUILD_DIR/build.log" 2>&1 || {
     tail -50 "$BUILD_DIR/build.log"; exit 1; }
 rm -rf "$INSTALL_DIR"
