@@ -4,5 +4,6 @@
 //! `tenants/<tenant id>/timelines/<timeline id>/metadata` plus the
 //! timeline's layer files beside it.
 
+pub mod layer_map;
 pub mod metadata;
 pub mod storage_layer;

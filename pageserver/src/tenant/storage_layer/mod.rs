@@ -2,7 +2,9 @@
 //! lives in (ARCHITECTURE.md §7).
 //!
 //! - [`filename`]: how a layer file's name encodes its key and LSN ranges;
-//! - [`layer_file`]: the on-disk format shared by delta and image layers.
+//! - [`layer_file`]: the on-disk format shared by delta and image layers;
+//! - [`inmemory_layer`]: the newest WAL, in memory until it is flushed.
 
 pub mod filename;
+pub mod inmemory_layer;
 pub mod layer_file;
