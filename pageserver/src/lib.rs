@@ -15,3 +15,4 @@ pub mod key;
 pub mod pagestream;
 pub mod tenant;
 pub mod value;
+pub mod walredo;

@@ -7,3 +7,4 @@
 pub mod layer_map;
 pub mod metadata;
 pub mod storage_layer;
+pub mod timeline;

@@ -1,0 +1,718 @@
+//! A timeline: one WAL history and the layers that store it.
+//!
+//! - **Write**: [`TimelineWriter`] files the values of one WAL record and then
+//!   [`finish_write`](TimelineWriter::finish_write) advances `last_record_lsn`,
+//!   so a reader never sees half of a record.
+//! - **Read**: [`Timeline::get`] collects a key's versions newest first (open
+//!   and frozen in-memory layers, then layer files via the layer map, then the
+//!   ancestor below the branch point) until an image or a record that
+//!   initializes the page, and reconstructs the value with the WAL redo manager.
+//! - **Flush**: [`Timeline::freeze_and_flush`] writes in-memory layers as delta
+//!   layer files and only then advances `disk_consistent_lsn` in the metadata
+//!   file, so metadata never claims data that is not durable.
+//! - **Load**: [`Timeline::load`] reads the metadata and layer files, removes
+//!   temporary files and layers above `disk_consistent_lsn` (a crash between a
+//!   layer's rename and the metadata update), and the WAL source resends the
+//!   rest.
+//!
+//! Invariants: values enter in LSN order; in-memory layers are newer than every
+//! layer file; `disk_consistent_lsn <= last_record_lsn`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::info;
+use zenith_utils::crashsafe;
+use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::lsn::Lsn;
+
+use super::layer_map::{LayerMap, PersistentLayer};
+use super::metadata::{MetadataError, TimelineMetadata};
+use super::storage_layer::filename::LayerFileName;
+use super::storage_layer::inmemory_layer::InMemoryLayer;
+use super::storage_layer::layer_file::LayerError;
+use crate::config::TenantConf;
+use crate::key::Key;
+use crate::value::{Value, ZenithWalRecord};
+use crate::walredo::{WalRedoError, WalRedoManager};
+
+/// Name of the metadata file in a timeline directory.
+pub const METADATA_FILE_NAME: &str = "metadata";
+
+/// A read or write that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TimelineError {
+    #[error("could not find data for key {key} at LSN {lsn}")]
+    MissingKey { key: Key, lsn: Lsn },
+    #[error("LSN {lsn} is below the GC cutoff {cutoff}")]
+    BelowGcCutoff { lsn: Lsn, cutoff: Lsn },
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Redo(#[from] WalRedoError),
+    #[error("timeline {0}: {1}")]
+    Invalid(TimelineId, String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The LSNs that describe how far a timeline has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLsn {
+    /// End of the last WAL record applied completely.
+    pub last: Lsn,
+    /// Start of that record.
+    pub prev: Lsn,
+}
+
+#[derive(Debug)]
+struct Layers {
+    open: Option<InMemoryLayer>,
+    /// Frozen in-memory layers waiting to be written, oldest first.
+    frozen: Vec<Arc<InMemoryLayer>>,
+    map: LayerMap,
+    /// LSN where the next open layer starts (= end of the last frozen one,
+    /// i.e. one past the last LSN it holds).
+    next_open_start: Lsn,
+}
+
+/// A timeline of a tenant.
+pub struct Timeline {
+    pub tenant_id: TenantId,
+    pub timeline_id: TimelineId,
+    pub path: PathBuf,
+    conf: TenantConf,
+    ancestor: Option<(Arc<Timeline>, Lsn)>,
+    layers: RwLock<Layers>,
+    record_lsn_tx: watch::Sender<RecordLsn>,
+    metadata: Mutex<TimelineMetadata>,
+    flush_lock: Mutex<()>,
+    walredo: Arc<dyn WalRedoManager>,
+}
+
+impl std::fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Timeline({}/{})", self.tenant_id, self.timeline_id)
+    }
+}
+
+impl Timeline {
+    /// Create a new, empty timeline directory with its metadata. The caller
+    /// fills it (import) or it reads through to its ancestor (branch).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        path: &Path,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        conf: TenantConf,
+        ancestor: Option<(Arc<Timeline>, Lsn)>,
+        start: RecordLsn,
+        initdb_lsn: Lsn,
+        walredo: Arc<dyn WalRedoManager>,
+    ) -> Result<Arc<Timeline>, TimelineError> {
+        crashsafe::create_dir_all_durable(path).map_err(|source| TimelineError::Io {
+            what: "creating timeline directory",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let metadata = TimelineMetadata {
+            disk_consistent_lsn: start.last,
+            prev_record_lsn: Some(start.prev),
+            ancestor_timeline: ancestor.as_ref().map(|(t, _)| t.timeline_id),
+            ancestor_lsn: ancestor.as_ref().map(|(_, l)| *l).unwrap_or(Lsn(0)),
+            latest_gc_cutoff_lsn: ancestor
+                .as_ref()
+                .map(|(_, l)| *l)
+                .unwrap_or(initdb_lsn)
+                .min(start.last),
+            initdb_lsn,
+            pg_version: postgres_ffi::pg_constants::PG_MAJORVERSION,
+        };
+        metadata.save(&path.join(METADATA_FILE_NAME))?;
+        Ok(Self::new(
+            path,
+            tenant_id,
+            timeline_id,
+            conf,
+            ancestor,
+            metadata,
+            LayerMap::default(),
+            walredo,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        path: &Path,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        conf: TenantConf,
+        ancestor: Option<(Arc<Timeline>, Lsn)>,
+        metadata: TimelineMetadata,
+        map: LayerMap,
+        walredo: Arc<dyn WalRedoManager>,
+    ) -> Arc<Timeline> {
+        let rl = RecordLsn {
+            last: metadata.disk_consistent_lsn,
+            prev: metadata.prev_record_lsn.unwrap_or(Lsn(0)),
+        };
+        let (record_lsn_tx, _) = watch::channel(rl);
+        Arc::new(Timeline {
+            tenant_id,
+            timeline_id,
+            path: path.to_path_buf(),
+            conf,
+            ancestor,
+            layers: RwLock::new(Layers {
+                open: None,
+                frozen: Vec::new(),
+                map,
+                next_open_start: metadata.disk_consistent_lsn + 1,
+            }),
+            record_lsn_tx,
+            metadata: Mutex::new(metadata),
+            flush_lock: Mutex::new(()),
+            walredo,
+        })
+    }
+
+    /// Load a timeline from its directory. `ancestor` must be given when the
+    /// metadata names one (the tenant loads ancestors first).
+    pub fn load(
+        path: &Path,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        conf: TenantConf,
+        ancestor: Option<Arc<Timeline>>,
+        walredo: Arc<dyn WalRedoManager>,
+    ) -> Result<Arc<Timeline>, TimelineError> {
+        let metadata = TimelineMetadata::load(&path.join(METADATA_FILE_NAME))?;
+        let ancestor = match (metadata.ancestor_timeline, ancestor) {
+            (None, _) => None,
+            (Some(id), Some(a)) if a.timeline_id == id => Some((a, metadata.ancestor_lsn)),
+            (Some(id), _) => {
+                return Err(TimelineError::Invalid(
+                    timeline_id,
+                    format!("its ancestor {id} is not loaded"),
+                ))
+            }
+        };
+        let io = |what, source| TimelineError::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        };
+        let removed = crashsafe::remove_stale_temp_files(path).map_err(|e| io("cleaning", e))?;
+        if removed > 0 {
+            info!(%tenant_id, %timeline_id, removed, "removed temporary files of interrupted writes");
+        }
+        let mut map = LayerMap::default();
+        for entry in std::fs::read_dir(path).map_err(|e| io("reading", e))? {
+            let entry = entry.map_err(|e| io("reading", e))?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = LayerFileName::parse(&fname) else {
+                continue;
+            };
+            if name.lsn_range().end > metadata.disk_consistent_lsn + 1 && name.is_delta()
+                || !name.is_delta() && name.lsn_range().start > metadata.disk_consistent_lsn
+            {
+                // Written after the last metadata update: its WAL will be re-ingested.
+                info!(%tenant_id, %timeline_id, layer = %fname, "removing layer above disk_consistent_lsn");
+                crashsafe::remove_file_durable(entry.path()).map_err(|e| io("removing", e))?;
+                continue;
+            }
+            let size = entry.metadata().map_err(|e| io("reading", e))?.len();
+            map.insert(Arc::new(PersistentLayer::new(name, entry.path(), size)));
+        }
+        info!(%tenant_id, %timeline_id, layers = map.len(), disk_consistent_lsn = %metadata.disk_consistent_lsn, "loaded timeline");
+        Ok(Self::new(
+            path,
+            tenant_id,
+            timeline_id,
+            conf,
+            ancestor,
+            metadata,
+            map,
+            walredo,
+        ))
+    }
+
+    /// The branch point, if this timeline has an ancestor.
+    pub fn ancestor(&self) -> Option<(&Arc<Timeline>, Lsn)> {
+        self.ancestor.as_ref().map(|(t, l)| (t, *l))
+    }
+
+    pub fn record_lsn(&self) -> RecordLsn {
+        *self.record_lsn_tx.borrow()
+    }
+
+    pub fn last_record_lsn(&self) -> Lsn {
+        self.record_lsn().last
+    }
+
+    /// A receiver that sees every advance of `last_record_lsn`.
+    pub fn subscribe_record_lsn(&self) -> watch::Receiver<RecordLsn> {
+        self.record_lsn_tx.subscribe()
+    }
+
+    /// Wait until `last_record_lsn >= lsn`, at most `timeout`.
+    pub async fn wait_lsn(
+        &self,
+        lsn: Lsn,
+        timeout: std::time::Duration,
+    ) -> Result<(), TimelineError> {
+        let mut rx = self.subscribe_record_lsn();
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|r| r.last >= lsn)).await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(TimelineError::Invalid(
+                self.timeline_id,
+                format!(
+                    "timed out after {timeout:?} waiting for WAL up to {lsn}; last record LSN is {}",
+                    self.last_record_lsn()
+                ),
+            )),
+        }
+    }
+
+    pub fn metadata(&self) -> TimelineMetadata {
+        self.metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn disk_consistent_lsn(&self) -> Lsn {
+        self.metadata().disk_consistent_lsn
+    }
+
+    pub fn gc_cutoff_lsn(&self) -> Lsn {
+        self.metadata().latest_gc_cutoff_lsn
+    }
+
+    /// Bytes held by the open in-memory layer.
+    pub fn open_layer_size(&self) -> u64 {
+        let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
+        layers.open.as_ref().map(|l| l.size()).unwrap_or(0)
+    }
+
+    /// Layer files of this timeline (name, size).
+    pub fn layer_files(&self) -> Vec<(LayerFileName, u64)> {
+        let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
+        layers
+            .map
+            .iter()
+            .map(|l| (l.name.clone(), l.file_size))
+            .collect()
+    }
+
+    /// A writer for WAL ingest. Only one writer should be used at a time.
+    pub fn writer(self: &Arc<Timeline>) -> TimelineWriter {
+        TimelineWriter {
+            tl: Arc::clone(self),
+        }
+    }
+
+    /// The value of `key` at `lsn` (at or below `last_record_lsn`).
+    pub fn get(&self, key: Key, lsn: Lsn) -> Result<Bytes, TimelineError> {
+        let cutoff = self.gc_cutoff_lsn();
+        if lsn < cutoff {
+            return Err(TimelineError::BelowGcCutoff { lsn, cutoff });
+        }
+        let mut records: Vec<(Lsn, ZenithWalRecord)> = Vec::new();
+        let base = self.collect(key, lsn, &mut records)?;
+        records.reverse();
+        match base {
+            Some((img_lsn, img)) if records.is_empty() => {
+                let _ = img_lsn;
+                Ok(img)
+            }
+            None if records.is_empty() => Err(TimelineError::MissingKey { key, lsn }),
+            base => Ok(self.walredo.request_redo(key, lsn, base, records)?),
+        }
+    }
+
+    /// Collect versions of `key` at or below `lsn`, newest first, into
+    /// `records`, down to an image (returned) or an initializing record.
+    fn collect(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        records: &mut Vec<(Lsn, ZenithWalRecord)>,
+    ) -> Result<Option<(Lsn, Bytes)>, TimelineError> {
+        let mut cont = lsn + 1;
+        // Returns true when reconstruction needs nothing older.
+        let take = |vals: &mut dyn Iterator<Item = (Lsn, Value)>,
+                    records: &mut Vec<(Lsn, ZenithWalRecord)>| {
+            for (l, v) in vals {
+                match v {
+                    Value::Image(img) => return Some(Some((l, img))),
+                    Value::WalRecord(r) => {
+                        let init = r.will_init();
+                        records.push((l, r));
+                        if init {
+                            return Some(None);
+                        }
+                    }
+                }
+            }
+            None
+        };
+        let (mem, search_map) = {
+            let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
+            let mut mem: Vec<(Lsn, Value)> = Vec::new();
+            // Newest first: the open layer, then frozen layers newest to oldest.
+            let open = layers.open.iter().map(|l| l as &InMemoryLayer);
+            let frozen = layers.frozen.iter().rev().map(|l| l.as_ref());
+            let mut floor = cont;
+            for l in open.chain(frozen) {
+                let r = l.lsn_range();
+                if r.start >= cont {
+                    continue;
+                }
+                mem.extend(l.get_values(key, r.start..cont).iter().rev().cloned());
+                floor = floor.min(r.start);
+            }
+            cont = floor;
+            (mem, layers.map.iter().cloned().collect::<Vec<_>>())
+        };
+        if let Some(done) = take(&mut mem.into_iter(), records) {
+            return Ok(done);
+        }
+        let mut map = LayerMap::default();
+        for l in search_map {
+            map.insert(l);
+        }
+        while let Some(found) = map.search(key, cont) {
+            let reader = found.layer.reader()?;
+            let mut vals = reader.get_values(key, found.lsn_range.clone())?;
+            vals.reverse();
+            if let Some(done) = take(&mut vals.into_iter(), records) {
+                return Ok(done);
+            }
+            cont = found.lsn_range.start;
+        }
+        match &self.ancestor {
+            Some((anc, branch_lsn)) => {
+                let below = Lsn(cont.0.saturating_sub(1)).min(*branch_lsn);
+                anc.collect(key, below, records)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Freeze the open layer (if it holds anything) at `last_record_lsn`.
+    pub fn freeze(&self) {
+        let last = self.last_record_lsn();
+        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut open) = layers.open.take() {
+            if open.is_empty() {
+                layers.open = Some(open);
+                return;
+            }
+            // Values are filed at their record's end LSN, so the layer holds
+            // LSNs up to and including `last`.
+            open.freeze(last + 1);
+            layers.next_open_start = last + 1;
+            layers.frozen.push(Arc::new(open));
+        }
+    }
+
+    /// Freeze the open layer and write every frozen layer to disk, advancing
+    /// `disk_consistent_lsn` after each one is durable.
+    pub fn freeze_and_flush(&self) -> Result<(), TimelineError> {
+        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.freeze();
+        loop {
+            let frozen = {
+                let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
+                match layers.frozen.first() {
+                    Some(f) => Arc::clone(f),
+                    None => break,
+                }
+            };
+            let end = frozen.lsn_range().end - 1;
+            let written = frozen.write_delta_layer(&self.path, self.tenant_id, self.timeline_id)?;
+            {
+                let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+                if let Some((path, name)) = written {
+                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    layers
+                        .map
+                        .insert(Arc::new(PersistentLayer::new(name, path, size)));
+                }
+                layers.frozen.remove(0);
+            }
+            self.advance_disk_consistent_lsn(end)?;
+        }
+        Ok(())
+    }
+
+    fn advance_disk_consistent_lsn(&self, lsn: Lsn) -> Result<(), TimelineError> {
+        let rl = self.record_lsn();
+        let mut md = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+        if lsn <= md.disk_consistent_lsn {
+            return Ok(());
+        }
+        let mut new = md.clone();
+        new.disk_consistent_lsn = lsn;
+        // prev_record_lsn is only known when the flush point is the last record.
+        new.prev_record_lsn = (rl.last == lsn).then_some(rl.prev);
+        new.save(&self.path.join(METADATA_FILE_NAME))?;
+        *md = new;
+        Ok(())
+    }
+
+    fn put(&self, key: Key, lsn: Lsn, value: Value) -> Result<(), TimelineError> {
+        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+        let start = layers.next_open_start;
+        let open = layers.open.get_or_insert_with(|| InMemoryLayer::new(start));
+        open.put(key, lsn, value)
+            .map_err(|m| TimelineError::Invalid(self.timeline_id, m))
+    }
+
+    /// True when the open layer has passed `checkpoint_distance`.
+    pub fn needs_checkpoint(&self) -> bool {
+        self.open_layer_size() >= self.conf.checkpoint_distance
+    }
+}
+
+/// Files the values of WAL records into a timeline.
+pub struct TimelineWriter {
+    tl: Arc<Timeline>,
+}
+
+impl TimelineWriter {
+    /// File `value` under `key` at `lsn` (the end LSN of its record).
+    pub fn put(&self, key: Key, lsn: Lsn, value: Value) -> Result<(), TimelineError> {
+        if lsn <= self.tl.last_record_lsn() {
+            return Err(TimelineError::Invalid(
+                self.tl.timeline_id,
+                format!(
+                    "put at {lsn}, not above last_record_lsn {}",
+                    self.tl.last_record_lsn()
+                ),
+            ));
+        }
+        self.tl.put(key, lsn, value)
+    }
+
+    /// The record that ends at `end` (and started at `start`) is complete.
+    pub fn finish_write(&self, start: Lsn, end: Lsn) {
+        self.tl.record_lsn_tx.send_modify(|r| {
+            if end > r.last {
+                *r = RecordLsn {
+                    last: end,
+                    prev: start,
+                };
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::walredo::NativeOnlyRedoManager;
+
+    fn page(b: u8) -> Value {
+        Value::Image(Bytes::from(vec![b; 8192]))
+    }
+
+    fn new_tl(dir: &Path, start: Lsn) -> Arc<Timeline> {
+        Timeline::create(
+            &dir.join("tl"),
+            TenantId::generate(),
+            TimelineId::generate(),
+            TenantConf::default(),
+            None,
+            RecordLsn {
+                last: start,
+                prev: Lsn(0),
+            },
+            start,
+            Arc::new(NativeOnlyRedoManager),
+        )
+        .unwrap()
+    }
+
+    fn key(n: u32) -> Key {
+        Key::MIN.add(n)
+    }
+
+    #[test]
+    fn reads_see_versions_by_lsn_across_flushes_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let w = tl.writer();
+        // Versions of key 1 at 0x110, 0x210 (after a flush), 0x310 (in memory).
+        w.put(key(1), Lsn(0x110), page(1)).unwrap();
+        w.put(key(2), Lsn(0x110), page(9)).unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        tl.freeze_and_flush().unwrap();
+        assert_eq!(tl.disk_consistent_lsn(), Lsn(0x110));
+        w.put(key(1), Lsn(0x210), page(2)).unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x210));
+        tl.freeze_and_flush().unwrap();
+        w.put(key(1), Lsn(0x310), page(3)).unwrap();
+        w.finish_write(Lsn(0x210), Lsn(0x310));
+        // A put not above last_record_lsn is refused.
+        assert!(w.put(key(1), Lsn(0x300), page(4)).is_err());
+
+        let at = |tl: &Timeline, k, l| tl.get(key(k), Lsn(l)).map(|b| b[0]);
+        assert_eq!(at(&tl, 1, 0x110).unwrap(), 1);
+        assert_eq!(at(&tl, 1, 0x200).unwrap(), 1);
+        assert_eq!(at(&tl, 1, 0x210).unwrap(), 2);
+        assert_eq!(at(&tl, 1, 0x400).unwrap(), 3);
+        assert_eq!(at(&tl, 2, 0x400).unwrap(), 9);
+        assert!(matches!(
+            tl.get(key(1), Lsn(0x10F)),
+            Err(TimelineError::BelowGcCutoff { .. }) | Err(TimelineError::MissingKey { .. })
+        ));
+        assert!(matches!(
+            tl.get(key(3), Lsn(0x400)),
+            Err(TimelineError::MissingKey { .. })
+        ));
+        assert_eq!(tl.layer_files().len(), 2);
+
+        // Restart: the in-memory version at 0x310 is gone until re-ingested.
+        let (path, t, id) = (tl.path.clone(), tl.tenant_id, tl.timeline_id);
+        drop(w);
+        drop(tl);
+        let tl = Timeline::load(
+            &path,
+            t,
+            id,
+            TenantConf::default(),
+            None,
+            Arc::new(NativeOnlyRedoManager),
+        )
+        .unwrap();
+        assert_eq!(tl.last_record_lsn(), Lsn(0x210));
+        assert_eq!(at(&tl, 1, 0x400).unwrap(), 2);
+        assert_eq!(at(&tl, 1, 0x150).unwrap(), 1);
+    }
+
+    #[test]
+    fn layers_above_disk_consistent_lsn_are_removed_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let w = tl.writer();
+        w.put(key(1), Lsn(0x110), page(1)).unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        tl.freeze_and_flush().unwrap();
+        // Simulate a crash after a layer's rename but before the metadata update.
+        let md = tl.metadata();
+        w.put(key(1), Lsn(0x210), page(2)).unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x210));
+        tl.freeze_and_flush().unwrap();
+        md.save(&tl.path.join(METADATA_FILE_NAME)).unwrap();
+        std::fs::write(tl.path.join("junk.___temp"), b"x").unwrap();
+        let (path, t, id) = (tl.path.clone(), tl.tenant_id, tl.timeline_id);
+        drop(w);
+        drop(tl);
+        let tl = Timeline::load(
+            &path,
+            t,
+            id,
+            TenantConf::default(),
+            None,
+            Arc::new(NativeOnlyRedoManager),
+        )
+        .unwrap();
+        assert_eq!(tl.layer_files().len(), 1);
+        assert_eq!(tl.get(key(1), Lsn(0x300)).unwrap()[0], 1);
+        assert!(!path.join("junk.___temp").exists());
+    }
+
+    #[test]
+    fn branch_reads_parent_below_branch_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = new_tl(dir.path(), Lsn(0x100));
+        let w = parent.writer();
+        w.put(key(1), Lsn(0x110), page(1)).unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        w.put(key(1), Lsn(0x210), page(2)).unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x210));
+        let child = Timeline::create(
+            &dir.path().join("child"),
+            parent.tenant_id,
+            TimelineId::generate(),
+            TenantConf::default(),
+            Some((Arc::clone(&parent), Lsn(0x110))),
+            RecordLsn {
+                last: Lsn(0x110),
+                prev: Lsn(0x100),
+            },
+            Lsn(0x100),
+            Arc::new(NativeOnlyRedoManager),
+        )
+        .unwrap();
+        // Writes on the parent after the branch point are invisible on the branch.
+        assert_eq!(child.get(key(1), Lsn(0x500)).unwrap()[0], 1);
+        let cw = child.writer();
+        cw.put(key(1), Lsn(0x300), page(7)).unwrap();
+        cw.finish_write(Lsn(0x110), Lsn(0x300));
+        assert_eq!(child.get(key(1), Lsn(0x300)).unwrap()[0], 7);
+        assert_eq!(child.get(key(1), Lsn(0x2FF)).unwrap()[0], 1);
+        assert_eq!(parent.get(key(1), Lsn(0x300)).unwrap()[0], 2);
+    }
+
+    #[test]
+    fn native_records_are_applied_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let w = tl.writer();
+        let clog = Key {
+            field6: 0,
+            ..key(0)
+        };
+        w.put(clog, Lsn(0x110), Value::Image(Bytes::from(vec![0u8; 8192])))
+            .unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        w.put(
+            clog,
+            Lsn(0x120),
+            Value::WalRecord(ZenithWalRecord::ClogSetCommitted {
+                xids: vec![5],
+                timestamp: 0,
+            }),
+        )
+        .unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x120));
+        tl.freeze_and_flush().unwrap();
+        let p = tl.get(clog, Lsn(0x120)).unwrap();
+        assert_eq!(postgres_ffi::slru::clog_get_status(&p, 5), 1);
+        assert_eq!(
+            postgres_ffi::slru::clog_get_status(&tl.get(clog, Lsn(0x110)).unwrap(), 5),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_lsn_waits_and_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let t2 = Arc::clone(&tl);
+        let waiter = tokio::spawn(async move {
+            t2.wait_lsn(Lsn(0x200), std::time::Duration::from_secs(10))
+                .await
+        });
+        tl.writer().finish_write(Lsn(0x100), Lsn(0x200));
+        waiter.await.unwrap().unwrap();
+        let e = tl
+            .wait_lsn(Lsn(0x300), std::time::Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("0/300"), "{e}");
+    }
+}
