@@ -13,6 +13,7 @@
 pub mod config;
 pub mod key;
 pub mod pagestream;
+pub mod pgdatadir_mapping;
 pub mod tenant;
 pub mod value;
 pub mod walredo;
