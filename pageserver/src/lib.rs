@@ -11,6 +11,7 @@
 //! binary.
 
 pub mod config;
+pub mod import_datadir;
 pub mod key;
 pub mod pagestream;
 pub mod pgdatadir_mapping;
