@@ -17,4 +17,5 @@ pub mod pagestream;
 pub mod pgdatadir_mapping;
 pub mod tenant;
 pub mod value;
+pub mod walingest;
 pub mod walredo;

@@ -281,6 +281,12 @@ impl<'a> DatadirModification<'a> {
         }
     }
 
+    /// The timeline and LSN this modification reads its base state at (its
+    /// own pending changes are not visible through it).
+    pub fn reader_state(&self) -> (&'a Timeline, Lsn) {
+        (self.tl, self.base_lsn)
+    }
+
     /// The current value of `key` including this modification's changes.
     fn current(&self, key: Key) -> Result<Option<Bytes>, TimelineError> {
         if let Some(v) = self.pending.get(&key) {

@@ -2,9 +2,11 @@
 //! it back: every page of every relation fork, SLRU segments, relmapper files
 //! and pg_control must equal the files on disk.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
+
+use common::initdb;
 
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
@@ -15,42 +17,6 @@ use postgres_ffi::relfile::{relation_segment_path, RelTag};
 use postgres_ffi::slru::{slru_segment_filename, SlruKind};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
-
-fn pg_install() -> PathBuf {
-    let dir = std::env::var_os("POSTGRES_INSTALL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tmp_install"));
-    assert!(
-        dir.join("bin/initdb").exists(),
-        "PostgreSQL is not built in {}: run `make postgres`",
-        dir.display()
-    );
-    dir
-}
-
-fn initdb(dir: &Path) -> PathBuf {
-    let install = pg_install();
-    let pgdata = dir.join("pgdata");
-    let out = Command::new(install.join("bin/initdb"))
-        .args([
-            "-D",
-            pgdata.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--no-sync",
-            "--no-instructions",
-        ])
-        .env("ZENITH_ALLOW_ROOT", "1")
-        .env("LD_LIBRARY_PATH", install.join("lib"))
-        .output()
-        .expect("running initdb");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    pgdata
-}
 
 #[test]
 fn import_of_initdb_reads_back_every_file() {

@@ -1,0 +1,158 @@
+//! Helpers for tests that run the real PostgreSQL 15 from tmp_install.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The PostgreSQL installation (`POSTGRES_INSTALL_DIR` or `<repo>/tmp_install`).
+pub fn pg_install() -> PathBuf {
+    let dir = std::env::var_os("POSTGRES_INSTALL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tmp_install"));
+    assert!(
+        dir.join("bin/initdb").exists(),
+        "PostgreSQL is not built in {}: run `make postgres`",
+        dir.display()
+    );
+    dir
+}
+
+/// Run a tool from the installation; panics with its stderr on failure.
+pub fn pg_tool(tool: &str, args: &[&str]) -> Output {
+    let install = pg_install();
+    let out = Command::new(install.join("bin").join(tool))
+        .args(args)
+        .env("ZENITH_ALLOW_ROOT", "1")
+        .env("LD_LIBRARY_PATH", install.join("lib"))
+        .env_remove("PGDATA")
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// initdb into `<dir>/pgdata`.
+pub fn initdb(dir: &Path) -> PathBuf {
+    let pgdata = dir.join("pgdata");
+    pg_tool(
+        "initdb",
+        &[
+            "-D",
+            pgdata.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--no-sync",
+            "--no-instructions",
+        ],
+    );
+    pgdata
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A stock PostgreSQL server on `pgdata`, stopped (fast) when dropped.
+pub struct Server {
+    pub pgdata: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(pgdata: &Path, extra_conf: &[&str]) -> Server {
+        let port = free_port();
+        let mut conf = std::fs::read_to_string(pgdata.join("postgresql.conf")).unwrap();
+        conf.push_str(&format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n",
+            pgdata.display()
+        ));
+        for c in extra_conf {
+            conf.push_str(c);
+            conf.push('\n');
+        }
+        std::fs::write(pgdata.join("postgresql.conf"), conf).unwrap();
+        let log = pgdata.join("server.log");
+        pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                pgdata.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        Server {
+            pgdata: pgdata.to_path_buf(),
+            port,
+        }
+    }
+
+    /// Run SQL with psql (stops at the first error).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = pg_tool(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn stop(self) {
+        pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                self.pgdata.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new(pg_install().join("bin/pg_ctl"))
+            .args([
+                "-D",
+                self.pgdata.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .env("ZENITH_ALLOW_ROOT", "1")
+            .env("LD_LIBRARY_PATH", pg_install().join("lib"))
+            .output();
+    }
+}
