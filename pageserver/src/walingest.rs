@@ -38,6 +38,9 @@ use crate::pgdatadir_mapping::{zero_page, DatadirModification, DatadirReader};
 use crate::tenant::timeline::{Timeline, TimelineWriter};
 use crate::value::ZenithWalRecord;
 
+/// Heap blocks (up to two) and bits to clear on one VM page.
+type VmClears = (Option<u32>, Option<u32>, u8);
+
 /// FSM geometry (`freespace.c`).
 const SLOTS_PER_FSM_PAGE: u32 = 4069;
 const FSM_TREE_DEPTH: u32 = 3;
@@ -199,7 +202,8 @@ impl WalIngest {
         m: &mut DatadirModification,
         rec: &DecodedWALRecord,
     ) -> anyhow::Result<()> {
-        let mut per_page: BTreeMap<(RelTag, u32), (Option<u32>, Option<u32>, u8)> = BTreeMap::new();
+        // (VM fork, VM block) -> (first heap block, second heap block, bits)
+        let mut per_page: BTreeMap<(RelTag, u32), VmClears> = BTreeMap::new();
         for c in heap_vm_clears(rec)? {
             let vm = RelTag::new(c.rnode, VISIBILITYMAP_FORKNUM);
             let e = per_page
@@ -242,7 +246,7 @@ impl WalIngest {
             let fsm = RelTag::new(t.rnode, FSM_FORKNUM);
             if let Some(size) = self.rel_size(m, fsm)? {
                 let mut new_size = fsm_logical_to_physical(t.blkno / SLOTS_PER_FSM_PAGE);
-                if t.blkno % SLOTS_PER_FSM_PAGE != 0 {
+                if !t.blkno.is_multiple_of(SLOTS_PER_FSM_PAGE) {
                     if new_size < size {
                         m.put_image(rel_block_key(fsm, new_size), zero_page());
                     }
@@ -258,7 +262,7 @@ impl WalIngest {
             let vm = RelTag::new(t.rnode, VISIBILITYMAP_FORKNUM);
             if let Some(size) = self.rel_size(m, vm)? {
                 let mut new_size = t.blkno / HEAPBLOCKS_PER_VM_PAGE;
-                if t.blkno % HEAPBLOCKS_PER_VM_PAGE != 0 {
+                if !t.blkno.is_multiple_of(HEAPBLOCKS_PER_VM_PAGE) {
                     if new_size < size {
                         m.put_image(rel_block_key(vm, new_size), Bytes::from(page_init(0)));
                     }
