@@ -173,7 +173,7 @@ fn ingested_wal_matches_the_server_files() {
     assert_eq!(ours, on_disk, "databases");
 
     // Relations and main-fork sizes match the files; every file is known.
-    for (&(spc, db), _) in &dbs {
+    for &(spc, db) in dbs.keys() {
         let rels = r.list_rels(spc, db).unwrap();
         let relmap =
             std::fs::read(pgdata.join(database_dir(spc, db)).join("pg_filenode.map")).unwrap();
