@@ -3,10 +3,16 @@
 //!
 //! [`WalRedoManager`] is what the read path calls. Rust-native pseudo-records
 //! are applied here ([`apply_native`]); PostgreSQL records go to a
-//! `postgres --wal-redo` process (not built yet: until then such a request
-//! is an error that says so, never a wrong page).
+//! `postgres --wal-redo` process ([`process`]), managed by
+//! [`PostgresRedoManager`]: one process per tenant, started on first use,
+//! replaced after any failure.
 
 pub mod apply_native;
+pub mod process;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use zenith_utils::lsn::Lsn;
@@ -28,6 +34,13 @@ pub enum WalRedoError {
     },
     #[error("{key} at {lsn} needs PostgreSQL WAL redo, which is not available: {reason}")]
     PostgresRedoUnavailable { key: Key, lsn: Lsn, reason: String },
+    #[error("WAL redo of {key} at {lsn} failed: {source}")]
+    Process {
+        key: Key,
+        lsn: Lsn,
+        #[source]
+        source: process::ProcessError,
+    },
 }
 
 /// Reconstructs pages from a base image and records.
@@ -76,5 +89,111 @@ impl WalRedoManager for NativeOnlyRedoManager {
             })?;
         }
         Ok(Bytes::from(page))
+    }
+}
+
+/// Reconstructs pages with `postgres --wal-redo` (and Rust for native records).
+pub struct PostgresRedoManager {
+    pg_distrib_dir: PathBuf,
+    datadir: PathBuf,
+    tenant: String,
+    timeout: Duration,
+    process: Mutex<Option<process::RedoProcess>>,
+}
+
+impl PostgresRedoManager {
+    /// `datadir` is created with initdb on first use.
+    pub fn new(
+        pg_distrib_dir: PathBuf,
+        datadir: PathBuf,
+        tenant: String,
+        timeout: Duration,
+    ) -> PostgresRedoManager {
+        PostgresRedoManager {
+            pg_distrib_dir,
+            datadir,
+            tenant,
+            timeout,
+            process: Mutex::new(None),
+        }
+    }
+
+    fn apply_postgres(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        base: Option<&[u8]>,
+        records: &[(Lsn, Bytes)],
+    ) -> Result<Bytes, WalRedoError> {
+        let err = |source| WalRedoError::Process { key, lsn, source };
+        let rel = key
+            .rel_tag()
+            .filter(|_| key.is_rel_block_key())
+            .ok_or_else(|| WalRedoError::PostgresRedoUnavailable {
+                key,
+                lsn,
+                reason: "PostgreSQL records are only stored for relation blocks".into(),
+            })?;
+        let mut guard = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            process::ensure_redo_datadir(&self.pg_distrib_dir, &self.datadir).map_err(err)?;
+            *guard = Some(
+                process::RedoProcess::launch(&self.pg_distrib_dir, &self.datadir, &self.tenant)
+                    .map_err(err)?,
+            );
+        }
+        let Some(proc_) = guard.as_mut() else {
+            return Err(WalRedoError::PostgresRedoUnavailable {
+                key,
+                lsn,
+                reason: "no redo process".into(),
+            });
+        };
+        match proc_.apply(rel, key.field6, base, records, self.timeout) {
+            Ok(page) => Ok(page),
+            Err(e) => {
+                // The process is unusable after any failure: start anew next time.
+                *guard = None;
+                Err(err(e))
+            }
+        }
+    }
+}
+
+impl WalRedoManager for PostgresRedoManager {
+    fn request_redo(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        base_img: Option<(Lsn, Bytes)>,
+        records: Vec<(Lsn, ZenithWalRecord)>,
+    ) -> Result<Bytes, WalRedoError> {
+        let mut page: Option<Bytes> = base_img.map(|(_, img)| img);
+        let mut pending: Vec<(Lsn, Bytes)> = Vec::new();
+        for (rec_lsn, rec) in records {
+            match rec {
+                ZenithWalRecord::Postgres { rec, .. } => pending.push((rec_lsn, rec)),
+                native => {
+                    if !pending.is_empty() {
+                        page =
+                            Some(self.apply_postgres(key, rec_lsn, page.as_deref(), &pending)?);
+                        pending.clear();
+                    }
+                    let mut p = page.ok_or(WalRedoError::NoBaseImage { key, lsn })?.to_vec();
+                    apply_native::apply_native(&mut p, key.field6, &native).map_err(|source| {
+                        WalRedoError::Native {
+                            key,
+                            lsn: rec_lsn,
+                            source,
+                        }
+                    })?;
+                    page = Some(Bytes::from(p));
+                }
+            }
+        }
+        if !pending.is_empty() {
+            page = Some(self.apply_postgres(key, lsn, page.as_deref(), &pending)?);
+        }
+        page.ok_or(WalRedoError::NoBaseImage { key, lsn })
     }
 }
