@@ -18,4 +18,5 @@ pub mod pgdatadir_mapping;
 pub mod tenant;
 pub mod value;
 pub mod walingest;
+pub mod walreceiver;
 pub mod walredo;

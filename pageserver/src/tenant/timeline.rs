@@ -480,6 +480,11 @@ impl Timeline {
             .map_err(|m| TimelineError::Invalid(self.timeline_id, m))
     }
 
+    /// How long an in-memory layer may stay open.
+    pub fn checkpoint_timeout(&self) -> std::time::Duration {
+        self.conf.checkpoint_timeout
+    }
+
     /// True when the open layer has passed `checkpoint_distance`.
     pub fn needs_checkpoint(&self) -> bool {
         self.open_layer_size() >= self.conf.checkpoint_distance

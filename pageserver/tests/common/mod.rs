@@ -70,7 +70,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(pgdata: &Path, extra_conf: &[&str]) -> Server {
-        let port = free_port();
+        Self::start_on(pgdata, free_port(), extra_conf)
+    }
+
+    /// Start on a given port (e.g. to restart where clients expect it).
+    pub fn start_on(pgdata: &Path, port: u16, extra_conf: &[&str]) -> Server {
         let mut conf = std::fs::read_to_string(pgdata.join("postgresql.conf")).unwrap();
         conf.push_str(&format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n",

@@ -1,0 +1,169 @@
+//! The WAL receiver follows a real PostgreSQL 15 primary through a physical
+//! replication slot: the timeline catches up with the primary's flush LSN,
+//! sees its tables and commits, and the slot learns what the pageserver has
+//! made durable. A stopped primary is an outage the receiver rides out.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{initdb, Server};
+use pageserver::config::TenantConf;
+use pageserver::import_datadir::import_datadir;
+use pageserver::pgdatadir_mapping::DatadirReader;
+use pageserver::tenant::timeline::{RecordLsn, Timeline};
+use pageserver::walreceiver::{WalReceiver, WalSource};
+use pageserver::walredo::NativeOnlyRedoManager;
+use postgres_ffi::relfile::{relation_segment_path, RelTag};
+use postgres_ffi::slru::{slru_segment_filename, SlruKind};
+use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::lsn::Lsn;
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn follows_a_primary_through_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let pgdata = initdb(dir.path());
+    let tl = Timeline::create(
+        &dir.path().join("timeline"),
+        TenantId::generate(),
+        TimelineId::generate(),
+        TenantConf {
+            checkpoint_distance: 512 * 1024,
+            ..TenantConf::default()
+        },
+        None,
+        RecordLsn {
+            last: Lsn(0),
+            prev: Lsn(0),
+        },
+        Lsn(0),
+        Arc::new(NativeOnlyRedoManager),
+    )
+    .unwrap();
+    import_datadir(&tl, &pgdata).unwrap();
+    let server = Server::start(
+        &pgdata,
+        &[
+            "wal_level = replica",
+            "max_wal_senders = 4",
+            "max_replication_slots = 4",
+        ],
+    );
+    server.psql(
+        "postgres",
+        "SELECT pg_create_physical_replication_slot('pageserver')",
+    );
+    let src = WalSource::parse(&format!(
+        "host=127.0.0.1 port={} user=postgres slot=pageserver",
+        server.port
+    ))
+    .unwrap();
+    let receiver = WalReceiver::spawn(Arc::clone(&tl), src).unwrap();
+
+    server.psql("postgres", "CREATE TABLE t (id int primary key, v text)");
+    server.psql(
+        "postgres",
+        "INSERT INTO t SELECT g, repeat('z', 200) FROM generate_series(1, 20000) g",
+    );
+    server.psql("postgres", "CREATE DATABASE other");
+    server.psql("postgres", "CHECKPOINT");
+    let flush: Lsn = server
+        .psql("postgres", "SELECT pg_current_wal_flush_lsn()")
+        .parse()
+        .unwrap();
+    wait_for("the timeline to catch up", Duration::from_secs(60), || {
+        tl.last_record_lsn() >= flush
+    });
+
+    // The slot hears what is durable in layer files.
+    tl.freeze_and_flush().unwrap();
+    let durable = tl.disk_consistent_lsn();
+    wait_for(
+        "the slot's restart_lsn to advance",
+        Duration::from_secs(30),
+        || {
+            let r = server.psql(
+                "postgres",
+                "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'pageserver'",
+            );
+            r.parse::<Lsn>()
+                .map(|l| l >= durable.min(flush))
+                .unwrap_or(false)
+        },
+    );
+
+    let lsn = tl.last_record_lsn();
+    let r = DatadirReader { tl: &tl, lsn };
+    let relnode: u32 = server
+        .psql(
+            "postgres",
+            "SELECT relfilenode FROM pg_class WHERE relname = 't'",
+        )
+        .parse()
+        .unwrap();
+    let dboid: u32 = server
+        .psql(
+            "postgres",
+            "SELECT oid FROM pg_database WHERE datname = 'postgres'",
+        )
+        .parse()
+        .unwrap();
+    let rel = RelTag {
+        spcnode: 1663,
+        dbnode: dboid,
+        relnode,
+        forknum: 0,
+    };
+    let file_len = std::fs::metadata(pgdata.join(relation_segment_path(rel.rnode(), 0, 0)))
+        .unwrap()
+        .len();
+    assert_eq!(
+        r.rel_size(rel).unwrap(),
+        Some((file_len / 8192) as u32),
+        "size of t"
+    );
+    let other: u32 = server
+        .psql(
+            "postgres",
+            "SELECT oid FROM pg_database WHERE datname = 'other'",
+        )
+        .parse()
+        .unwrap();
+    assert!(r.list_dbs().unwrap().contains_key(&(1663, other)));
+    let clog = std::fs::read(pgdata.join("pg_xact").join(slru_segment_filename(0))).unwrap();
+    assert_eq!(
+        &r.slru_page(SlruKind::Clog, 0, 0).unwrap()[..],
+        &clog[..8192],
+        "CLOG page 0"
+    );
+
+    // An outage: the primary stops and comes back; the receiver resumes.
+    let port = server.port;
+    server.stop();
+    let server = Server::start_on(&pgdata, port, &[]);
+    server.psql("postgres", "INSERT INTO t VALUES (0, 'after restart')");
+    let flush: Lsn = server
+        .psql("postgres", "SELECT pg_current_wal_flush_lsn()")
+        .parse()
+        .unwrap();
+    wait_for(
+        "the timeline to catch up after the outage",
+        Duration::from_secs(60),
+        || tl.last_record_lsn() >= flush,
+    );
+    receiver.stop();
+    assert!(
+        tl.layer_files().len() >= 2,
+        "layers: {:?}",
+        tl.layer_files()
+    );
+}
