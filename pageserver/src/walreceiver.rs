@@ -109,7 +109,7 @@ fn parse_msg(buf: &mut BytesMut) -> anyhow::Result<Option<Msg>> {
     }
     let tag = buf[0];
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len < 4 || len > 1 << 30 {
+    if !(4..=1 << 30).contains(&len) {
         bail!("invalid message length {len} from the WAL source");
     }
     if buf.len() < 1 + len {
