@@ -10,6 +10,7 @@
 //! redo, the page service and the daemon do not yet, so this crate has no
 //! binary.
 
+pub mod basebackup;
 pub mod config;
 pub mod import_datadir;
 pub mod key;
