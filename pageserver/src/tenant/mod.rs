@@ -6,5 +6,6 @@
 
 pub mod layer_map;
 pub mod metadata;
+pub mod mgr;
 pub mod storage_layer;
 pub mod timeline;

@@ -1,0 +1,375 @@
+//! Tenants and their timelines, as one pageserver holds them.
+//!
+//! On disk: `<workdir>/tenants/<tenant>/timelines/<timeline>/` (metadata and
+//! layer files), `<workdir>/tenants/<tenant>/wal-redo-datadir/` (the redo
+//! process's data directory) and `<workdir>/tenants/<tenant>/timelines/<id>.___temp`
+//! while a timeline is being created.
+//!
+//! Creation is crash-safe: a timeline is built in a temporary directory
+//! (import or branch) and renamed into place once complete; startup removes
+//! leftover temporary directories. Branches are O(1): a new metadata file
+//! naming the ancestor and the branch LSN, no data copied.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{bail, Context};
+use tracing::info;
+use zenith_utils::crashsafe;
+use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::lsn::Lsn;
+
+use super::metadata::TimelineMetadata;
+use super::timeline::{RecordLsn, Timeline, METADATA_FILE_NAME};
+use crate::config::PageServerConf;
+use crate::import_datadir::import_datadir;
+use crate::walredo::{PostgresRedoManager, WalRedoManager};
+
+/// One tenant: its timelines and its WAL redo manager.
+pub struct Tenant {
+    pub id: TenantId,
+    pub path: PathBuf,
+    conf: Arc<PageServerConf>,
+    walredo: Arc<dyn WalRedoManager>,
+    timelines: RwLock<HashMap<TimelineId, Arc<Timeline>>>,
+}
+
+impl Tenant {
+    fn timelines_dir(&self) -> PathBuf {
+        self.path.join("timelines")
+    }
+
+    pub fn get_timeline(&self, id: TimelineId) -> Option<Arc<Timeline>> {
+        self.timelines
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn list_timelines(&self) -> Vec<Arc<Timeline>> {
+        let mut v: Vec<_> = self
+            .timelines
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|t| t.timeline_id.to_string());
+        v
+    }
+
+    /// Create a timeline by importing `pgdata` (a cleanly stopped PostgreSQL 15
+    /// data directory).
+    pub fn import_timeline(&self, id: TimelineId, pgdata: &Path) -> anyhow::Result<Arc<Timeline>> {
+        if self.get_timeline(id).is_some() {
+            bail!("timeline {id} already exists in tenant {}", self.id);
+        }
+        let tmp = self
+            .timelines_dir()
+            .join(format!("{id}{}", crashsafe::TEMP_FILE_SUFFIX));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let tl = Timeline::create(
+            &tmp,
+            self.id,
+            id,
+            self.conf.tenant_config.clone(),
+            None,
+            RecordLsn {
+                last: Lsn(0),
+                prev: Lsn(0),
+            },
+            Lsn(0),
+            Arc::clone(&self.walredo),
+        )?;
+        let point = import_datadir(&tl, pgdata)?;
+        // Record the import LSN as the initdb LSN and GC floor.
+        let mut md = tl.metadata();
+        md.initdb_lsn = point.end_lsn;
+        md.latest_gc_cutoff_lsn = point.end_lsn;
+        md.save(&tmp.join(METADATA_FILE_NAME))?;
+        drop(tl);
+        let dst = self.timelines_dir().join(id.to_string());
+        crashsafe::rename_durable(&tmp, &dst)?;
+        let tl = Timeline::load(
+            &dst,
+            self.id,
+            id,
+            self.conf.tenant_config.clone(),
+            None,
+            Arc::clone(&self.walredo),
+        )?;
+        self.timelines
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&tl));
+        info!(tenant_id = %self.id, timeline_id = %id, lsn = %point.end_lsn, "imported timeline");
+        Ok(tl)
+    }
+
+    /// Bootstrap a timeline: run initdb into a temporary directory and import it.
+    pub fn bootstrap_timeline(&self, id: TimelineId) -> anyhow::Result<Arc<Timeline>> {
+        let pgdata = self
+            .path
+            .join(format!("initdb-{id}{}", crashsafe::TEMP_FILE_SUFFIX));
+        let _ = std::fs::remove_dir_all(&pgdata);
+        let bin = self.conf.pg_distrib_dir.join("bin/initdb");
+        let out = std::process::Command::new(&bin)
+            .args([
+                "-D",
+                &pgdata.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--no-instructions",
+                "--no-sync",
+            ])
+            .env("ZENITH_ALLOW_ROOT", "1")
+            .env("LD_LIBRARY_PATH", self.conf.pg_distrib_dir.join("lib"))
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&pgdata);
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let res = self.import_timeline(id, &pgdata);
+        let _ = std::fs::remove_dir_all(&pgdata);
+        res
+    }
+
+    /// Branch `ancestor` at `lsn` (default: its last record LSN). O(1).
+    pub fn branch_timeline(
+        &self,
+        id: TimelineId,
+        ancestor_id: TimelineId,
+        lsn: Option<Lsn>,
+    ) -> anyhow::Result<Arc<Timeline>> {
+        if self.get_timeline(id).is_some() {
+            bail!("timeline {id} already exists in tenant {}", self.id);
+        }
+        let ancestor = self.get_timeline(ancestor_id).with_context(|| {
+            format!(
+                "ancestor timeline {ancestor_id} not found in tenant {}",
+                self.id
+            )
+        })?;
+        let last = ancestor.record_lsn();
+        let lsn = lsn.unwrap_or(last.last);
+        if lsn > last.last {
+            bail!(
+                "branch LSN {lsn} is above the ancestor's last record LSN {}",
+                last.last
+            );
+        }
+        let cutoff = ancestor.gc_cutoff_lsn();
+        if lsn < cutoff {
+            bail!("branch LSN {lsn} is below the ancestor's GC cutoff {cutoff}");
+        }
+        let prev = if lsn == last.last { last.prev } else { Lsn(0) };
+        let tmp = self
+            .timelines_dir()
+            .join(format!("{id}{}", crashsafe::TEMP_FILE_SUFFIX));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let md = ancestor.metadata();
+        drop(Timeline::create(
+            &tmp,
+            self.id,
+            id,
+            self.conf.tenant_config.clone(),
+            Some((Arc::clone(&ancestor), lsn)),
+            RecordLsn { last: lsn, prev },
+            md.initdb_lsn,
+            Arc::clone(&self.walredo),
+        )?);
+        let dst = self.timelines_dir().join(id.to_string());
+        crashsafe::rename_durable(&tmp, &dst)?;
+        let tl = Timeline::load(
+            &dst,
+            self.id,
+            id,
+            self.conf.tenant_config.clone(),
+            Some(ancestor),
+            Arc::clone(&self.walredo),
+        )?;
+        self.timelines
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&tl));
+        info!(tenant_id = %self.id, timeline_id = %id, %ancestor_id, %lsn, "created branch");
+        Ok(tl)
+    }
+
+    /// Load every timeline on disk, ancestors first; remove half-created ones.
+    fn load(&self) -> anyhow::Result<()> {
+        let dir = self.timelines_dir();
+        crashsafe::create_dir_all_durable(&dir)?;
+        let mut metas: HashMap<TimelineId, TimelineMetadata> = HashMap::new();
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if crashsafe::is_temp_file(e.path()) {
+                info!(tenant_id = %self.id, "removing half-created timeline {name}");
+                std::fs::remove_dir_all(e.path())?;
+                continue;
+            }
+            let Ok(id) = name.parse::<TimelineId>() else {
+                continue;
+            };
+            metas.insert(
+                id,
+                TimelineMetadata::load(&e.path().join(METADATA_FILE_NAME))?,
+            );
+        }
+        while !metas.is_empty() {
+            let ready: Vec<TimelineId> = metas
+                .iter()
+                .filter(|(_, m)| {
+                    m.ancestor_timeline
+                        .is_none_or(|a| self.get_timeline(a).is_some())
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if ready.is_empty() {
+                bail!(
+                    "tenant {}: timelines {:?} have missing ancestors",
+                    self.id,
+                    metas.keys().collect::<Vec<_>>()
+                );
+            }
+            for id in ready {
+                let m = metas.remove(&id).unwrap_or_else(|| unreachable!());
+                let ancestor = m.ancestor_timeline.and_then(|a| self.get_timeline(a));
+                let tl = Timeline::load(
+                    &dir.join(id.to_string()),
+                    self.id,
+                    id,
+                    self.conf.tenant_config.clone(),
+                    ancestor,
+                    Arc::clone(&self.walredo),
+                )?;
+                self.timelines
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, tl);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush every timeline's in-memory data (at shutdown).
+    pub fn flush_all(&self) -> anyhow::Result<()> {
+        for tl in self.list_timelines() {
+            tl.freeze_and_flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// All tenants of this pageserver.
+pub struct TenantManager {
+    workdir: PathBuf,
+    conf: Arc<PageServerConf>,
+    tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
+}
+
+impl TenantManager {
+    /// Load every tenant under `<workdir>/tenants`.
+    pub fn load(workdir: &Path, conf: Arc<PageServerConf>) -> anyhow::Result<TenantManager> {
+        let mgr = TenantManager {
+            workdir: workdir.to_path_buf(),
+            conf,
+            tenants: RwLock::new(HashMap::new()),
+        };
+        let dir = mgr.tenants_dir();
+        crashsafe::create_dir_all_durable(&dir)?;
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            if let Ok(id) = e.file_name().to_string_lossy().parse::<TenantId>() {
+                let t = mgr.make_tenant(id);
+                t.load().with_context(|| format!("loading tenant {id}"))?;
+                mgr.tenants
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, t);
+            }
+        }
+        Ok(mgr)
+    }
+
+    fn tenants_dir(&self) -> PathBuf {
+        self.workdir.join("tenants")
+    }
+
+    fn make_tenant(&self, id: TenantId) -> Arc<Tenant> {
+        let path = self.tenants_dir().join(id.to_string());
+        let walredo = Arc::new(PostgresRedoManager::new(
+            self.conf.pg_distrib_dir.clone(),
+            path.join("wal-redo-datadir"),
+            id.to_string(),
+            self.conf.wal_redo_timeout,
+        ));
+        Arc::new(Tenant {
+            id,
+            path,
+            conf: Arc::clone(&self.conf),
+            walredo,
+            timelines: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Create an empty tenant.
+    pub fn create_tenant(&self, id: TenantId) -> anyhow::Result<Arc<Tenant>> {
+        if self.get(id).is_some() {
+            bail!("tenant {id} already exists");
+        }
+        let t = self.make_tenant(id);
+        crashsafe::create_dir_all_durable(t.timelines_dir())?;
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&t));
+        info!(tenant_id = %id, "created tenant");
+        Ok(t)
+    }
+
+    pub fn get(&self, id: TenantId) -> Option<Arc<Tenant>> {
+        self.tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Tenant>> {
+        let mut v: Vec<_> = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|t| t.id.to_string());
+        v
+    }
+
+    /// Look up a timeline.
+    pub fn get_timeline(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+    ) -> anyhow::Result<Arc<Timeline>> {
+        let t = self
+            .get(tenant)
+            .with_context(|| format!("tenant {tenant} not found"))?;
+        t.get_timeline(timeline)
+            .with_context(|| format!("timeline {timeline} not found in tenant {tenant}"))
+    }
+
+    /// Flush everything (at shutdown).
+    pub fn shutdown(&self) -> anyhow::Result<()> {
+        for t in self.list() {
+            t.flush_all()?;
+        }
+        Ok(())
+    }
+}
