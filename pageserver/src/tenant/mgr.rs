@@ -265,6 +265,51 @@ impl Tenant {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Timeline removal, used by the HTTP API's `DELETE .../timeline/<id>`
+// (pageserver/src/http). Added by the HTTP API work; kept separate on purpose.
+// ---------------------------------------------------------------------------
+impl Tenant {
+    /// Forget timeline `id` and delete its directory. Refused when another
+    /// timeline has it as ancestor. The caller stops its WAL receiver first.
+    ///
+    /// Crash safety: the directory is first renamed to `<id>.deleting.___temp`,
+    /// which [`Tenant::load`] removes like a half-created timeline, and then
+    /// deleted;
+    /// a crash at any point leaves either the whole timeline or nothing.
+    pub fn remove_timeline(&self, id: TimelineId) -> anyhow::Result<()> {
+        {
+            let mut timelines = self.timelines.write().unwrap_or_else(|e| e.into_inner());
+            if !timelines.contains_key(&id) {
+                bail!("timeline {id} not found in tenant {}", self.id);
+            }
+            let children: Vec<String> = timelines
+                .values()
+                .filter(|t| t.ancestor().is_some_and(|(a, _)| a.timeline_id == id))
+                .map(|t| t.timeline_id.to_string())
+                .collect();
+            if !children.is_empty() {
+                bail!(
+                    "timeline {id} is the ancestor of timelines {}",
+                    children.join(", ")
+                );
+            }
+            timelines.remove(&id);
+        }
+        let dir = self.timelines_dir().join(id.to_string());
+        let doomed = self
+            .timelines_dir()
+            .join(format!("{id}.deleting{}", crashsafe::TEMP_FILE_SUFFIX));
+        let _ = std::fs::remove_dir_all(&doomed);
+        crashsafe::rename_durable(&dir, &doomed)
+            .with_context(|| format!("removing timeline directory {}", dir.display()))?;
+        std::fs::remove_dir_all(&doomed)
+            .with_context(|| format!("removing {}", doomed.display()))?;
+        info!(tenant_id = %self.id, timeline_id = %id, "removed timeline");
+        Ok(())
+    }
+}
+
 /// All tenants of this pageserver.
 pub struct TenantManager {
     workdir: PathBuf,

@@ -75,11 +75,11 @@ pub struct RecordLsn {
 }
 
 #[derive(Debug)]
-struct Layers {
+pub(crate) struct Layers {
     open: Option<InMemoryLayer>,
     /// Frozen in-memory layers waiting to be written, oldest first.
     frozen: Vec<Arc<InMemoryLayer>>,
-    map: LayerMap,
+    pub(crate) map: LayerMap,
     /// LSN where the next open layer starts (= end of the last frozen one,
     /// i.e. one past the last LSN it holds).
     next_open_start: Lsn,
@@ -90,12 +90,12 @@ pub struct Timeline {
     pub tenant_id: TenantId,
     pub timeline_id: TimelineId,
     pub path: PathBuf,
-    conf: TenantConf,
+    pub(crate) conf: TenantConf,
     ancestor: Option<(Arc<Timeline>, Lsn)>,
-    layers: RwLock<Layers>,
+    pub(crate) layers: RwLock<Layers>,
     record_lsn_tx: watch::Sender<RecordLsn>,
-    metadata: Mutex<TimelineMetadata>,
-    flush_lock: Mutex<()>,
+    pub(crate) metadata: Mutex<TimelineMetadata>,
+    pub(crate) flush_lock: Mutex<()>,
     walredo: Arc<dyn WalRedoManager>,
 }
 
