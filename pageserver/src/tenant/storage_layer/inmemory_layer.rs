@@ -123,12 +123,12 @@ impl InMemoryLayer {
             path: dir.display().to_string(),
             reason: "writing an in-memory layer that is not frozen".into(),
         })?;
-        let (Some(first), Some(last)) = (self.index.keys().next(), self.index.keys().next_back())
-        else {
+        if self.index.is_empty() {
             return Ok(None);
-        };
+        }
+        // Level-0 layers span the whole key space (compaction recognizes them so).
         let name = LayerFileName::Delta {
-            key_range: *first..last.next(),
+            key_range: Key::MIN..Key::MAX,
             lsn_range: self.start_lsn..end_lsn.max(self.start_lsn + 1),
         };
         let mut w = LayerWriter::new(dir, tenant_id, timeline_id, &name)?;
@@ -187,7 +187,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(name.lsn_range(), Lsn(0x100)..Lsn(0x200));
-        assert_eq!(name.key_range(), &(k1..k2.next()));
+        assert_eq!(name.key_range(), &(Key::MIN..Key::MAX));
         let r = LayerReader::open(&path).unwrap();
         assert_eq!(
             r.get_values(k1, Lsn(0)..Lsn::MAX).unwrap(),
