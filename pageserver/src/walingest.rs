@@ -324,7 +324,11 @@ impl WalIngest {
             }
             XLOG_XACT_PREPARE => {
                 let p = XlXactPrepare::decode(rec)?;
-                m.put_twophase_file(rec.xid(), p.state)?;
+                // The state file is the record data followed by its CRC-32C
+                // (RecreateTwoPhaseFile), as import reads it from pg_twophase/.
+                let mut file = p.state.to_vec();
+                file.extend_from_slice(&crc32c::crc32c(&p.state).to_le_bytes());
+                m.put_twophase_file(rec.xid(), Bytes::from(file))?;
             }
             _ => {}
         }

@@ -86,16 +86,25 @@ impl Server {
         }
         std::fs::write(pgdata.join("postgresql.conf"), conf).unwrap();
         let log = pgdata.join("server.log");
-        pg_tool(
-            "pg_ctl",
-            &[
+        let install = pg_install();
+        let out = Command::new(install.join("bin/pg_ctl"))
+            .args([
                 "-D",
                 pgdata.to_str().unwrap(),
                 "-l",
                 log.to_str().unwrap(),
                 "-w",
                 "start",
-            ],
+            ])
+            .env("ZENITH_ALLOW_ROOT", "1")
+            .env("LD_LIBRARY_PATH", install.join("lib"))
+            .output()
+            .expect("running pg_ctl");
+        assert!(
+            out.status.success(),
+            "server on {} did not start; its log:\n{}",
+            pgdata.display(),
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         Server {
             pgdata: pgdata.to_path_buf(),
