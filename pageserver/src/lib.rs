@@ -5,19 +5,31 @@
 //! reconstructs any page at any LSN for computes (GetPage@LSN) with
 //! `postgres --wal-redo`.
 //!
-//! Status (issue 3, in progress): the storage key space ([`key`]) and the
-//! timeline metadata file ([`tenant::metadata`]) exist; ingest, layers, WAL
-//! redo, the page service and the daemon do not yet, so this crate has no
-//! binary.
+//! Map of the crate, by concept:
+//!
+//! - storage: [`key`], [`value`], [`tenant`] (timelines, layer files, layer
+//!   map, image layers, compaction, GC, tenant manager);
+//! - PostgreSQL's data directory over the key space: [`pgdatadir_mapping`],
+//!   [`import_datadir`], [`basebackup`];
+//! - WAL: [`walreceiver`] (replication client), [`walingest`] (records to
+//!   values), [`walredo`] (page reconstruction);
+//! - serving: [`page_service`] (libpq: pagestream, basebackup) with the wire
+//!   codec in [`pagestream`], [`http`] (management API), [`wal_sources`];
+//! - [`config`], the `pageserver.toml` settings.
+//!
+//! Binaries: `pageserver` (the daemon) and `pagebench` (GetPage@LSN load).
 
 pub mod basebackup;
 pub mod config;
+pub mod http;
 pub mod import_datadir;
 pub mod key;
+pub mod page_service;
 pub mod pagestream;
 pub mod pgdatadir_mapping;
 pub mod tenant;
 pub mod value;
+pub mod wal_sources;
 pub mod walingest;
 pub mod walreceiver;
 pub mod walredo;

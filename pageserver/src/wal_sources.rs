@@ -94,9 +94,7 @@ impl WalSources {
         WalSources::default()
     }
 
-    fn lock_running(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(TenantId, TimelineId), Running>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, TimelineId), Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 

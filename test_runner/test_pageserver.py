@@ -1,0 +1,128 @@
+"""The pageserver daemon following a stock PostgreSQL 15 primary (ARCHITECTURE §7, §8; issue 3).
+
+A tenant's timeline is imported from the primary's data directory, the primary streams WAL to the
+pageserver through a physical replication slot, and at noted moments a stock PostgreSQL started
+from `basebackup --full` at the noted LSN must dump exactly like the primary did then, and pass
+pg_amcheck. The pageserver is killed with -9 in the middle of ingest and must resume from
+disk_consistent_lsn with nothing lost.
+"""
+
+import os
+from pathlib import Path
+
+from fixtures.pageserver import Pageserver
+from fixtures.utils import parse_lsn, wait_until
+from fixtures.zenith_fixtures import PgBin, PortDistributor, VanillaPostgres
+
+SCALE = int(os.environ.get("ZENITH_TEST_PGBENCH_SCALE", "1"))
+
+
+def dumpall(pg: VanillaPostgres, pg_bin: PgBin) -> str:
+    out = pg_bin.run_capture(["pg_dumpall", *pg.cli_args()]).stdout
+    # pg_dump's \restrict lines carry a random key per run.
+    return "\n".join(
+        l for l in out.splitlines() if not l.startswith("\\restrict") and not l.startswith("\\unrestrict")
+    )
+
+
+def first_difference(a: str, b: str) -> str:
+    for i, (x, y) in enumerate(zip(a.splitlines(), b.splitlines())):
+        if x != y:
+            return f"line {i + 1}: {x!r} != {y!r}"
+    return "lengths differ"
+
+
+def wait_ingested(ps: Pageserver, tenant: str, timeline: str, lsn: int) -> None:
+    wait_until(
+        f"the pageserver to ingest up to {lsn:X}",
+        lambda: parse_lsn(ps.timeline_detail(tenant, timeline)["last_record_lsn"]) >= lsn,
+        timeout=120,
+    )
+
+
+def check_snapshot(
+    ps: Pageserver,
+    tenant: str,
+    timeline: str,
+    lsn: str,
+    expected: str,
+    test_output_dir: Path,
+    pg_bin: PgBin,
+    port_distributor: PortDistributor,
+    name: str,
+) -> None:
+    tar = ps.basebackup(tenant, timeline, lsn, full=True)
+    restored = test_output_dir / f"restored-{name}"
+    ps.unpack_basebackup(tar, restored)
+    with VanillaPostgres(restored, pg_bin, port_distributor.get_port(), test_output_dir) as pg:
+        pg.initialized = True
+        pg.configure([f"port = {pg.port}", "max_prepared_transactions = 4"])
+        pg.start()
+        got = dumpall(pg, pg_bin)
+        assert got == expected, f"snapshot {name} at {lsn}: {first_difference(got, expected)}"
+        amcheck = pg_bin.run_capture(
+            ["pg_amcheck", *pg.cli_args(), "--all", "--heapallindexed", "--install-missing"], check=False
+        )
+        assert amcheck.returncode == 0 and amcheck.stdout.strip() == "", amcheck.stdout + amcheck.stderr
+
+
+def test_follow_primary_snapshots_and_restart(
+    pageserver: Pageserver,
+    vanilla_pg: VanillaPostgres,
+    pg_bin: PgBin,
+    test_output_dir: Path,
+    port_distributor: PortDistributor,
+):
+    ps = pageserver
+    primary = vanilla_pg
+    primary.initdb()
+    tenant = ps.tenant_create()
+    timeline = ps.timeline_create(tenant, import_pgdata=str(primary.pgdata))["timeline_id"]
+    primary.configure(["wal_level = replica", "max_wal_senders = 4", "max_prepared_transactions = 4"])
+    primary.start()
+    primary.safe_psql("SELECT pg_create_physical_replication_slot('pageserver')")
+    ps.set_wal_source(
+        tenant, timeline, f"host=127.0.0.1 port={primary.port} user={primary.user} slot=pageserver"
+    )
+
+    primary.pgbench("-i", "-s", str(SCALE))
+    primary.pgbench("-t", "200", "-c", "2")
+    for sql in [
+        "CREATE DATABASE extra STRATEGY wal_log",
+        "CREATE DATABASE copied STRATEGY file_copy",
+        "CREATE DATABASE dropped",
+        "DROP DATABASE dropped",
+        "CREATE SEQUENCE seq",
+        "SELECT nextval('seq') FROM generate_series(1, 7)",
+        "CREATE TABLE t (id int primary key, v text)",
+        "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 3000) g",
+        "TRUNCATE pgbench_history",
+        "BEGIN; INSERT INTO t VALUES (-1, 'sub'); SAVEPOINT a; INSERT INTO t VALUES (-2, 'rolled back'); "
+        "ROLLBACK TO a; INSERT INTO t VALUES (-3, 'kept'); COMMIT;",
+        "BEGIN; INSERT INTO t VALUES (-4, 'prepared'); PREPARE TRANSACTION 'gx1';",
+        "COMMIT PREPARED 'gx1'",
+        "BEGIN; INSERT INTO t VALUES (-5, 'still prepared'); PREPARE TRANSACTION 'gx2';",
+    ]:
+        primary.safe_psql(sql)
+
+    snapshots = []
+    for i in range(2):
+        lsn = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
+        snapshots.append((lsn, dumpall(primary, pg_bin)))
+        wait_ingested(ps, tenant, timeline, parse_lsn(lsn))
+        primary.pgbench("-t", "100", "-c", "2")
+        primary.safe_psql(f"INSERT INTO t SELECT g, 'round {i}' FROM generate_series(10000 * {i + 1}, 10000 * {i + 1} + 500) g")
+        if i == 0:
+            # Crash the pageserver in the middle of ingest; it must resume.
+            ps.stop(immediate=True)
+            primary.pgbench("-t", "100", "-c", "2")
+            ps.start()
+
+    lsn = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
+    snapshots.append((lsn, dumpall(primary, pg_bin)))
+    wait_ingested(ps, tenant, timeline, parse_lsn(lsn))
+    detail = ps.timeline_detail(tenant, timeline)
+    assert parse_lsn(detail["disk_consistent_lsn"]) <= parse_lsn(detail["last_record_lsn"])
+
+    for n, (lsn, expected) in enumerate(snapshots):
+        check_snapshot(ps, tenant, timeline, lsn, expected, test_output_dir, pg_bin, port_distributor, str(n))
