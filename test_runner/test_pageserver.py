@@ -126,3 +126,75 @@ def test_follow_primary_snapshots_and_restart(
 
     for n, (lsn, expected) in enumerate(snapshots):
         check_snapshot(ps, tenant, timeline, lsn, expected, test_output_dir, pg_bin, port_distributor, str(n))
+
+
+def test_branch_at_lsn_and_gc(
+    test_output_dir: Path,
+    vanilla_pg: VanillaPostgres,
+    pg_bin: PgBin,
+    port_distributor: PortDistributor,
+):
+    """A branch at an LSN reads its parent as of that LSN; later parent writes are invisible; GC with
+    a small horizon removes layers (physical size drops), keeps what the branch needs, and refuses
+    reads below the cutoff with a clear error."""
+    ps = Pageserver(
+        test_output_dir / "pageserver",
+        port_distributor.get_port(),
+        port_distributor.get_port(),
+        overrides=[
+            "wait_lsn_timeout='5s'",
+            "tenant_config.checkpoint_distance=1048576",
+            "tenant_config.image_creation_threshold=2",
+            "tenant_config.compaction_threshold=4",
+        ],
+    )
+    ps.init()
+    ps.start()
+    try:
+        primary = vanilla_pg
+        primary.initdb()
+        tenant = ps.tenant_create()
+        main = ps.timeline_create(tenant, import_pgdata=str(primary.pgdata))["timeline_id"]
+        primary.configure(["wal_level = replica", "max_wal_senders = 4"])
+        primary.start()
+        primary.safe_psql("SELECT pg_create_physical_replication_slot('pageserver')")
+        ps.set_wal_source(tenant, main, f"host=127.0.0.1 port={primary.port} user={primary.user} slot=pageserver")
+
+        primary.pgbench("-i", "-s", str(SCALE))
+        branch_lsn = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
+        at_branch = dumpall(primary, pg_bin)
+        wait_ingested(ps, tenant, main, parse_lsn(branch_lsn))
+
+        # Enough later writes for several layers, compaction and images.
+        for _ in range(4):
+            primary.pgbench("-t", "300", "-c", "2")
+        primary.safe_psql("CREATE TABLE after_branch AS SELECT generate_series(1, 1000) g")
+        end = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
+        wait_ingested(ps, tenant, main, parse_lsn(end))
+
+        branch = ps.timeline_create(tenant, ancestor_timeline_id=main, ancestor_start_lsn=branch_lsn)
+        assert branch["ancestor_lsn"] == branch_lsn or parse_lsn(branch["ancestor_lsn"]) == parse_lsn(branch_lsn)
+        check_snapshot(ps, tenant, branch["timeline_id"], branch_lsn, at_branch, test_output_dir, pg_bin,
+                       port_distributor, "branch")
+
+        ps.checkpoint(tenant, main)
+        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
+        ps.checkpoint(tenant, main)
+        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
+        before = ps.timeline_detail(tenant, main)["current_physical_size"]
+        gc = ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/do_gc", json={"gc_horizon": 0})
+        after = ps.timeline_detail(tenant, main)["current_physical_size"]
+        assert gc["layers_removed"] > 0, gc
+        assert after < before, (before, after, gc)
+
+        # The branch still reads its data as of the branch point.
+        check_snapshot(ps, tenant, branch["timeline_id"], branch_lsn, at_branch, test_output_dir, pg_bin,
+                       port_distributor, "branch-after-gc")
+        # Reading the parent below the cutoff is a clear error.
+        try:
+            ps.basebackup(tenant, main, branch_lsn, full=True)
+            raise AssertionError("basebackup below the GC cutoff succeeded")
+        except Exception as e:  # noqa: BLE001
+            assert "GC cutoff" in str(e) or "gc cutoff" in str(e).lower(), e
+    finally:
+        ps.stop(immediate=True)
