@@ -24,6 +24,7 @@ pub mod config;
 pub mod http;
 pub mod import_datadir;
 pub mod key;
+pub mod page_cache;
 pub mod page_service;
 pub mod pagestream;
 pub mod pgdatadir_mapping;

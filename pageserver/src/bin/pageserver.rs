@@ -130,6 +130,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         conf.pg_distrib_dir = workdir.join(&conf.pg_distrib_dir);
     }
     let conf = Arc::new(conf);
+    pageserver::page_cache::init(conf.page_cache_size);
     logging::init(LogFormat::Plain, "info")?;
     let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

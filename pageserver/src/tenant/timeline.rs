@@ -332,12 +332,19 @@ impl Timeline {
         let base = self.collect(key, lsn, &mut records)?;
         records.reverse();
         match base {
-            Some((img_lsn, img)) if records.is_empty() => {
-                let _ = img_lsn;
-                Ok(img)
-            }
+            Some((_, img)) if records.is_empty() => Ok(img),
             None if records.is_empty() => Err(TimelineError::MissingKey { key, lsn }),
-            base => Ok(self.walredo.request_redo(key, lsn, base, records)?),
+            base => {
+                // The result depends only on the versions up to the newest one.
+                let newest = records.last().map(|(l, _)| *l).unwrap_or(lsn);
+                let ck = (self.tenant_id, self.timeline_id, key, newest);
+                if let Some(page) = crate::page_cache::get().lookup(&ck) {
+                    return Ok(page);
+                }
+                let page = self.walredo.request_redo(key, lsn, base, records)?;
+                crate::page_cache::get().insert(ck, page.clone());
+                Ok(page)
+            }
         }
     }
 
@@ -394,9 +401,25 @@ impl Timeline {
         }
         while let Some(found) = map.search(key, cont) {
             let reader = found.layer.reader()?;
-            let mut vals = reader.get_values(key, found.lsn_range.clone())?;
-            vals.reverse();
-            if let Some(done) = take(&mut vals.into_iter(), records) {
+            // Newest first, reading values only until the first image or
+            // initializing record (a key can have thousands of versions).
+            let mut err = None;
+            let mut vals = reader
+                .entries_for(key, found.lsn_range.clone())
+                .iter()
+                .rev()
+                .map_while(|e| match reader.read_value(e) {
+                    Ok(v) => Some((e.lsn, v)),
+                    Err(x) => {
+                        err = Some(x);
+                        None
+                    }
+                });
+            let done = take(&mut vals, records);
+            if let Some(e) = err {
+                return Err(e.into());
+            }
+            if let Some(done) = done {
                 return Ok(done);
             }
             cont = found.lsn_range.start;

@@ -331,6 +331,32 @@ fn rand_suffix() -> u32 {
     nanos ^ std::process::id().rotate_left(16)
 }
 
+thread_local! {
+    /// One zstd decompression context per thread: creating one per value
+    /// costs more than decompressing an 8 KiB page.
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompress a zstd frame written by [`LayerWriter`] (which records the
+/// content size in the frame header).
+fn zstd_decompress(stored: &[u8]) -> std::io::Result<Vec<u8>> {
+    let size = match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(n)) if n <= 1 << 30 => n as usize,
+        _ => return zstd::stream::decode_all(stored),
+    };
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(stored, size),
+            None => zstd::stream::decode_all(stored),
+        }
+    })
+}
+
 /// An open, verified layer file.
 pub struct LayerReader {
     file: File,
@@ -459,7 +485,7 @@ impl LayerReader {
         let raw = match hdr[4] {
             0 => Bytes::from(stored),
             1 => Bytes::from(
-                zstd::stream::decode_all(&stored[..])
+                zstd_decompress(&stored)
                     .map_err(|e| corrupt(format!("blob at {}: zstd: {e}", entry.offset)))?,
             ),
             c => {
