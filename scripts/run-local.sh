@@ -14,10 +14,13 @@ Zenith is built, but there is no cluster to start yet.
 What works today:
   * PostgreSQL 15.18 with Zenith's patch series, installed in tmp_install/
       $PGBIN/postgres --version  ->  $("$PGBIN/postgres" --version 2>/dev/null || echo "not built")
+  * the pageserver daemon (docs/pageserver.md): it imports a PostgreSQL data directory, follows a
+    stock primary through a replication slot and serves GetPage@LSN and basebackups
+      $ROOT/target/release/pageserver -D /tmp/ps --init -c pg_distrib_dir="'$ROOT/tmp_install'"
+      $ROOT/target/release/pageserver -D /tmp/ps
   * waldecode: decodes PostgreSQL 15 WAL exactly as pg_waldump does
       $ROOT/target/release/waldecode --json /path/to/pgdata/pg_wal | head
-      $ROOT/target/release/waldecode --stats /path/to/pgdata/pg_wal
 
-Not yet: zenith init/start, the pageserver, walkeepers, computes and the proxy.
+Not yet: zenith init/start (the CLI and control plane), walkeepers, stateless computes, the proxy.
 When they land, \`make run\` will start a local cluster and print a psql connection string.
 MSG
