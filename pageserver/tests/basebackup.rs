@@ -11,10 +11,7 @@ use common::{initdb, pg_tool, Server};
 use pageserver::basebackup::send_basebackup;
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
-use pageserver::tenant::timeline::{RecordLsn, Timeline};
 use pageserver::walredo::NativeOnlyRedoManager;
-use zenith_utils::id::{TenantId, TimelineId};
-use zenith_utils::lsn::Lsn;
 
 fn dumpall(server: &Server) -> String {
     let out = pg_tool(
@@ -63,20 +60,11 @@ fn stock_postgres_starts_from_a_full_basebackup() {
     let expected = dumpall(&server);
     server.stop();
 
-    let tl = Timeline::create(
-        &dir.path().join("timeline"),
-        TenantId::generate(),
-        TimelineId::generate(),
+    let tl = common::empty_timeline(
+        dir.path(),
         TenantConf::default(),
-        None,
-        RecordLsn {
-            last: Lsn(0),
-            prev: Lsn(0),
-        },
-        Lsn(0),
         Arc::new(NativeOnlyRedoManager),
-    )
-    .unwrap();
+    );
     let point = import_datadir(&tl, &pgdata).unwrap();
 
     let tar = send_basebackup(&tl, point.end_lsn, true, Vec::new()).unwrap();

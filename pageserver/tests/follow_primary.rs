@@ -13,10 +13,8 @@ use common::{initdb, pg_install, pg_tool, Server};
 use pageserver::basebackup::send_basebackup;
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
-use pageserver::tenant::timeline::{RecordLsn, Timeline};
 use pageserver::walreceiver::{WalReceiver, WalSource};
 use pageserver::walredo::PostgresRedoManager;
-use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
 fn dumpall(port: u16) -> String {
@@ -48,28 +46,19 @@ fn first_difference(got: &str, expected: &str) -> Option<String> {
 fn full_basebackup_after_following_a_primary_matches_its_dump() {
     let dir = tempfile::tempdir().unwrap();
     let pgdata = initdb(dir.path());
-    let tl = Timeline::create(
-        &dir.path().join("timeline"),
-        TenantId::generate(),
-        TimelineId::generate(),
+    let tl = common::empty_timeline(
+        dir.path(),
         TenantConf {
             checkpoint_distance: 4 << 20,
             ..TenantConf::default()
         },
-        None,
-        RecordLsn {
-            last: Lsn(0),
-            prev: Lsn(0),
-        },
-        Lsn(0),
         Arc::new(PostgresRedoManager::new(
             pg_install(),
             dir.path().join("wal-redo-datadir"),
             "test".into(),
             Duration::from_secs(30),
         )),
-    )
-    .unwrap();
+    );
     import_datadir(&tl, &pgdata).unwrap();
     let server = Server::start(
         &pgdata,

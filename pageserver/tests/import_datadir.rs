@@ -11,31 +11,19 @@ use common::initdb;
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
 use pageserver::pgdatadir_mapping::DatadirReader;
-use pageserver::tenant::timeline::{RecordLsn, Timeline};
 use pageserver::walredo::NativeOnlyRedoManager;
 use postgres_ffi::relfile::{relation_segment_path, RelTag};
 use postgres_ffi::slru::{slru_segment_filename, SlruKind};
-use zenith_utils::id::{TenantId, TimelineId};
-use zenith_utils::lsn::Lsn;
 
 #[test]
 fn import_of_initdb_reads_back_every_file() {
     let dir = tempfile::tempdir().unwrap();
     let pgdata = initdb(dir.path());
-    let tl = Timeline::create(
-        &dir.path().join("timeline"),
-        TenantId::generate(),
-        TimelineId::generate(),
+    let tl = common::empty_timeline(
+        dir.path(),
         TenantConf::default(),
-        None,
-        RecordLsn {
-            last: Lsn(0),
-            prev: Lsn(0),
-        },
-        Lsn(0),
         Arc::new(NativeOnlyRedoManager),
-    )
-    .unwrap();
+    );
     let point = import_datadir(&tl, &pgdata).unwrap();
     assert!(point.end_lsn > point.checkpoint_lsn);
     assert_eq!(tl.last_record_lsn(), point.end_lsn);

@@ -12,7 +12,6 @@ use common::{initdb, Server};
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
 use pageserver::pgdatadir_mapping::DatadirReader;
-use pageserver::tenant::timeline::{RecordLsn, Timeline};
 use pageserver::walingest::WalIngest;
 use pageserver::walredo::NativeOnlyRedoManager;
 use postgres_ffi::controlfile::ControlFileData;
@@ -21,30 +20,19 @@ use postgres_ffi::relfile::{database_dir, relation_segment_path, RelTag};
 use postgres_ffi::slru::{slru_segment_filename, SlruKind};
 use postgres_ffi::xlog_utils::{parse_xlog_file_name, xlog_file_name};
 use postgres_ffi::WalStreamDecoder;
-use zenith_utils::id::{TenantId, TimelineId};
-use zenith_utils::lsn::Lsn;
 
 #[test]
 fn ingested_wal_matches_the_server_files() {
     let dir = tempfile::tempdir().unwrap();
     let pgdata = initdb(dir.path());
-    let tl = Timeline::create(
-        &dir.path().join("timeline"),
-        TenantId::generate(),
-        TimelineId::generate(),
+    let tl = common::empty_timeline(
+        dir.path(),
         TenantConf {
             checkpoint_distance: 1 << 20,
             ..TenantConf::default()
         },
-        None,
-        RecordLsn {
-            last: Lsn(0),
-            prev: Lsn(0),
-        },
-        Lsn(0),
         Arc::new(NativeOnlyRedoManager),
-    )
-    .unwrap();
+    );
     let point = import_datadir(&tl, &pgdata).unwrap();
 
     let server = Server::start(

@@ -12,12 +12,10 @@ use common::{initdb, Server};
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
 use pageserver::pgdatadir_mapping::DatadirReader;
-use pageserver::tenant::timeline::{RecordLsn, Timeline};
 use pageserver::walreceiver::{WalReceiver, WalSource};
 use pageserver::walredo::NativeOnlyRedoManager;
 use postgres_ffi::relfile::{relation_segment_path, RelTag};
 use postgres_ffi::slru::{slru_segment_filename, SlruKind};
-use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -32,23 +30,14 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 fn follows_a_primary_through_a_slot() {
     let dir = tempfile::tempdir().unwrap();
     let pgdata = initdb(dir.path());
-    let tl = Timeline::create(
-        &dir.path().join("timeline"),
-        TenantId::generate(),
-        TimelineId::generate(),
+    let tl = common::empty_timeline(
+        dir.path(),
         TenantConf {
             checkpoint_distance: 512 * 1024,
             ..TenantConf::default()
         },
-        None,
-        RecordLsn {
-            last: Lsn(0),
-            prev: Lsn(0),
-        },
-        Lsn(0),
         Arc::new(NativeOnlyRedoManager),
-    )
-    .unwrap();
+    );
     import_datadir(&tl, &pgdata).unwrap();
     let server = Server::start(
         &pgdata,

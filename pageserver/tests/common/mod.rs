@@ -3,6 +3,35 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use pageserver::config::TenantConf;
+use pageserver::tenant::timeline::{RecordLsn, Timeline};
+use pageserver::walredo::WalRedoManager;
+use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::lsn::Lsn;
+
+/// An empty timeline in `<dir>/timeline`, ready for an import.
+pub fn empty_timeline(
+    dir: &Path,
+    conf: TenantConf,
+    walredo: Arc<dyn WalRedoManager>,
+) -> Arc<Timeline> {
+    Timeline::create(
+        &dir.join("timeline"),
+        TenantId::generate(),
+        TimelineId::generate(),
+        conf,
+        None,
+        RecordLsn {
+            last: Lsn(0),
+            prev: Lsn(0),
+        },
+        Lsn(0),
+        walredo,
+    )
+    .expect("creating a timeline")
+}
 
 /// The PostgreSQL installation (`POSTGRES_INSTALL_DIR` or `<repo>/tmp_install`).
 pub fn pg_install() -> PathBuf {
