@@ -705,16 +705,10 @@ async fn do_gc(state: &Arc<ApiState>, t: &str, tl: &str, body: Bytes) -> ApiResu
         .unwrap_or(state.conf.tenant_config.gc_horizon);
     // No branch may be created below the cutoff while GC runs.
     let serial = state.serialize().await;
-    let branch_points: Vec<Lsn> = tenant
-        .list_timelines()
-        .iter()
-        .filter_map(|c| c.ancestor())
-        .filter(|(a, _)| a.timeline_id == timeline.timeline_id)
-        .map(|(_, lsn)| lsn)
-        .collect();
+    let id = timeline.timeline_id;
     let r = blocking(move || {
         let _serial = serial;
-        timeline.gc(horizon, &branch_points)
+        tenant.gc_timeline(id, horizon)
     })
     .await?
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("GC failed: {e}")))?;

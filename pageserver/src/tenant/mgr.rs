@@ -33,6 +33,9 @@ pub struct Tenant {
     conf: Arc<PageServerConf>,
     walredo: Arc<dyn WalRedoManager>,
     timelines: RwLock<HashMap<TimelineId, Arc<Timeline>>>,
+    /// Held while branching and while GC runs, so that a branch can never be
+    /// created below a cutoff that GC is acting on.
+    gc_lock: std::sync::Mutex<()>,
 }
 
 impl Tenant {
@@ -147,6 +150,7 @@ impl Tenant {
         if self.get_timeline(id).is_some() {
             bail!("timeline {id} already exists in tenant {}", self.id);
         }
+        let _gc = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let ancestor = self.get_timeline(ancestor_id).with_context(|| {
             format!(
                 "ancestor timeline {ancestor_id} not found in tenant {}",
@@ -256,6 +260,40 @@ impl Tenant {
         Ok(())
     }
 
+    /// Run GC on one timeline (see [`Tenant::gc_iteration`]).
+    pub fn gc_timeline(&self, id: TimelineId, horizon: u64) -> anyhow::Result<super::gc::GcResult> {
+        let _gc = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let tl = self
+            .get_timeline(id)
+            .with_context(|| format!("timeline {id} not found in tenant {}", self.id))?;
+        let branch_points: Vec<Lsn> = self
+            .list_timelines()
+            .iter()
+            .filter_map(|c| c.ancestor())
+            .filter(|(a, _)| a.timeline_id == id)
+            .map(|(_, lsn)| lsn)
+            .collect();
+        Ok(tl.gc(horizon, &branch_points)?)
+    }
+
+    /// Run GC on every timeline, keeping `horizon` bytes of WAL history and
+    /// whatever the branches need. Returns the number of layer files removed.
+    pub fn gc_iteration(&self, horizon: u64) -> anyhow::Result<usize> {
+        let _gc = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let timelines = self.list_timelines();
+        let mut removed = 0;
+        for tl in &timelines {
+            let branch_points: Vec<Lsn> = timelines
+                .iter()
+                .filter_map(|c| c.ancestor())
+                .filter(|(a, _)| a.timeline_id == tl.timeline_id)
+                .map(|(_, lsn)| lsn)
+                .collect();
+            removed += tl.gc(horizon, &branch_points)?.layers_removed;
+        }
+        Ok(removed)
+    }
+
     /// Flush every timeline's in-memory data (at shutdown).
     pub fn flush_all(&self) -> anyhow::Result<()> {
         for tl in self.list_timelines() {
@@ -359,6 +397,7 @@ impl TenantManager {
             conf: Arc::clone(&self.conf),
             walredo,
             timelines: RwLock::new(HashMap::new()),
+            gc_lock: std::sync::Mutex::new(()),
         })
     }
 
