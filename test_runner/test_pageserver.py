@@ -164,6 +164,10 @@ def test_branch_at_lsn_and_gc(
         branch_lsn = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
         at_branch = dumpall(primary, pg_bin)
         wait_ingested(ps, tenant, main, parse_lsn(branch_lsn))
+        import_lsn = parse_lsn(ps.timeline_detail(tenant, main)["initdb_lsn"])
+        mid_time = primary.safe_psql(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )[0][0]
 
         # Enough later writes for several layers, compaction and images.
         for _ in range(4):
@@ -171,6 +175,12 @@ def test_branch_at_lsn_and_gc(
         primary.safe_psql("CREATE TABLE after_branch AS SELECT generate_series(1, 1000) g")
         end = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
         wait_ingested(ps, tenant, main, parse_lsn(end))
+
+        # get_lsn_by_timestamp: the last commit before mid_time is pgbench's initialization.
+        found = ps.http("GET", f"/v1/tenant/{tenant}/timeline/{main}/get_lsn_by_timestamp",
+                        params={"timestamp": mid_time})
+        assert found["kind"] == "present", found
+        assert import_lsn < parse_lsn(found["lsn"]) <= parse_lsn(end), (found, mid_time)
 
         branch = ps.timeline_create(tenant, ancestor_timeline_id=main, ancestor_start_lsn=branch_lsn)
         assert branch["ancestor_lsn"] == branch_lsn or parse_lsn(branch["ancestor_lsn"]) == parse_lsn(branch_lsn)

@@ -755,7 +755,7 @@ async fn compact(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
 }
 
 fn lsn_by_timestamp(state: &ApiState, t: &str, tl: &str, query: &str) -> ApiResult {
-    find_timeline(state, t, tl)?;
+    let timeline = find_timeline(state, t, tl)?;
     let ts = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -766,10 +766,22 @@ fn lsn_by_timestamp(state: &ApiState, t: &str, tl: &str, query: &str) -> ApiResu
                 "missing query parameter timestamp (ISO 8601, e.g. 2024-01-31T12:00:00Z)".into(),
             )
         })?;
-    humantime::parse_rfc3339_weak(&ts)
+    let time = humantime::parse_rfc3339_weak(&ts)
         .map_err(|e| ApiError::BadRequest(format!("invalid timestamp {ts:?}: {e}")))?;
-    Err(ApiError::NotImplemented(
-        "get_lsn_by_timestamp is not built yet: commit timestamps are not searched".into(),
+    let pg_ts = postgres_ffi::xlog_utils::to_pg_timestamp(time);
+    use crate::tenant::lsn_by_time::LsnForTimestamp::*;
+    let (kind, lsn) = match timeline
+        .find_lsn_for_timestamp(pg_ts)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("searching commit times: {e}")))?
+    {
+        Present(l) => ("present", l),
+        Future(l) => ("future", l),
+        Past(l) => ("past", l),
+        NoData(l) => ("nodata", l),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "lsn": lsn.to_string(), "kind": kind }),
     ))
 }
 

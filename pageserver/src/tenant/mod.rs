@@ -7,6 +7,7 @@
 pub mod compaction;
 pub mod gc;
 pub mod layer_map;
+pub mod lsn_by_time;
 pub mod metadata;
 pub mod mgr;
 pub mod storage_layer;

@@ -76,9 +76,9 @@ pub struct RecordLsn {
 
 #[derive(Debug)]
 pub(crate) struct Layers {
-    open: Option<InMemoryLayer>,
+    pub(crate) open: Option<InMemoryLayer>,
     /// Frozen in-memory layers waiting to be written, oldest first.
-    frozen: Vec<Arc<InMemoryLayer>>,
+    pub(crate) frozen: Vec<Arc<InMemoryLayer>>,
     pub(crate) map: LayerMap,
     /// LSN where the next open layer starts (= end of the last frozen one,
     /// i.e. one past the last LSN it holds).
