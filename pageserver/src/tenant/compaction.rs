@@ -118,33 +118,23 @@ pub fn covers(name: &LayerFileName, key: Key, lsn: Lsn) -> bool {
 mod tests {
     use super::*;
     use crate::config::TenantConf;
-    use crate::tenant::timeline::RecordLsn;
+
     use crate::value::Value;
-    use crate::walredo::NativeOnlyRedoManager;
+
     use bytes::Bytes;
-    use zenith_utils::id::{TenantId, TimelineId};
 
     #[test]
     fn compaction_merges_l0_into_l1_and_reads_stay_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let tl = Timeline::create(
-            &dir.path().join("tl"),
-            TenantId::generate(),
-            TimelineId::generate(),
+        let tl = crate::tenant::timeline::test_timeline(
+            dir.path(),
             TenantConf {
                 compaction_threshold: 3,
                 checkpoint_distance: 1 << 20,
                 ..TenantConf::default()
             },
-            None,
-            RecordLsn {
-                last: Lsn(0x100),
-                prev: Lsn(0),
-            },
             Lsn(0x100),
-            Arc::new(NativeOnlyRedoManager),
-        )
-        .unwrap();
+        );
         let w = tl.writer();
         let mut lsn = 0x100u64;
         let mut expected = Vec::new();

@@ -62,10 +62,7 @@ impl Timeline {
             return Ok(None);
         }
         let lsn = self.disk_consistent_lsn();
-        let layers: Vec<Arc<PersistentLayer>> = {
-            let l = self.layers.read().unwrap_or_else(|e| e.into_inner());
-            l.map.iter().cloned().collect()
-        };
+        let layers = self.layer_snapshot();
         if layers
             .iter()
             .any(|l| !l.is_delta() && l.lsn_range().start == lsn)
@@ -73,7 +70,7 @@ impl Timeline {
             return Ok(None);
         }
         let mut keys = BTreeSet::new();
-        for l in &layers {
+        for l in layers.iter() {
             for e in l.reader()?.index() {
                 if e.lsn <= lsn {
                     keys.insert(e.key);
@@ -116,16 +113,13 @@ impl Timeline {
             md.save(&self.path.join(METADATA_FILE_NAME))?;
             *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) = md;
         }
-        let layers: Vec<Arc<PersistentLayer>> = {
-            let l = self.layers.read().unwrap_or_else(|e| e.into_inner());
-            l.map.iter().cloned().collect()
-        };
+        let layers = self.layer_snapshot();
         let mut result = GcResult {
             cutoff,
             layers_total: layers.len(),
             ..Default::default()
         };
-        for l in &layers {
+        for l in layers.iter() {
             let r = l.lsn_range();
             if r.end > cutoff {
                 continue; // holds data at or above the cutoff
@@ -173,10 +167,8 @@ impl Timeline {
 mod tests {
     use super::*;
     use crate::config::TenantConf;
-    use crate::tenant::timeline::RecordLsn;
-    use crate::walredo::NativeOnlyRedoManager;
+
     use bytes::Bytes;
-    use zenith_utils::id::{TenantId, TimelineId};
 
     fn page(b: u8) -> Value {
         Value::Image(Bytes::from(vec![b; 8192]))
@@ -185,23 +177,14 @@ mod tests {
     #[test]
     fn images_then_gc_removes_old_layers_but_keeps_reads_correct() {
         let dir = tempfile::tempdir().unwrap();
-        let tl = Timeline::create(
-            &dir.path().join("tl"),
-            TenantId::generate(),
-            TimelineId::generate(),
+        let tl = crate::tenant::timeline::test_timeline(
+            dir.path(),
             TenantConf {
                 image_creation_threshold: 2,
                 ..TenantConf::default()
             },
-            None,
-            RecordLsn {
-                last: Lsn(0x100),
-                prev: Lsn(0),
-            },
             Lsn(0x100),
-            Arc::new(NativeOnlyRedoManager),
-        )
-        .unwrap();
+        );
         let w = tl.writer();
         let key = |n: u32| Key::MIN.add(n);
         let mut lsn = 0x100u64;

@@ -81,7 +81,7 @@ pub struct SearchResult {
 }
 
 /// The layer files of one timeline.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LayerMap {
     layers: Vec<Arc<PersistentLayer>>,
 }

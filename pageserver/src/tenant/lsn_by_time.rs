@@ -36,7 +36,7 @@ impl Timeline {
                 out.push((lsn, *timestamp));
             }
         };
-        let layers: Vec<_> = {
+        let layers = {
             let l = self.layers.read().unwrap_or_else(|e| e.into_inner());
             for mem in l.open.iter().chain(l.frozen.iter().map(|f| f.as_ref())) {
                 for key in mem.keys_in(range.clone()) {
@@ -45,9 +45,9 @@ impl Timeline {
                     }
                 }
             }
-            l.map.iter().cloned().collect()
+            l.map.clone()
         };
-        for layer in layers {
+        for layer in layers.iter() {
             if !layer.is_delta() {
                 continue; // images hold pages, not commit records
             }
@@ -89,28 +89,12 @@ impl Timeline {
 mod tests {
     use super::*;
     use crate::config::TenantConf;
-    use crate::tenant::timeline::RecordLsn;
-    use crate::walredo::NativeOnlyRedoManager;
-    use std::sync::Arc;
-    use zenith_utils::id::{TenantId, TimelineId};
 
     #[test]
     fn finds_the_last_commit_before_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let tl = Timeline::create(
-            &dir.path().join("tl"),
-            TenantId::generate(),
-            TimelineId::generate(),
-            TenantConf::default(),
-            None,
-            RecordLsn {
-                last: Lsn(0x100),
-                prev: Lsn(0),
-            },
-            Lsn(0x100),
-            Arc::new(NativeOnlyRedoManager),
-        )
-        .unwrap();
+        let tl =
+            crate::tenant::timeline::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
         let w = tl.writer();
         let clog = slru_block_key(SlruKind::Clog, 0, 0);
         assert_eq!(

@@ -266,14 +266,7 @@ impl Tenant {
         let tl = self
             .get_timeline(id)
             .with_context(|| format!("timeline {id} not found in tenant {}", self.id))?;
-        let branch_points: Vec<Lsn> = self
-            .list_timelines()
-            .iter()
-            .filter_map(|c| c.ancestor())
-            .filter(|(a, _)| a.timeline_id == id)
-            .map(|(_, lsn)| lsn)
-            .collect();
-        Ok(tl.gc(horizon, &branch_points)?)
+        Ok(tl.gc(horizon, &branch_points(&self.list_timelines(), id))?)
     }
 
     /// Run GC on every timeline, keeping `horizon` bytes of WAL history and
@@ -283,13 +276,9 @@ impl Tenant {
         let timelines = self.list_timelines();
         let mut removed = 0;
         for tl in &timelines {
-            let branch_points: Vec<Lsn> = timelines
-                .iter()
-                .filter_map(|c| c.ancestor())
-                .filter(|(a, _)| a.timeline_id == tl.timeline_id)
-                .map(|(_, lsn)| lsn)
-                .collect();
-            removed += tl.gc(horizon, &branch_points)?.layers_removed;
+            removed += tl
+                .gc(horizon, &branch_points(&timelines, tl.timeline_id))?
+                .layers_removed;
         }
         Ok(removed)
     }
@@ -346,6 +335,16 @@ impl Tenant {
         info!(tenant_id = %self.id, timeline_id = %id, "removed timeline");
         Ok(())
     }
+}
+
+/// The LSNs at which timelines among `timelines` branch off `parent`.
+fn branch_points(timelines: &[Arc<Timeline>], parent: TimelineId) -> Vec<Lsn> {
+    timelines
+        .iter()
+        .filter_map(|c| c.ancestor())
+        .filter(|(a, _)| a.timeline_id == parent)
+        .map(|(_, lsn)| lsn)
+        .collect()
 }
 
 /// All tenants of this pageserver.

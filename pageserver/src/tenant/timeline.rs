@@ -305,6 +305,15 @@ impl Timeline {
         layers.open.as_ref().map(|l| l.size()).unwrap_or(0)
     }
 
+    /// The layer files as of now (cheap: the map holds `Arc`s).
+    pub(crate) fn layer_snapshot(&self) -> LayerMap {
+        self.layers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .clone()
+    }
+
     /// Layer files of this timeline (name, size).
     pub fn layer_files(&self) -> Vec<(LayerFileName, u64)> {
         let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
@@ -374,7 +383,7 @@ impl Timeline {
             }
             None
         };
-        let (mem, search_map) = {
+        let (mem, map) = {
             let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
             let mut mem: Vec<(Lsn, Value)> = Vec::new();
             // Newest first: the open layer, then frozen layers newest to oldest.
@@ -390,14 +399,10 @@ impl Timeline {
                 floor = floor.min(r.start);
             }
             cont = floor;
-            (mem, layers.map.iter().cloned().collect::<Vec<_>>())
+            (mem, layers.map.clone())
         };
         if let Some(done) = take(&mut mem.into_iter(), records) {
             return Ok(done);
-        }
-        let mut map = LayerMap::default();
-        for l in search_map {
-            map.insert(l);
         }
         while let Some(found) = map.search(key, cont) {
             let reader = found.layer.reader()?;
@@ -514,6 +519,26 @@ impl Timeline {
     }
 }
 
+/// For unit tests: an empty timeline in `<dir>/tl` that starts at `start`,
+/// with Rust-native redo only.
+#[cfg(test)]
+pub(crate) fn test_timeline(dir: &Path, conf: TenantConf, start: Lsn) -> Arc<Timeline> {
+    Timeline::create(
+        &dir.join("tl"),
+        TenantId::generate(),
+        TimelineId::generate(),
+        conf,
+        None,
+        RecordLsn {
+            last: start,
+            prev: Lsn(0),
+        },
+        start,
+        Arc::new(crate::walredo::NativeOnlyRedoManager),
+    )
+    .expect("creating a test timeline")
+}
+
 /// Files the values of WAL records into a timeline.
 pub struct TimelineWriter {
     tl: Arc<Timeline>,
@@ -557,20 +582,7 @@ mod tests {
     }
 
     fn new_tl(dir: &Path, start: Lsn) -> Arc<Timeline> {
-        Timeline::create(
-            &dir.join("tl"),
-            TenantId::generate(),
-            TimelineId::generate(),
-            TenantConf::default(),
-            None,
-            RecordLsn {
-                last: start,
-                prev: Lsn(0),
-            },
-            start,
-            Arc::new(NativeOnlyRedoManager),
-        )
-        .unwrap()
+        test_timeline(dir, TenantConf::default(), start)
     }
 
     fn key(n: u32) -> Key {
