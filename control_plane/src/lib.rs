@@ -1,7 +1,14 @@
 //! The local control plane (ARCHITECTURE.md §10).
 //!
-//! Knows the `.zenith/` repository directory and starts, stops and inspects
-//! the pageserver, walkeepers, computes and proxy as local processes; the
-//! `zenith` CLI is a thin layer over it.
-//!
-//! Status: tracked by issue 4; empty until then.
+//! Knows the `.zenith/` repository directory ([`local_env`]) and starts,
+//! stops and inspects the pageserver ([`pageserver`]) and computes
+//! ([`compute`]) as local processes ([`background_process`]); [`repo`] and
+//! [`branches`] hold the operations behind `zenith init/start/stop` and
+//! `zenith branch`. The `zenith` CLI is a thin layer over this crate.
+
+pub mod background_process;
+pub mod branches;
+pub mod compute;
+pub mod local_env;
+pub mod pageserver;
+pub mod repo;

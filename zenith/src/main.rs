@@ -1,10 +1,21 @@
 //! The `zenith` CLI: a thin layer over `control_plane`.
 //!
-//! The cluster commands (`init`, `start`, `stop`, `tenant`, `branch`, `pg`)
-//! arrive with the control plane (issue 4). Until then the CLI only describes
-//! itself; it never pretends to start anything.
+//! Every command works on the repository in `.zenith/` of the current
+//! directory, or in `$ZENITH_REPO_DIR`. Errors are printed as one line
+//! saying what went wrong and what to do, with exit status 1.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use control_plane::background_process::Stopped;
+use control_plane::branches::{self, PointSpec};
+use control_plane::compute::{self, ComputeStatus};
+use control_plane::local_env::{self, InitConfig, LocalEnv, DEFAULT_BRANCH_NAME};
+use control_plane::pageserver::PageServerNode;
+use control_plane::repo;
+use zenith_utils::id::TenantId;
 
 #[derive(Parser)]
 #[command(
@@ -12,13 +23,492 @@ use clap::Parser;
     version,
     about = "Run a local Zenith cluster: PostgreSQL with storage separated from compute",
     long_about = "Run a local Zenith cluster: PostgreSQL with storage separated from compute.\n\n\
-                  No cluster commands exist yet: init, start, stop, tenant, branch and pg arrive \
-                  with the control plane. See README.md for what works today."
+                  The repository lives in .zenith/ of the current directory (or $ZENITH_REPO_DIR).",
+    after_help = "Example, a first session:\n  \
+                  zenith init\n  \
+                  zenith start\n  \
+                  zenith pg start main\n  \
+                  psql postgresql://postgres@127.0.0.1:55432/postgres\n  \
+                  zenith branch dev main\n  \
+                  zenith pg start dev_node --branch dev\n  \
+                  zenith stop"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a repository: config, pageserver workdir, a default tenant and its `main` branch.
+    #[command(
+        after_help = "Examples:\n  zenith init\n  zenith init --config my-ports.toml\n\n\
+                            The --config file may set pg_distrib_dir, zenith_distrib_dir,\n\
+                            [pageserver] listen_pg_addr / listen_http_addr and [computes] base_port."
+    )]
+    Init {
+        /// TOML file with settings for the new repository (ports, binary paths).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// PostgreSQL major version of the computes (only 15 is supported).
+        #[arg(long, default_value_t = 15)]
+        pg_version: u32,
+    },
+    /// Start every daemon (the pageserver); computes start with `zenith pg start`.
+    #[command(after_help = "Example:\n  zenith start")]
+    Start,
+    /// Stop every running compute, then the pageserver.
+    #[command(after_help = "Examples:\n  zenith stop\n  zenith stop --immediate")]
+    Stop {
+        /// Kill instead of shutting down cleanly (SIGKILL, pg_ctl -m immediate).
+        #[arg(long)]
+        immediate: bool,
+    },
+    /// Show each daemon, its pid and ports, and each branch's last LSN and lag.
+    #[command(after_help = "Example:\n  zenith status")]
+    Status,
+    /// Start, stop or restart the pageserver alone.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  zenith pageserver restart\n  zenith pageserver stop --immediate"
+    )]
+    Pageserver(PageserverCmd),
+    /// Create or list tenants.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  zenith tenant create\n  zenith tenant list"
+    )]
+    Tenant(TenantCmd),
+    /// Without arguments: the tree of branches. With NEW [SOURCE]: create a branch.
+    #[command(
+        after_help = "Examples:\n  zenith branch\n  zenith branch dev main\n  \
+                            zenith branch old main@0/16B3748\n  \
+                            zenith branch yesterday main@2026-11-23T12:00:00Z"
+    )]
+    Branch {
+        /// Name of the new branch.
+        new: Option<String>,
+        /// Where it starts: BRANCH, BRANCH@LSN or BRANCH@TIMESTAMP (ISO 8601). Default: main.
+        source: Option<String>,
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+    },
+    /// Compute nodes (PostgreSQL servers on a branch).
+    #[command(subcommand)]
+    Pg(PgCmd),
+}
+
+#[derive(Subcommand)]
+enum PageserverCmd {
+    /// Start the pageserver.
+    Start,
+    /// Stop the pageserver.
+    Stop {
+        #[arg(long)]
+        immediate: bool,
+    },
+    /// Stop, then start the pageserver.
+    Restart,
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Create a tenant with a `main` branch.
+    Create {
+        /// The new tenant's id (32 hex digits); generated if not given.
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+    },
+    /// List the pageserver's tenants.
+    List,
+}
+
+#[derive(Args, Clone)]
+struct PgTarget {
+    /// Name of the compute.
+    name: String,
+    #[arg(long)]
+    tenant_id: Option<TenantId>,
+}
+
+#[derive(Args, Clone)]
+struct PgCreateArgs {
+    #[command(flatten)]
+    target: PgTarget,
+    /// The branch to run on (default: main).
+    #[arg(long)]
+    branch: Option<String>,
+    /// Read-only at this LSN (X/Y) or time (ISO 8601) instead of read-write at the branch's end.
+    #[arg(long)]
+    lsn: Option<String>,
+    /// Port to listen on (default: the next free one from computes.base_port).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+#[derive(Subcommand)]
+enum PgCmd {
+    /// Create a compute (without starting it).
+    #[command(
+        after_help = "Examples:\n  zenith pg create main\n  zenith pg create ro --branch main --lsn 0/16B3748"
+    )]
+    Create(PgCreateArgs),
+    /// Start a compute, creating it first if it does not exist.
+    #[command(
+        after_help = "Examples:\n  zenith pg start main\n  zenith pg start dev_node --branch dev\n  \
+                            zenith pg start past --branch main --lsn 2026-11-24T10:00:00Z"
+    )]
+    Start(PgCreateArgs),
+    /// Stop a compute.
+    #[command(
+        after_help = "Examples:\n  zenith pg stop main\n  zenith pg stop dev_node --destroy"
+    )]
+    Stop {
+        #[command(flatten)]
+        target: PgTarget,
+        /// Also delete it.
+        #[arg(long)]
+        destroy: bool,
+        /// pg_ctl -m immediate instead of fast.
+        #[arg(long)]
+        immediate: bool,
+    },
+    /// List computes: name, branch, LSN, port, status, mode and a psql connection string.
+    #[command(after_help = "Example:\n  zenith pg list")]
+    List {
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+    },
+    /// Stop and delete a compute and its data directory.
+    #[command(after_help = "Example:\n  zenith pg destroy dev_node")]
+    Destroy {
+        #[command(flatten)]
+        target: PgTarget,
+    },
+}
 
 fn main() {
-    let _cli = Cli::parse();
-    eprintln!("zenith: no cluster commands exist yet (see `zenith --help` and README.md)");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("zenith: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_env() -> anyhow::Result<LocalEnv> {
+    LocalEnv::load(&local_env::repo_dir())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Init { config, pg_version } => {
+            let mut init = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    InitConfig::parse(&text, path)?
+                }
+                None => InitConfig::default(),
+            };
+            init.pg_version = Some(pg_version);
+            let env = repo::init(&local_env::repo_dir(), init)?;
+            let tenant = env.tenant(None)?;
+            println!(
+                "Initialized a zenith repository in {}\n  default tenant {tenant}, branch {DEFAULT_BRANCH_NAME} (timeline {})\nNext: zenith start",
+                env.base_dir.display(),
+                env.branch_timeline(tenant, DEFAULT_BRANCH_NAME)?
+            );
+        }
+        Cmd::Start => {
+            let env = load_env()?;
+            let pid = repo::start_all(&env)?;
+            println!(
+                "pageserver started (pid {pid}): page service {}, HTTP {}, log {}",
+                env.pageserver.listen_pg_addr,
+                env.pageserver.listen_http_addr,
+                PageServerNode::new(&env).log_file().display()
+            );
+        }
+        Cmd::Stop { immediate } => {
+            let env = load_env()?;
+            for line in repo::stop_all(&env, immediate)? {
+                println!("{line}");
+            }
+        }
+        Cmd::Status => status(&load_env()?)?,
+        Cmd::Pageserver(cmd) => {
+            let env = load_env()?;
+            let ps = PageServerNode::new(&env);
+            let stop = |immediate| -> anyhow::Result<()> {
+                match ps.stop(immediate)? {
+                    Stopped::Stopped(pid) => println!("pageserver (pid {pid}) stopped"),
+                    Stopped::Killed(pid) => {
+                        println!("pageserver (pid {pid}) killed after the timeout")
+                    }
+                    Stopped::NotRunning => println!("pageserver was not running"),
+                }
+                Ok(())
+            };
+            match cmd {
+                PageserverCmd::Start => {
+                    let pid = ps.start()?;
+                    println!("pageserver started (pid {pid})");
+                }
+                PageserverCmd::Stop { immediate } => stop(immediate)?,
+                PageserverCmd::Restart => {
+                    stop(false)?;
+                    let pid = ps.start()?;
+                    println!("pageserver started (pid {pid})");
+                }
+            }
+        }
+        Cmd::Tenant(TenantCmd::Create { tenant_id }) => {
+            let mut env = load_env()?;
+            let (tenant, timeline) = {
+                let ps = PageServerNode::new(&env);
+                let tenant = ps.tenant_create(tenant_id)?;
+                let tl = ps.timeline_create(tenant, None, None, None)?;
+                (tenant, tl.timeline_id)
+            };
+            env.add_branch(tenant, DEFAULT_BRANCH_NAME, timeline)?;
+            env.save()?;
+            println!(
+                "tenant {tenant} created with branch {DEFAULT_BRANCH_NAME} (timeline {timeline})"
+            );
+        }
+        Cmd::Tenant(TenantCmd::List) => {
+            let env = load_env()?;
+            for t in PageServerNode::new(&env).tenant_list()? {
+                let default = if Some(t) == env.default_tenant_id {
+                    " (default)"
+                } else {
+                    ""
+                };
+                println!("{t}{default}");
+            }
+        }
+        Cmd::Branch {
+            new,
+            source,
+            tenant_id,
+        } => {
+            let mut env = load_env()?;
+            let tenant = env.tenant(tenant_id)?;
+            match new {
+                None => {
+                    if source.is_some() {
+                        bail!("give the new branch's name first: zenith branch NEW SOURCE");
+                    }
+                    let timelines = PageServerNode::new(&env).timeline_list(tenant)?;
+                    print!("{}", branches::tree(&env, &timelines, tenant));
+                }
+                Some(name) => {
+                    let source = source.unwrap_or_else(|| DEFAULT_BRANCH_NAME.to_string());
+                    let started = Instant::now();
+                    let info = branches::create_branch(&mut env, tenant, &name, &source)?;
+                    println!(
+                        "branch {name} created from {source} at {} (timeline {}) in {} ms",
+                        info.ancestor_lsn.map(|l| l.to_string()).unwrap_or_default(),
+                        info.timeline_id,
+                        started.elapsed().as_millis()
+                    );
+                }
+            }
+        }
+        Cmd::Pg(cmd) => pg(cmd)?,
+    }
+    Ok(())
+}
+
+fn pg(cmd: PgCmd) -> anyhow::Result<()> {
+    let env = load_env()?;
+    let ps = PageServerNode::new(&env);
+    match cmd {
+        PgCmd::Create(a) => {
+            let c = create_compute(&env, &ps, &a)?;
+            println!(
+                "compute {} created ({}) on branch {}; start it with `zenith pg start {}`",
+                c.spec.name,
+                c.mode(),
+                c.spec.branch,
+                c.spec.name
+            );
+        }
+        PgCmd::Start(a) => {
+            let tenant = env.tenant(a.target.tenant_id)?;
+            let started = Instant::now();
+            let c = match compute::find(&env, tenant, &a.target.name) {
+                Ok(c) => {
+                    if let Some(b) = &a.branch {
+                        if *b != c.spec.branch {
+                            bail!(
+                                "compute {} runs on branch {}, not {b}: omit --branch, or create another compute",
+                                c.spec.name, c.spec.branch
+                            );
+                        }
+                    }
+                    if a.lsn.is_some() || a.port.is_some() {
+                        bail!("compute {} already exists: --lsn and --port only apply when creating one (destroy it first to change them)", c.spec.name);
+                    }
+                    c
+                }
+                Err(_) => create_compute(&env, &ps, &a)?,
+            };
+            c.start(&ps)?;
+            println!(
+                "compute {} started on branch {} ({}) in {} ms\n  psql {}",
+                c.spec.name,
+                c.spec.branch,
+                c.mode(),
+                started.elapsed().as_millis(),
+                c.connstr()
+            );
+        }
+        PgCmd::Stop {
+            target,
+            destroy,
+            immediate,
+        } => {
+            let tenant = env.tenant(target.tenant_id)?;
+            let c = compute::find(&env, tenant, &target.name)?;
+            if destroy {
+                c.destroy(&ps)?;
+                println!("compute {} stopped and destroyed", c.spec.name);
+            } else {
+                c.stop(immediate)?;
+                println!("compute {} stopped", c.spec.name);
+            }
+        }
+        PgCmd::Destroy { target } => {
+            let tenant = env.tenant(target.tenant_id)?;
+            let c = compute::find(&env, tenant, &target.name)?;
+            c.destroy(&ps)?;
+            println!("compute {} destroyed", c.spec.name);
+        }
+        PgCmd::List { tenant_id } => {
+            let tenant = env.tenant(tenant_id)?;
+            println!(
+                "{:<16} {:<12} {:<12} {:<6} {:<8} {:<48} CONNECTION",
+                "NAME", "BRANCH", "LSN", "PORT", "STATUS", "MODE"
+            );
+            for c in compute::list(&env)? {
+                if c.spec.tenant_id != tenant {
+                    continue;
+                }
+                let status = c.status();
+                let lsn = match c.spec.read_only_lsn {
+                    Some(l) => l.to_string(),
+                    None if status == ComputeStatus::Running => c
+                        .flush_lsn()
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|_| "?".into()),
+                    None => "-".into(),
+                };
+                println!(
+                    "{:<16} {:<12} {:<12} {:<6} {:<8} {:<48} psql {}",
+                    c.spec.name,
+                    c.spec.branch,
+                    lsn,
+                    c.spec.port,
+                    status,
+                    c.mode(),
+                    c.connstr()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_compute<'a>(
+    env: &'a LocalEnv,
+    ps: &PageServerNode<'_>,
+    a: &PgCreateArgs,
+) -> anyhow::Result<compute::ComputeNode<'a>> {
+    let tenant = env.tenant(a.target.tenant_id)?;
+    let branch = a
+        .branch
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BRANCH_NAME.to_string());
+    let lsn = match &a.lsn {
+        None => None,
+        Some(s) => match branches::parse_point(s)? {
+            PointSpec::Latest => None,
+            PointSpec::Lsn(l) => Some(l),
+            p @ PointSpec::Timestamp(_) => branches::resolve_point(env, ps, tenant, &branch, &p)?,
+        },
+    };
+    compute::create(env, ps, tenant, &a.target.name, &branch, lsn, a.port)
+}
+
+fn status(env: &LocalEnv) -> anyhow::Result<()> {
+    let ps = PageServerNode::new(env);
+    match ps.pid()? {
+        Some(pid) => println!(
+            "pageserver: running (pid {pid}), page service {}, HTTP {}, log {}",
+            env.pageserver.listen_pg_addr,
+            env.pageserver.listen_http_addr,
+            ps.log_file().display()
+        ),
+        None => {
+            println!("pageserver: stopped (start it with `zenith start`)");
+        }
+    }
+    let computes = compute::list(env)?;
+    let running = ps.pid()?.is_some();
+    let mut tenants: Vec<TenantId> = env.branches.iter().map(|b| b.tenant_id).collect();
+    tenants.sort();
+    tenants.dedup();
+    for tenant in tenants {
+        let default = if Some(tenant) == env.default_tenant_id {
+            " (default)"
+        } else {
+            ""
+        };
+        println!("tenant {tenant}{default}");
+        let infos = if running {
+            ps.timeline_list(tenant).ok()
+        } else {
+            None
+        };
+        for b in env.branches.iter().filter(|b| b.tenant_id == tenant) {
+            let info = infos
+                .as_ref()
+                .and_then(|v| v.iter().find(|t| t.timeline_id == b.timeline_id));
+            let writer = computes.iter().find(|c| {
+                c.spec.timeline_id == b.timeline_id
+                    && !c.read_only()
+                    && c.status() == ComputeStatus::Running
+            });
+            let last = info
+                .map(|i| i.last_record_lsn.to_string())
+                .unwrap_or_else(|| "?".into());
+            let lag = match (info, writer) {
+                (Some(i), Some(w)) => match w.flush_lsn() {
+                    Ok(f) => format!(
+                        "lag {} bytes behind compute {}",
+                        u64::from(f).saturating_sub(u64::from(i.last_record_lsn)),
+                        w.spec.name
+                    ),
+                    Err(_) => "lag ?".into(),
+                },
+                _ => "lag - (no running read-write compute)".into(),
+            };
+            println!(
+                "  branch {:<16} timeline {}  last_record_lsn {last}  {lag}",
+                b.name, b.timeline_id
+            );
+        }
+    }
+    for c in &computes {
+        println!(
+            "compute {}: {} on port {}, branch {}, {}",
+            c.spec.name,
+            c.status(),
+            c.spec.port,
+            c.spec.branch,
+            c.mode()
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,300 @@
+//! Daemons in the background: start with a log file and wait until ready,
+//! stop with SIGTERM then SIGKILL, and pid files that may be stale.
+//!
+//! A daemon runs in its own process group (so a Ctrl-C aimed at `zenith`
+//! does not reach it), with stdin closed and stdout/stderr appended to its
+//! log. Start never leaves an orphan: if the process does not become ready
+//! in time, it is killed before the error is returned.
+
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Read a pid file: `None` if it does not exist or holds no pid.
+pub fn read_pid_file(path: &Path) -> anyhow::Result<Option<i32>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+            .filter(|&p| p > 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Is `pid` a live (not zombie) process whose command line mentions
+/// `program`? The name check keeps a recycled pid from passing for ours.
+pub fn process_alive(pid: i32, program: &str) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesized command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    if matches!(state, Some('Z') | Some('X')) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => String::from_utf8_lossy(&cmd).contains(program),
+        Err(_) => false,
+    }
+}
+
+/// The pid of a running daemon from its pid file; a stale file (the process
+/// is gone) is removed and reported as not running.
+pub fn running_pid(pid_file: &Path, program: &str) -> anyhow::Result<Option<i32>> {
+    match read_pid_file(pid_file)? {
+        Some(pid) if process_alive(pid, program) => Ok(Some(pid)),
+        Some(_) => {
+            remove_if_exists(pid_file)?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Fail with a clear message if another process listens on `addr`.
+/// `remedy` ends the message: what to change instead of stopping the other process.
+pub fn check_port_free(addr: SocketAddr, what: &str, remedy: &str) -> anyhow::Result<()> {
+    match TcpListener::bind(addr) {
+        Ok(l) => {
+            drop(l);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "port {} ({what}) is in use by another process: stop that process, or {remedy}",
+            addr
+        ),
+        Err(e) => Err(e).with_context(|| format!("checking whether {addr} ({what}) is free")),
+    }
+}
+
+/// Is something accepting connections on `addr`?
+pub fn port_answers(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// How to start one daemon.
+pub struct Daemon<'a> {
+    /// Human name, for messages ("pageserver").
+    pub name: &'a str,
+    pub program: &'a Path,
+    pub args: Vec<String>,
+    pub envs: Vec<(String, String)>,
+    pub log_file: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+/// Start `d` and wait until `ready()` says so. Returns its pid.
+///
+/// Refused if the pid file names a live process. If the process exits, or is
+/// not ready within `timeout`, it is killed and the error names the log.
+pub fn start_daemon(
+    d: &Daemon<'_>,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<i32> {
+    let prog_name = program_name(d.program);
+    if let Some(pid) = running_pid(&d.pid_file, &prog_name)? {
+        bail!(
+            "the {} is already running (pid {pid}); stop it first with `zenith stop`",
+            d.name
+        );
+    }
+    if !d.program.is_file() {
+        bail!(
+            "{} is missing: run `make` in the source tree to build it",
+            d.program.display()
+        );
+    }
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&d.log_file)
+        .with_context(|| format!("opening the log file {}", d.log_file.display()))?;
+    let log2 = log.try_clone()?;
+    let mut child = Command::new(d.program)
+        .args(&d.args)
+        .envs(d.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", d.program.display()))?;
+    let pid = child.id() as i32;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the {} exited ({status}) instead of starting; see its log {}",
+                d.name,
+                d.log_file.display()
+            );
+        }
+        if ready() {
+            return Ok(pid);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the {} did not become ready within {}s and was stopped; see its log {}",
+                d.name,
+                timeout.as_secs(),
+                d.log_file.display()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// What [`stop_daemon`] found and did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was running and has exited.
+    Stopped(i32),
+    /// It had to be killed with SIGKILL after `timeout`.
+    Killed(i32),
+    /// No pid file, or a stale one (removed).
+    NotRunning,
+}
+
+/// Stop the daemon whose pid is in `pid_file`: SIGTERM (SIGKILL at once if
+/// `immediate`), wait up to `timeout`, then SIGKILL. The pid file is removed.
+pub fn stop_daemon(
+    pid_file: &Path,
+    program: &Path,
+    immediate: bool,
+    timeout: Duration,
+) -> anyhow::Result<Stopped> {
+    let prog_name = program_name(program);
+    let Some(pid) = running_pid(pid_file, &prog_name)? else {
+        return Ok(Stopped::NotRunning);
+    };
+    let target = Pid::from_raw(pid);
+    let sig = if immediate {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    let _ = kill(target, sig);
+    let mut result = Stopped::Stopped(pid);
+    if !wait_gone(pid, &prog_name, timeout) {
+        let _ = kill(target, Signal::SIGKILL);
+        result = Stopped::Killed(pid);
+        if !wait_gone(pid, &prog_name, Duration::from_secs(10)) {
+            bail!("process {pid} did not exit even after SIGKILL");
+        }
+    }
+    remove_if_exists(pid_file)?;
+    Ok(result)
+}
+
+fn wait_gone(pid: i32, prog_name: &str, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while process_alive(pid, prog_name) {
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+    true
+}
+
+fn program_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_and_garbage_pid_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pf = dir.path().join("x.pid");
+        assert_eq!(running_pid(&pf, "sleep").unwrap(), None);
+        std::fs::write(&pf, "garbage\n").unwrap();
+        assert_eq!(read_pid_file(&pf).unwrap(), None);
+        // Our own pid exists but is not a "no-such-program" process.
+        std::fs::write(&pf, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(running_pid(&pf, "no-such-program").unwrap(), None);
+        assert!(!pf.exists(), "stale pid file removed");
+    }
+
+    #[test]
+    fn start_wait_and_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let pf = dir.path().join("sleep.pid");
+        let d = Daemon {
+            name: "sleeper",
+            program: Path::new("/bin/sleep"),
+            args: vec!["30".into()],
+            envs: vec![],
+            log_file: dir.path().join("sleep.log"),
+            pid_file: pf.clone(),
+        };
+        let pid = start_daemon(&d, Duration::from_secs(5), || true).unwrap();
+        std::fs::write(&pf, format!("{pid}\n")).unwrap();
+        assert!(start_daemon(&d, Duration::from_secs(5), || true)
+            .unwrap_err()
+            .to_string()
+            .contains("already running"));
+        // Reap in the background: the child is ours in this test.
+        std::thread::spawn(move || {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        });
+        let st = stop_daemon(&pf, Path::new("/bin/sleep"), false, Duration::from_secs(5)).unwrap();
+        assert_eq!(st, Stopped::Stopped(pid));
+        assert!(!pf.exists());
+    }
+
+    #[test]
+    fn never_ready_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon {
+            name: "sleeper",
+            program: Path::new("/bin/sleep"),
+            args: vec!["30".into()],
+            envs: vec![],
+            log_file: dir.path().join("sleep.log"),
+            pid_file: dir.path().join("sleep.pid"),
+        };
+        let err = start_daemon(&d, Duration::from_millis(200), || false).unwrap_err();
+        assert!(err.to_string().contains("did not become ready"), "{err}");
+    }
+
+    #[test]
+    fn busy_port_is_reported() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let err = check_port_free(addr, "test", "x").unwrap_err().to_string();
+        assert!(err.contains("in use by another process"), "{err}");
+    }
+}

@@ -1,0 +1,506 @@
+//! Compute nodes: PostgreSQL 15 servers started from a pageserver basebackup.
+//!
+//! Until stateless computes exist (they need the compute-side extension that
+//! reads pages over GetPage@LSN), a compute runs from a **full** basebackup:
+//!
+//! - **read-write**: started from the full basebackup of its branch's last
+//!   LSN. It keeps its data directory between restarts, and the pageserver
+//!   follows its WAL through the physical replication slot `pageserver`, so
+//!   the branch advances as the compute writes. One read-write compute per
+//!   branch: a second writer would fork the branch's WAL.
+//! - **read-only** (`--lsn`): started from the full basebackup at that LSN as
+//!   a standby that never leaves recovery; it refuses writes.
+//!
+//! Each compute lives in `.zenith/pgdatadirs/tenants/<tenant>/<name>/` with
+//! `compute.toml` (what it is), `compute.log` and `pgdata/`. A compute is
+//! created under a temporary name and renamed into place when complete, so a
+//! crash half-way leaves no compute that looks usable.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use zenith_utils::crashsafe;
+use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::lsn::Lsn;
+
+use crate::background_process;
+use crate::local_env::{validate_name, LocalEnv};
+use crate::pageserver::PageServerNode;
+
+/// The superuser of every compute (the pageserver's initdb creates it).
+pub const COMPUTE_USER: &str = "postgres";
+/// The replication slot through which the pageserver follows a compute.
+pub const PAGESERVER_SLOT: &str = "pageserver";
+const SPEC_FILE_NAME: &str = "compute.toml";
+
+/// What a compute is; stored in its `compute.toml`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeSpec {
+    pub name: String,
+    pub tenant_id: TenantId,
+    pub timeline_id: TimelineId,
+    /// The branch name when the compute was created.
+    pub branch: String,
+    pub port: u16,
+    /// `None`: read-write at the branch's tip. `Some`: read-only at this LSN.
+    pub read_only_lsn: Option<Lsn>,
+    /// The LSN of the basebackup the data directory was made from.
+    pub basebackup_lsn: Lsn,
+}
+
+/// Is a compute's PostgreSQL running?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeStatus {
+    Running,
+    Stopped,
+}
+
+impl std::fmt::Display for ComputeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComputeStatus::Running => "running",
+            ComputeStatus::Stopped => "stopped",
+        })
+    }
+}
+
+pub struct ComputeNode<'a> {
+    pub env: &'a LocalEnv,
+    pub spec: ComputeSpec,
+    pub dir: PathBuf,
+}
+
+/// Every compute of the repository, sorted by tenant and name.
+pub fn list(env: &LocalEnv) -> anyhow::Result<Vec<ComputeNode<'_>>> {
+    let root = env.base_dir.join("pgdatadirs").join("tenants");
+    let mut out = Vec::new();
+    let Ok(tenants) = std::fs::read_dir(&root) else {
+        return Ok(out);
+    };
+    for t in tenants {
+        let t = t?;
+        for c in std::fs::read_dir(t.path())? {
+            let dir = c?.path();
+            if crashsafe::is_temp_file(&dir) {
+                continue;
+            }
+            let spec_path = dir.join(SPEC_FILE_NAME);
+            if !spec_path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&spec_path)
+                .with_context(|| format!("reading {}", spec_path.display()))?;
+            let spec: ComputeSpec = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("{} is corrupted: {}", spec_path.display(), e.message())
+            })?;
+            out.push(ComputeNode { env, spec, dir });
+        }
+    }
+    out.sort_by(|a, b| (a.spec.tenant_id, &a.spec.name).cmp(&(b.spec.tenant_id, &b.spec.name)));
+    Ok(out)
+}
+
+/// The compute called `name` in `tenant`.
+pub fn find<'a>(
+    env: &'a LocalEnv,
+    tenant: TenantId,
+    name: &str,
+) -> anyhow::Result<ComputeNode<'a>> {
+    list(env)?
+        .into_iter()
+        .find(|c| c.spec.tenant_id == tenant && c.spec.name == name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no compute named {name:?} in tenant {tenant}: create it with `zenith pg create {name} --branch BRANCH` (see `zenith pg list`)"
+            )
+        })
+}
+
+/// Create a compute (not started). `lsn` makes it read-only at that LSN.
+pub fn create<'a>(
+    env: &'a LocalEnv,
+    ps: &PageServerNode<'_>,
+    tenant: TenantId,
+    name: &str,
+    branch: &str,
+    lsn: Option<Lsn>,
+    port: Option<u16>,
+) -> anyhow::Result<ComputeNode<'a>> {
+    validate_name("compute", name)?;
+    env.check_binaries()?;
+    let timeline = env.branch_timeline(tenant, branch)?;
+    let existing = list(env)?;
+    if existing
+        .iter()
+        .any(|c| c.spec.tenant_id == tenant && c.spec.name == name)
+    {
+        bail!("a compute named {name:?} already exists in tenant {tenant}: start it with `zenith pg start {name}`, or pick another name");
+    }
+    if lsn.is_none() {
+        if let Some(w) = existing.iter().find(|c| {
+            c.spec.tenant_id == tenant
+                && c.spec.timeline_id == timeline
+                && c.spec.read_only_lsn.is_none()
+        }) {
+            bail!(
+                "compute {:?} already writes to branch {branch:?}; a branch has one read-write compute (use that one, create a branch with `zenith branch`, or add --lsn for a read-only compute)",
+                w.spec.name
+            );
+        }
+    }
+    let port = match port {
+        Some(p) => {
+            if let Some(c) = existing.iter().find(|c| c.spec.port == p) {
+                bail!(
+                    "port {p} is already assigned to compute {:?}: pick another --port",
+                    c.spec.name
+                );
+            }
+            p
+        }
+        None => pick_port(env, &existing)?,
+    };
+    let info = ps.timeline_info(tenant, timeline)?;
+    let basebackup_lsn = lsn.unwrap_or(info.last_record_lsn);
+    if let Some(l) = lsn {
+        if l > info.last_record_lsn {
+            bail!(
+                "LSN {l} is beyond the end of branch {branch:?} ({}): pick an earlier LSN",
+                info.last_record_lsn
+            );
+        }
+        if l < info.latest_gc_cutoff_lsn {
+            bail!(
+                "LSN {l} is below the GC cutoff {} of branch {branch:?}: its history there was garbage-collected; pick a later LSN",
+                info.latest_gc_cutoff_lsn
+            );
+        }
+    }
+
+    let parent = env.computes_dir(tenant);
+    crashsafe::create_dir_all_durable(&parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
+    let dir = parent.join(name);
+    let tmp = parent.join(format!("{name}{}", crashsafe::TEMP_FILE_SUFFIX));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let spec = ComputeSpec {
+        name: name.to_string(),
+        tenant_id: tenant,
+        timeline_id: timeline,
+        branch: branch.to_string(),
+        port,
+        read_only_lsn: lsn,
+        basebackup_lsn,
+    };
+    let res = (|| -> anyhow::Result<()> {
+        let pgdata = tmp.join("pgdata");
+        ps.basebackup_into(tenant, timeline, Some(basebackup_lsn), true, &pgdata)?;
+        write_config(&pgdata, &spec)?;
+        let text = toml::to_string_pretty(&spec)?;
+        crashsafe::write_file_atomic(tmp.join(SPEC_FILE_NAME), text.as_bytes())?;
+        crashsafe::rename_durable(&tmp, &dir)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("creating compute {name:?}")));
+    }
+    Ok(ComputeNode { env, spec, dir })
+}
+
+/// The first port from `computes.base_port` that no compute has and that is free.
+fn pick_port(env: &LocalEnv, existing: &[ComputeNode<'_>]) -> anyhow::Result<u16> {
+    let mut p = env.computes.base_port;
+    for _ in 0..1000 {
+        let taken = existing.iter().any(|c| c.spec.port == p)
+            || background_process::check_port_free(
+                std::net::SocketAddr::from(([127, 0, 0, 1], p)),
+                "compute",
+                "change computes.base_port in .zenith/config",
+            )
+            .is_err();
+        if !taken {
+            return Ok(p);
+        }
+        p = p.checked_add(1).context("no free port for the compute")?;
+    }
+    bail!(
+        "no free port for a compute from {}: pass --port",
+        env.computes.base_port
+    )
+}
+
+/// Our `postgresql.conf` and `pg_hba.conf` (replacing the basebackup's
+/// minimal ones), and `standby.signal` for a read-only compute.
+fn write_config(pgdata: &Path, spec: &ComputeSpec) -> anyhow::Result<()> {
+    let conf = format!(
+        "# Written by zenith for compute {name:?}.\n\
+         listen_addresses = '127.0.0.1'\n\
+         port = {port}\n\
+         unix_socket_directories = ''\n\
+         max_connections = 100\n\
+         shared_buffers = 128MB\n\
+         wal_level = replica\n\
+         max_wal_senders = 10\n\
+         max_replication_slots = 10\n\
+         hot_standby = on\n\
+         fsync = on\n\
+         synchronous_commit = on\n\
+         max_prepared_transactions = 10\n\
+         log_line_prefix = '%m [%p] '\n",
+        name = spec.name,
+        port = spec.port
+    );
+    let hba = "# Written by zenith: local computes trust loopback connections.\n\
+               local all all trust\n\
+               host all all 127.0.0.1/32 trust\n\
+               host all all ::1/128 trust\n\
+               local replication all trust\n\
+               host replication all 127.0.0.1/32 trust\n\
+               host replication all ::1/128 trust\n";
+    crashsafe::write_file_atomic(pgdata.join("postgresql.conf"), conf.as_bytes())?;
+    crashsafe::write_file_atomic(pgdata.join("pg_hba.conf"), hba.as_bytes())?;
+    if spec.read_only_lsn.is_some() {
+        crashsafe::write_file_atomic(pgdata.join("standby.signal"), b"")?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+impl ComputeNode<'_> {
+    pub fn pgdata(&self) -> PathBuf {
+        self.dir.join("pgdata")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("compute.log")
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.spec.read_only_lsn.is_some()
+    }
+
+    /// A connection string ready to paste into psql.
+    pub fn connstr(&self) -> String {
+        format!(
+            "postgresql://{COMPUTE_USER}@127.0.0.1:{}/postgres",
+            self.spec.port
+        )
+    }
+
+    /// How the compute runs, in words for `pg list`.
+    pub fn mode(&self) -> String {
+        match self.spec.read_only_lsn {
+            Some(l) => format!("read-only at {l}"),
+            None => "read-write (local data dir; pageserver follows its WAL)".to_string(),
+        }
+    }
+
+    fn pg_cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(self.env.pg_bin(prog));
+        c.env("ZENITH_ALLOW_ROOT", "1")
+            .env("LD_LIBRARY_PATH", self.env.pg_lib_dir());
+        c
+    }
+
+    pub fn status(&self) -> ComputeStatus {
+        let pidfile = self.pgdata().join("postmaster.pid");
+        match background_process::read_pid_file(&pidfile) {
+            Ok(Some(pid)) if background_process::process_alive(pid, "postgres") => {
+                ComputeStatus::Running
+            }
+            _ => ComputeStatus::Stopped,
+        }
+    }
+
+    /// Run one SQL statement through psql; returns its unaligned output.
+    pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
+        let out = self
+            .pg_cmd("psql")
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.spec.port.to_string(),
+                "-U",
+                COMPUTE_USER,
+                "-d",
+                "postgres",
+            ])
+            .args(["-c", sql])
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!(
+                "compute {:?}: {}",
+                self.spec.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The compute's WAL flush position (read-write computes).
+    pub fn flush_lsn(&self) -> anyhow::Result<Lsn> {
+        let s = self.psql("SELECT pg_current_wal_flush_lsn()")?;
+        s.parse()
+            .map_err(|_| anyhow::anyhow!("unexpected LSN {s:?} from compute {:?}", self.spec.name))
+    }
+
+    /// Start PostgreSQL and, for a read-write compute, make the pageserver
+    /// follow it. On failure the compute is stopped again.
+    pub fn start(&self, ps: &PageServerNode<'_>) -> anyhow::Result<()> {
+        self.env.check_binaries()?;
+        if self.status() == ComputeStatus::Running {
+            bail!(
+                "compute {:?} is already running on port {}",
+                self.spec.name,
+                self.spec.port
+            );
+        }
+        background_process::check_port_free(
+            std::net::SocketAddr::from(([127, 0, 0, 1], self.spec.port)),
+            &format!("compute {:?}", self.spec.name),
+            "destroy the compute and create it again with another --port",
+        )?;
+        // A read-write compute needs the pageserver to follow it; check the
+        // timeline before starting anything.
+        if !self.read_only() {
+            ps.timeline_info(self.spec.tenant_id, self.spec.timeline_id)
+                .with_context(|| {
+                    format!("checking branch {:?} on the pageserver", self.spec.branch)
+                })?;
+        }
+        let out = self
+            .pg_cmd("pg_ctl")
+            .arg("start")
+            .arg("-w")
+            .args(["-t", "120"])
+            .arg("-D")
+            .arg(self.pgdata())
+            .arg("-l")
+            .arg(self.log_file())
+            .output()
+            .context("running pg_ctl start")?;
+        if !out.status.success() {
+            let _ = self.stop(true);
+            bail!(
+                "compute {:?} did not start: {}; see its log {}",
+                self.spec.name,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.log_file().display()
+            );
+        }
+        if !self.read_only() {
+            if let Err(e) = self.attach_pageserver(ps) {
+                let _ = self.stop(true);
+                return Err(e.context(format!(
+                    "making the pageserver follow compute {:?} (the compute was stopped again)",
+                    self.spec.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the slot if missing and point the timeline's WAL source here.
+    fn attach_pageserver(&self, ps: &PageServerNode<'_>) -> anyhow::Result<()> {
+        self.psql(&format!(
+            "SELECT pg_create_physical_replication_slot('{PAGESERVER_SLOT}', true) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{PAGESERVER_SLOT}')"
+        ))?;
+        let connstr = format!(
+            "host=127.0.0.1 port={} user={COMPUTE_USER} slot={PAGESERVER_SLOT}",
+            self.spec.port
+        );
+        ps.set_wal_source(self.spec.tenant_id, self.spec.timeline_id, &connstr)
+    }
+
+    /// Stop PostgreSQL (`fast`, or `immediate`). Not running is fine.
+    pub fn stop(&self, immediate: bool) -> anyhow::Result<()> {
+        if self.status() == ComputeStatus::Stopped {
+            return Ok(());
+        }
+        let out = self
+            .pg_cmd("pg_ctl")
+            .arg("stop")
+            .arg("-w")
+            .args(["-t", "120"])
+            .args(["-m", if immediate { "immediate" } else { "fast" }])
+            .arg("-D")
+            .arg(self.pgdata())
+            .output()
+            .context("running pg_ctl stop")?;
+        if !out.status.success() && self.status() == ComputeStatus::Running {
+            bail!(
+                "compute {:?} did not stop: {}",
+                self.spec.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stop, detach the pageserver, and delete the compute's directory.
+    pub fn destroy(&self, ps: &PageServerNode<'_>) -> anyhow::Result<()> {
+        self.stop(true)?;
+        if !self.read_only() {
+            if let Err(e) = ps.remove_wal_source(self.spec.tenant_id, self.spec.timeline_id) {
+                // The timeline may be gone or have no source; say so, go on.
+                eprintln!(
+                    "note: could not detach the pageserver from {:?}: {e:#}",
+                    self.spec.name
+                );
+            }
+        }
+        let tmp = self.dir.with_file_name(format!(
+            "{}.destroy{}",
+            self.spec.name,
+            crashsafe::TEMP_FILE_SUFFIX
+        ));
+        std::fs::rename(&self.dir, &tmp)
+            .with_context(|| format!("removing {}", self.dir.display()))?;
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+        Ok(())
+    }
+
+    /// Wait until the pageserver has ingested this compute's WAL up to its
+    /// current flush position; returns that LSN.
+    pub fn wait_pageserver_caught_up(
+        &self,
+        ps: &PageServerNode<'_>,
+        timeout: Duration,
+    ) -> anyhow::Result<Lsn> {
+        let target = self.flush_lsn()?;
+        let start = Instant::now();
+        loop {
+            let info = ps.timeline_info(self.spec.tenant_id, self.spec.timeline_id)?;
+            if info.last_record_lsn >= target {
+                return Ok(target);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "the pageserver has WAL of compute {:?} up to {} only, not {target}, after {}s; see {}",
+                    self.spec.name,
+                    info.last_record_lsn,
+                    timeout.as_secs(),
+                    ps.log_file().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

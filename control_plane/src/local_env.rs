@@ -1,0 +1,437 @@
+//! The repository directory (`.zenith/`, or `$ZENITH_REPO_DIR`) and its
+//! configuration file `config` (TOML).
+//!
+//! Layout (ARCHITECTURE.md §10):
+//!
+//! ```text
+//! .zenith/
+//!   config                         this file: binaries, ports, tenants, branch names
+//!   pageserver/                    the pageserver's workdir (pageserver.toml, pid, log, tenants/)
+//!   pgdatadirs/tenants/<tenant>/<compute>/
+//!       compute.toml               what the compute is (branch, mode, port)
+//!       compute.log                PostgreSQL's log
+//!       pgdata/                    its data directory
+//! ```
+//!
+//! The file is written atomically (temp file, fsync, rename, fsync dir), so a
+//! crash leaves either the old or the new configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use zenith_utils::crashsafe;
+use zenith_utils::id::{TenantId, TimelineId};
+
+/// Name of the configuration file in the repository directory.
+pub const CONFIG_FILE_NAME: &str = "config";
+
+/// The name every tenant's first branch gets.
+pub const DEFAULT_BRANCH_NAME: &str = "main";
+
+/// The repository directory: `$ZENITH_REPO_DIR`, else `.zenith` in the current
+/// directory.
+pub fn repo_dir() -> PathBuf {
+    match std::env::var_os("ZENITH_REPO_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(".zenith"),
+    }
+}
+
+/// The pageserver's addresses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PageServerConf {
+    /// Page service (libpq protocol): computes and basebackups.
+    #[serde(default = "default_pg_addr")]
+    pub listen_pg_addr: SocketAddr,
+    /// HTTP management API.
+    #[serde(default = "default_http_addr")]
+    pub listen_http_addr: SocketAddr,
+}
+
+fn default_pg_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 64000))
+}
+
+fn default_http_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9898))
+}
+
+impl Default for PageServerConf {
+    fn default() -> Self {
+        PageServerConf {
+            listen_pg_addr: default_pg_addr(),
+            listen_http_addr: default_http_addr(),
+        }
+    }
+}
+
+/// Where computes listen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ComputesConf {
+    /// The first port tried for a new compute; the next free one is taken.
+    #[serde(default = "default_compute_port")]
+    pub base_port: u16,
+}
+
+fn default_compute_port() -> u16 {
+    55432
+}
+
+impl Default for ComputesConf {
+    fn default() -> Self {
+        ComputesConf {
+            base_port: default_compute_port(),
+        }
+    }
+}
+
+/// A branch name of a tenant and the timeline it stands for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BranchName {
+    pub name: String,
+    pub tenant_id: TenantId,
+    pub timeline_id: TimelineId,
+}
+
+/// The contents of `.zenith/config`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalEnv {
+    /// The repository directory (not stored; set when loading).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// PostgreSQL 15 installation: `bin/postgres`, `bin/pg_ctl`, `lib/`, `share/`.
+    pub pg_distrib_dir: PathBuf,
+    /// Directory of our binaries (`pageserver`, ...).
+    pub zenith_distrib_dir: PathBuf,
+    /// PostgreSQL major version of the computes.
+    #[serde(default = "default_pg_version")]
+    pub pg_version: u32,
+    /// The tenant commands act on when `--tenant-id` is not given.
+    pub default_tenant_id: Option<TenantId>,
+    #[serde(default)]
+    pub pageserver: PageServerConf,
+    #[serde(default)]
+    pub computes: ComputesConf,
+    /// Branch names, per tenant.
+    #[serde(default, rename = "branch")]
+    pub branches: Vec<BranchName>,
+}
+
+fn default_pg_version() -> u32 {
+    15
+}
+
+/// What `zenith init --config FILE` may set; everything else is derived.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    pub pg_distrib_dir: Option<PathBuf>,
+    pub zenith_distrib_dir: Option<PathBuf>,
+    pub pg_version: Option<u32>,
+    #[serde(default)]
+    pub pageserver: PageServerConf,
+    #[serde(default)]
+    pub computes: ComputesConf,
+}
+
+impl InitConfig {
+    pub fn parse(text: &str, origin: &Path) -> anyhow::Result<InitConfig> {
+        toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a valid zenith init configuration: {}",
+                origin.display(),
+                e.message()
+            )
+        })
+    }
+}
+
+/// Where our binaries are by default: next to the running `zenith`.
+fn default_zenith_distrib_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the zenith executable")?;
+    Ok(exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".")))
+}
+
+/// Where PostgreSQL is by default: `$POSTGRES_INSTALL_DIR`, else the
+/// `tmp_install` of the source tree `zenith` was built in
+/// (`<tree>/target/release/zenith` → `<tree>/tmp_install`).
+fn default_pg_distrib_dir(zenith_dir: &Path) -> PathBuf {
+    if let Some(d) = std::env::var_os("POSTGRES_INSTALL_DIR") {
+        return PathBuf::from(d);
+    }
+    let tree = zenith_dir.parent().and_then(Path::parent);
+    match tree {
+        Some(t) => t.join("tmp_install"),
+        None => PathBuf::from("tmp_install"),
+    }
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .context("reading the current directory")?
+            .join(p))
+    }
+}
+
+impl LocalEnv {
+    /// A new configuration for `base_dir` from `zenith init`'s settings.
+    pub fn new(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
+        let zenith_distrib_dir = match init.zenith_distrib_dir {
+            Some(d) => d,
+            None => default_zenith_distrib_dir()?,
+        };
+        let pg_distrib_dir = match init.pg_distrib_dir {
+            Some(d) => d,
+            None => default_pg_distrib_dir(&zenith_distrib_dir),
+        };
+        let pg_version = init.pg_version.unwrap_or(15);
+        if pg_version != 15 {
+            bail!("PostgreSQL {pg_version} is not supported: only 15 is (use --pg-version 15)");
+        }
+        Ok(LocalEnv {
+            base_dir: absolute(base_dir)?,
+            pg_distrib_dir: absolute(&pg_distrib_dir)?,
+            zenith_distrib_dir: absolute(&zenith_distrib_dir)?,
+            pg_version,
+            default_tenant_id: None,
+            pageserver: init.pageserver,
+            computes: init.computes,
+            branches: Vec::new(),
+        })
+    }
+
+    /// Load `<base_dir>/config`.
+    pub fn load(base_dir: &Path) -> anyhow::Result<LocalEnv> {
+        let path = base_dir.join(CONFIG_FILE_NAME);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no zenith repository in {}: run `zenith init` first (or set ZENITH_REPO_DIR)",
+                base_dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut env: LocalEnv = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "the configuration file {} is corrupted ({}): fix it by hand, or remove {} and run `zenith init` again",
+                path.display(),
+                e.message().trim(),
+                base_dir.display()
+            )
+        })?;
+        env.base_dir = absolute(base_dir)?;
+        Ok(env)
+    }
+
+    /// Write the configuration atomically.
+    pub fn save(&self) -> anyhow::Result<()> {
+        let text = toml::to_string_pretty(self).context("serializing the configuration")?;
+        let path = self.base_dir.join(CONFIG_FILE_NAME);
+        let text =
+            format!("# The zenith repository's configuration; written by the zenith CLI.\n{text}");
+        crashsafe::write_file_atomic(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn pageserver_workdir(&self) -> PathBuf {
+        self.base_dir.join("pageserver")
+    }
+
+    pub fn computes_dir(&self, tenant: TenantId) -> PathBuf {
+        self.base_dir
+            .join("pgdatadirs")
+            .join("tenants")
+            .join(tenant.to_string())
+    }
+
+    /// Path of a PostgreSQL program (`postgres`, `pg_ctl`, `psql`, ...).
+    pub fn pg_bin(&self, name: &str) -> PathBuf {
+        self.pg_distrib_dir.join("bin").join(name)
+    }
+
+    pub fn pg_lib_dir(&self) -> PathBuf {
+        self.pg_distrib_dir.join("lib")
+    }
+
+    /// Path of one of our programs.
+    pub fn zenith_bin(&self, name: &str) -> PathBuf {
+        self.zenith_distrib_dir.join(name)
+    }
+
+    /// Fail with "run make" when the binaries are missing.
+    pub fn check_binaries(&self) -> anyhow::Result<()> {
+        for p in [
+            self.pg_bin("postgres"),
+            self.pg_bin("pg_ctl"),
+            self.pg_bin("psql"),
+        ] {
+            if !p.is_file() {
+                bail!(
+                    "PostgreSQL is not built ({} is missing): run `make` (or `make postgres`) in the source tree",
+                    p.display()
+                );
+            }
+        }
+        let p = self.zenith_bin("pageserver");
+        if !p.is_file() {
+            bail!(
+                "the pageserver is not built ({} is missing): run `make` (or `make rust`) in the source tree",
+                p.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The tenant to act on: the given one, else the default.
+    pub fn tenant(&self, given: Option<TenantId>) -> anyhow::Result<TenantId> {
+        match given.or(self.default_tenant_id) {
+            Some(t) => Ok(t),
+            None => {
+                bail!("no tenant given and the repository has no default tenant: pass --tenant-id")
+            }
+        }
+    }
+
+    /// The timeline a branch name stands for.
+    pub fn branch_timeline(&self, tenant: TenantId, name: &str) -> anyhow::Result<TimelineId> {
+        match self
+            .branches
+            .iter()
+            .find(|b| b.tenant_id == tenant && b.name == name)
+        {
+            Some(b) => Ok(b.timeline_id),
+            None => {
+                let known: Vec<&str> = self
+                    .branches
+                    .iter()
+                    .filter(|b| b.tenant_id == tenant)
+                    .map(|b| b.name.as_str())
+                    .collect();
+                bail!(
+                    "unknown branch {name:?} of tenant {tenant} (branches: {}); list them with `zenith branch`",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            }
+        }
+    }
+
+    /// The branch name of a timeline, if it has one.
+    pub fn branch_name(&self, tenant: TenantId, timeline: TimelineId) -> Option<&str> {
+        self.branches
+            .iter()
+            .find(|b| b.tenant_id == tenant && b.timeline_id == timeline)
+            .map(|b| b.name.as_str())
+    }
+
+    /// Record a branch name; refused if the tenant already has it.
+    pub fn add_branch(
+        &mut self,
+        tenant: TenantId,
+        name: &str,
+        timeline: TimelineId,
+    ) -> anyhow::Result<()> {
+        validate_name("branch", name)?;
+        if self.branch_timeline(tenant, name).is_ok() {
+            bail!("branch {name:?} already exists in tenant {tenant}: pick another name");
+        }
+        self.branches.push(BranchName {
+            name: name.to_string(),
+            tenant_id: tenant,
+            timeline_id: timeline,
+        });
+        Ok(())
+    }
+}
+
+/// Branch and compute names become file names and appear in connection
+/// strings: letters, digits, `_` and `-` only.
+pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!("invalid {what} name {name:?}: use 1 to 63 letters, digits, '_' or '-'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LocalEnv {
+        let mut env = LocalEnv::new(
+            Path::new("/tmp/repo"),
+            InitConfig {
+                pg_distrib_dir: Some("/pg".into()),
+                zenith_distrib_dir: Some("/bin".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let t = TenantId::generate();
+        env.default_tenant_id = Some(t);
+        env.add_branch(t, "main", TimelineId::generate()).unwrap();
+        env
+    }
+
+    #[test]
+    fn config_round_trips() {
+        let env = sample();
+        let text = toml::to_string_pretty(&env).unwrap();
+        let mut back: LocalEnv = toml::from_str(&text).unwrap();
+        back.base_dir = env.base_dir.clone();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn branch_names_are_per_tenant_and_unique() {
+        let mut env = sample();
+        let t = env.default_tenant_id.unwrap();
+        assert!(env.add_branch(t, "main", TimelineId::generate()).is_err());
+        let other = TenantId::generate();
+        env.add_branch(other, "main", TimelineId::generate())
+            .unwrap();
+        assert_ne!(
+            env.branch_timeline(t, "main").unwrap(),
+            env.branch_timeline(other, "main").unwrap()
+        );
+        let err = env.branch_timeline(t, "dev").unwrap_err().to_string();
+        assert!(err.contains("unknown branch \"dev\""), "{err}");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("branch", "dev_1-x").is_ok());
+        for bad in ["", "a b", "a/b", "é", &"x".repeat(64)] {
+            assert!(validate_name("branch", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn corrupted_config_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE_NAME), "pg_distrib_dir = [").unwrap();
+        let err = LocalEnv::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is corrupted"), "{err}");
+        let missing = tempfile::tempdir().unwrap();
+        let err = LocalEnv::load(&missing.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run `zenith init`"), "{err}");
+    }
+}

@@ -1,0 +1,498 @@
+//! The local pageserver: its workdir under `.zenith/pageserver`, start and
+//! stop as a daemon, and a client for its HTTP API and its basebackup.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::{Buf, BytesMut};
+use postgres_protocol::message::frontend;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::lsn::Lsn;
+
+use crate::background_process::{self, Daemon, Stopped};
+use crate::local_env::LocalEnv;
+
+/// The pageserver's pid file in its workdir (written by the pageserver).
+pub const PID_FILE_NAME: &str = "pageserver.pid";
+/// Its log (stdout and stderr) in its workdir.
+pub const LOG_FILE_NAME: &str = "pageserver.log";
+
+/// How long start waits for `/v1/status`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long stop waits after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A timeline as the HTTP API describes it.
+#[derive(Deserialize, Serialize, Debug, Clone)]
+pub struct TimelineInfo {
+    pub timeline_id: TimelineId,
+    pub tenant_id: TenantId,
+    pub ancestor_timeline_id: Option<TimelineId>,
+    pub ancestor_lsn: Option<Lsn>,
+    pub last_record_lsn: Lsn,
+    pub disk_consistent_lsn: Lsn,
+    pub latest_gc_cutoff_lsn: Lsn,
+    pub current_logical_size: Option<u64>,
+    pub current_physical_size: u64,
+    pub wal_source: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+struct TenantInfo {
+    id: TenantId,
+}
+
+#[derive(Deserialize, Debug)]
+struct LsnByTimestamp {
+    lsn: Lsn,
+    kind: String,
+}
+
+/// An error answered by the HTTP API (4xx/5xx with `{"msg": ...}`).
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct ApiError {
+    pub status: u16,
+    pub msg: String,
+}
+
+pub struct PageServerNode<'a> {
+    env: &'a LocalEnv,
+    http: ureq::Agent,
+}
+
+impl<'a> PageServerNode<'a> {
+    pub fn new(env: &'a LocalEnv) -> Self {
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        PageServerNode { env, http }
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.env.pageserver_workdir()
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.workdir().join(PID_FILE_NAME)
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.workdir().join(LOG_FILE_NAME)
+    }
+
+    fn program(&self) -> PathBuf {
+        self.env.zenith_bin("pageserver")
+    }
+
+    fn envs(&self) -> Vec<(String, String)> {
+        let mut envs = vec![
+            ("ZENITH_ALLOW_ROOT".to_string(), "1".to_string()),
+            (
+                "LD_LIBRARY_PATH".to_string(),
+                self.env.pg_lib_dir().to_string_lossy().into_owned(),
+            ),
+        ];
+        if let Ok(v) = std::env::var("RUST_LOG") {
+            envs.push(("RUST_LOG".into(), v));
+        }
+        envs
+    }
+
+    /// `pageserver -D <workdir> --init` with our addresses.
+    pub fn init(&self) -> anyhow::Result<()> {
+        let ps = &self.env.pageserver;
+        let out = std::process::Command::new(self.program())
+            .arg("-D")
+            .arg(self.workdir())
+            .arg("--init")
+            .arg("-c")
+            .arg(format!("listen_pg_addr='{}'", ps.listen_pg_addr))
+            .arg("-c")
+            .arg(format!("listen_http_addr='{}'", ps.listen_http_addr))
+            .arg("-c")
+            .arg(format!(
+                "pg_distrib_dir='{}'",
+                self.env.pg_distrib_dir.display()
+            ))
+            .envs(self.envs())
+            .output()
+            .with_context(|| format!("running {}", self.program().display()))?;
+        if !out.status.success() {
+            bail!(
+                "pageserver --init failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The pid of the running pageserver, if any (stale pid files removed).
+    pub fn pid(&self) -> anyhow::Result<Option<i32>> {
+        background_process::running_pid(&self.pid_file(), "pageserver")
+    }
+
+    /// Start in the background; returns when `/v1/status` answers OK.
+    pub fn start(&self) -> anyhow::Result<i32> {
+        self.env.check_binaries()?;
+        if let Some(pid) = self.pid()? {
+            bail!("the pageserver is already running (pid {pid}); stop it with `zenith stop`");
+        }
+        let ps = &self.env.pageserver;
+        background_process::check_port_free(
+            ps.listen_pg_addr,
+            "pageserver page service",
+            "change pageserver.listen_pg_addr in .zenith/config",
+        )?;
+        background_process::check_port_free(
+            ps.listen_http_addr,
+            "pageserver HTTP API",
+            "change pageserver.listen_http_addr in .zenith/config",
+        )?;
+        let d = Daemon {
+            name: "pageserver",
+            program: &self.program(),
+            args: vec!["-D".into(), self.workdir().to_string_lossy().into_owned()],
+            envs: self.envs(),
+            log_file: self.log_file(),
+            pid_file: self.pid_file(),
+        };
+        background_process::start_daemon(&d, START_TIMEOUT, || {
+            background_process::port_answers(ps.listen_pg_addr) && self.status_ok()
+        })
+    }
+
+    pub fn stop(&self, immediate: bool) -> anyhow::Result<Stopped> {
+        background_process::stop_daemon(&self.pid_file(), &self.program(), immediate, STOP_TIMEOUT)
+    }
+
+    fn status_ok(&self) -> bool {
+        let url = format!("{}/v1/status", self.base_url());
+        matches!(self.http.get(&url).call(), Ok(r) if r.status().is_success())
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}", self.env.pageserver.listen_http_addr)
+    }
+
+    fn request<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base_url());
+        let resp = match (method, body) {
+            ("GET", _) => self.http.get(&url).call(),
+            ("DELETE", _) => self.http.delete(&url).call(),
+            ("POST", Some(b)) => self.http.post(&url).send_json(b),
+            ("POST", None) => self.http.post(&url).send_empty(),
+            ("PUT", Some(b)) => self.http.put(&url).send_json(b),
+            _ => bail!("unsupported request {method} {path}"),
+        };
+        let mut resp = match resp {
+            Ok(r) => r,
+            Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                bail!(
+                    "the pageserver is not running ({} refused the connection): start it with `zenith start`",
+                    self.env.pageserver.listen_http_addr
+                )
+            }
+            Err(ureq::Error::ConnectionFailed) => bail!(
+                "the pageserver is not running (cannot connect to {}): start it with `zenith start`",
+                self.env.pageserver.listen_http_addr
+            ),
+            Err(e) => return Err(anyhow!(e).context(format!("{method} {url}"))),
+        };
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer to {method} {url}"))?;
+        if !(200..300).contains(&status) {
+            let msg = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or(text);
+            return Err(ApiError { status, msg }.into());
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("decoding the answer to {method} {url}"))
+    }
+
+    pub fn tenant_create(&self, id: Option<TenantId>) -> anyhow::Result<TenantId> {
+        let body = serde_json::json!({ "new_tenant_id": id });
+        let t: TenantInfo = self.request("POST", "/v1/tenant", Some(body))?;
+        Ok(t.id)
+    }
+
+    pub fn tenant_list(&self) -> anyhow::Result<Vec<TenantId>> {
+        let l: Vec<TenantInfo> = self.request("GET", "/v1/tenant", None)?;
+        Ok(l.into_iter().map(|t| t.id).collect())
+    }
+
+    /// Create a timeline: bootstrapped by initdb when `ancestor` is None,
+    /// else a branch of it at `lsn` (default: its last LSN).
+    pub fn timeline_create(
+        &self,
+        tenant: TenantId,
+        new_id: Option<TimelineId>,
+        ancestor: Option<TimelineId>,
+        lsn: Option<Lsn>,
+    ) -> anyhow::Result<TimelineInfo> {
+        let body = serde_json::json!({
+            "new_timeline_id": new_id,
+            "ancestor_timeline_id": ancestor,
+            "ancestor_start_lsn": lsn,
+        });
+        self.request("POST", &format!("/v1/tenant/{tenant}/timeline"), Some(body))
+    }
+
+    pub fn timeline_list(&self, tenant: TenantId) -> anyhow::Result<Vec<TimelineInfo>> {
+        self.request("GET", &format!("/v1/tenant/{tenant}/timeline"), None)
+    }
+
+    pub fn timeline_info(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+    ) -> anyhow::Result<TimelineInfo> {
+        self.request(
+            "GET",
+            &format!("/v1/tenant/{tenant}/timeline/{timeline}"),
+            None,
+        )
+    }
+
+    pub fn set_wal_source(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+        connstr: &str,
+    ) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.request(
+            "PUT",
+            &format!("/v1/tenant/{tenant}/timeline/{timeline}/wal_source"),
+            Some(serde_json::json!({ "connstr": connstr })),
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_wal_source(&self, tenant: TenantId, timeline: TimelineId) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.request(
+            "DELETE",
+            &format!("/v1/tenant/{tenant}/timeline/{timeline}/wal_source"),
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The LSN of the last commit at or before `timestamp` (ISO 8601).
+    pub fn lsn_by_timestamp(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+        timestamp: &str,
+    ) -> anyhow::Result<(Lsn, String)> {
+        let ts: String = timestamp
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let r: LsnByTimestamp = self.request(
+            "GET",
+            &format!("/v1/tenant/{tenant}/timeline/{timeline}/get_lsn_by_timestamp?timestamp={ts}"),
+            None,
+        )?;
+        Ok((r.lsn, r.kind))
+    }
+
+    /// Fetch a basebackup (`--full` if `full`) at `lsn` (default: the last
+    /// LSN) and unpack it into `dest`, which must not exist yet.
+    pub fn basebackup_into(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+        lsn: Option<Lsn>,
+        full: bool,
+        dest: &Path,
+    ) -> anyhow::Result<()> {
+        let addr = self.env.pageserver.listen_pg_addr;
+        let sock = TcpStream::connect(addr).with_context(|| {
+            format!("connecting to the pageserver's page service at {addr}: is it running (`zenith start`)?")
+        })?;
+        let mut conn = PqConn {
+            sock,
+            buf: BytesMut::new(),
+        };
+        conn.startup()?;
+        let mut q = format!("basebackup {tenant} {timeline}");
+        if let Some(l) = lsn {
+            q.push_str(&format!(" {l}"));
+        }
+        if full {
+            q.push_str(" --full");
+        }
+        conn.send(|b| frontend::query(&q, b))?;
+        // Wait for CopyOutResponse; an ErrorResponse is the pageserver's refusal.
+        loop {
+            let (tag, body) = conn.recv()?;
+            match tag {
+                b'H' => break,
+                b'E' => bail!("{}", error_message(&body)),
+                b'N' | b'S' => continue,
+                t => bail!("unexpected message {:?} in answer to basebackup", t as char),
+            }
+        }
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut reader = CopyOutReader {
+            conn: &mut conn,
+            cur: bytes::Bytes::new(),
+            done: false,
+            error: None,
+        };
+        let mut archive = tar::Archive::new(&mut reader);
+        archive.set_preserve_permissions(true);
+        let unpacked = archive.unpack(dest);
+        if let Some(e) = reader.error.take() {
+            bail!("basebackup failed: {e}");
+        }
+        unpacked.with_context(|| format!("unpacking the basebackup into {}", dest.display()))?;
+        // Drain to the end of the copy so the server's error, if any, shows.
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest)?;
+        if let Some(e) = reader.error.take() {
+            bail!("basebackup failed: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Text of an ErrorResponse body: its message and SQLSTATE.
+fn error_message(body: &[u8]) -> String {
+    let (mut code, mut msg) = (String::new(), String::new());
+    for field in body.split(|&b| b == 0) {
+        if let Some((&t, v)) = field.split_first() {
+            match t {
+                b'C' => code = String::from_utf8_lossy(v).into_owned(),
+                b'M' => msg = String::from_utf8_lossy(v).into_owned(),
+                _ => {}
+            }
+        }
+    }
+    format!("{msg} (SQLSTATE {code})")
+}
+
+/// A minimal blocking libpq-protocol connection to the page service.
+struct PqConn {
+    sock: TcpStream,
+    buf: BytesMut,
+}
+
+/// Largest backend message accepted (basebackup chunks are far smaller).
+const MAX_MESSAGE: usize = 64 << 20;
+
+impl PqConn {
+    fn send(&mut self, f: impl FnOnce(&mut BytesMut) -> std::io::Result<()>) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut b = BytesMut::new();
+        f(&mut b)?;
+        self.sock
+            .write_all(&b)
+            .context("writing to the pageserver")?;
+        Ok(())
+    }
+
+    fn startup(&mut self) -> anyhow::Result<()> {
+        let params = [("user", "zenith"), ("database", "postgres")];
+        self.send(|b| frontend::startup_message(params.iter().copied(), b))?;
+        loop {
+            let (tag, body) = self.recv()?;
+            match tag {
+                b'R' if body.len() >= 4 && body[..4] == [0, 0, 0, 0] => {}
+                b'R' => bail!(
+                    "the pageserver asks for authentication, which zenith does not support yet"
+                ),
+                b'E' => bail!("{}", error_message(&body)),
+                b'Z' => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Read one backend message: its tag and body.
+    fn recv(&mut self) -> anyhow::Result<(u8, bytes::Bytes)> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if !(4..=MAX_MESSAGE).contains(&len) {
+                    bail!("malformed message from the pageserver (length {len})");
+                }
+                if self.buf.len() > len {
+                    let tag = self.buf[0];
+                    self.buf.advance(5);
+                    return Ok((tag, self.buf.split_to(len - 4).freeze()));
+                }
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self
+                .sock
+                .read(&mut chunk)
+                .context("reading from the pageserver")?;
+            if n == 0 {
+                bail!("the pageserver closed the connection");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The CopyData stream of a CopyOut as a `Read`. Errors from the server are
+/// kept in `error` (the tar reader would otherwise hide them).
+struct CopyOutReader<'c> {
+    conn: &'c mut PqConn,
+    cur: bytes::Bytes,
+    done: bool,
+    error: Option<String>,
+}
+
+impl Read for CopyOutReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            let (tag, body) = self
+                .conn
+                .recv()
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            match tag {
+                b'd' => self.cur = body,
+                b'Z' => self.done = true,
+                b'E' => {
+                    let msg = error_message(&body);
+                    self.error = Some(msg.clone());
+                    self.done = true;
+                    return Err(std::io::Error::other(msg));
+                }
+                _ => {}
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        self.cur.advance(n);
+        Ok(n)
+    }
+}

@@ -1,0 +1,104 @@
+//! The repository as a whole: `zenith init`, and starting and stopping
+//! every daemon.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use zenith_utils::id::{TenantId, TimelineId};
+
+use crate::background_process::Stopped;
+use crate::compute::{self, ComputeStatus};
+use crate::local_env::{InitConfig, LocalEnv, CONFIG_FILE_NAME, DEFAULT_BRANCH_NAME};
+use crate::pageserver::PageServerNode;
+
+/// Create a repository in `base_dir`: the config, the pageserver's workdir,
+/// a default tenant and its `main` branch (initdb + import on the
+/// pageserver). The pageserver runs only for the duration of init.
+///
+/// Refused if `base_dir` already holds anything. If init fails half-way the
+/// pageserver is stopped and the directory removed.
+pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
+    if base_dir.join(CONFIG_FILE_NAME).exists() {
+        bail!(
+            "a zenith repository already exists in {}: use it (`zenith start`), or remove that directory first to start over",
+            base_dir.display()
+        );
+    }
+    if let Ok(mut entries) = std::fs::read_dir(base_dir) {
+        if entries.next().is_some() {
+            bail!(
+                "{} exists and is not empty, but holds no zenith config: remove it, or choose another directory with ZENITH_REPO_DIR",
+                base_dir.display()
+            );
+        }
+    }
+    let mut env = LocalEnv::new(base_dir, init)?;
+    env.check_binaries()?;
+    std::fs::create_dir_all(&env.base_dir)
+        .with_context(|| format!("creating {}", env.base_dir.display()))?;
+    let res = (|| -> anyhow::Result<()> {
+        let ps = PageServerNode::new(&env);
+        ps.init()?;
+        ps.start()?;
+        let created = (|| -> anyhow::Result<(TenantId, TimelineId)> {
+            let tenant = ps.tenant_create(None)?;
+            let tl = ps.timeline_create(tenant, None, None, None)?;
+            Ok((tenant, tl.timeline_id))
+        })();
+        let stopped = ps.stop(false);
+        let (tenant, timeline) = created?;
+        stopped?;
+        env.default_tenant_id = Some(tenant);
+        env.add_branch(tenant, DEFAULT_BRANCH_NAME, timeline)?;
+        env.save()
+    })();
+    if let Err(e) = res {
+        let _ = PageServerNode::new(&env).stop(true);
+        let _ = std::fs::remove_dir_all(&env.base_dir);
+        return Err(e.context(format!(
+            "zenith init in {} failed (nothing was left behind)",
+            base_dir.display()
+        )));
+    }
+    Ok(env)
+}
+
+/// `zenith start`: the pageserver (computes are started one by one with
+/// `zenith pg start`). Returns its pid.
+pub fn start_all(env: &LocalEnv) -> anyhow::Result<i32> {
+    PageServerNode::new(env).start()
+}
+
+/// `zenith stop`: every running compute, then the pageserver. Returns a
+/// line per daemon saying what happened.
+pub fn stop_all(env: &LocalEnv, immediate: bool) -> anyhow::Result<Vec<String>> {
+    let mut report = Vec::new();
+    let mut first_err = None;
+    for c in compute::list(env)? {
+        if c.status() == ComputeStatus::Running {
+            match c.stop(immediate) {
+                Ok(()) => report.push(format!("compute {} stopped", c.spec.name)),
+                Err(e) => {
+                    report.push(format!("compute {}: {e:#}", c.spec.name));
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+    }
+    let ps = PageServerNode::new(env);
+    match ps.stop(immediate) {
+        Ok(Stopped::Stopped(pid)) => report.push(format!("pageserver (pid {pid}) stopped")),
+        Ok(Stopped::Killed(pid)) => report.push(format!(
+            "pageserver (pid {pid}) did not stop in time and was killed"
+        )),
+        Ok(Stopped::NotRunning) => report.push("pageserver was not running".to_string()),
+        Err(e) => {
+            report.push(format!("pageserver: {e:#}"));
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        None => Ok(report),
+        Some(e) => Err(e.context(report.join("\n"))),
+    }
+}
