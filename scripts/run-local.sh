@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
 # `make run`: start a local Zenith cluster and print how to connect.
 #
-# The cluster (pageserver, walkeepers, computes) does not exist yet: the
-# pageserver and the zenith CLI's cluster commands are still being built
-# (issues 3 and 4). Until then this says honestly what the build gives you.
+# Creates the repository (.zenith/ in the source tree, or $ZENITH_REPO_DIR) if
+# there is none, starts the pageserver and the compute `main`, runs one query
+# through it, and prints the psql connection string. Safe to run again: what
+# is already running is left as it is. $ZENITH_INIT_CONFIG may name a TOML
+# file for `zenith init --config` (ports, paths).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PGBIN="$ROOT/tmp_install/bin"
+ZENITH="$ROOT/target/release/zenith"
+PSQL="$ROOT/tmp_install/bin/psql"
+export ZENITH_REPO_DIR="${ZENITH_REPO_DIR:-$ROOT/.zenith}"
+export LD_LIBRARY_PATH="$ROOT/tmp_install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+if [ ! -f "$ZENITH_REPO_DIR/config" ]; then
+    "$ZENITH" init ${ZENITH_INIT_CONFIG:+--config "$ZENITH_INIT_CONFIG"}
+fi
+if "$ZENITH" status | grep -q '^pageserver: running'; then
+    echo "pageserver already running"
+else
+    "$ZENITH" start
+fi
+if "$ZENITH" pg list | grep -Eq '^main +main .* running '; then
+    echo "compute main already running"
+else
+    "$ZENITH" pg start main
+fi
+CONNSTR="$("$ZENITH" pg list | awk '$1 == "main" { print $NF }')"
+echo
+echo "Checking the compute with one query:"
+ZENITH_ALLOW_ROOT=1 "$PSQL" -X "$CONNSTR" -c "SELECT 'Zenith is running' AS status, version()"
 cat <<MSG
+A local Zenith cluster is running (repository: $ZENITH_REPO_DIR).
 
-Zenith is built, but there is no cluster to start yet.
+Connect with:
+    $PSQL $CONNSTR
 
-What works today:
-  * PostgreSQL 15.18 with Zenith's patch series, installed in tmp_install/
-      $PGBIN/postgres --version  ->  $("$PGBIN/postgres" --version 2>/dev/null || echo "not built")
-  * the pageserver daemon (docs/pageserver.md): it imports a PostgreSQL data directory, follows a
-    stock primary through a replication slot and serves GetPage@LSN and basebackups
-      $ROOT/target/release/pageserver -D /tmp/ps --init -c pg_distrib_dir="'$ROOT/tmp_install'"
-      $ROOT/target/release/pageserver -D /tmp/ps
-  * waldecode: decodes PostgreSQL 15 WAL exactly as pg_waldump does
-      $ROOT/target/release/waldecode --json /path/to/pgdata/pg_wal | head
+Then, for example:
+    $ZENITH branch dev main                 # a branch of main, as of now
+    $ZENITH pg start dev_node --branch dev  # a compute on it
+    $ZENITH pg list                         # computes and their psql strings
+    $ZENITH status                          # daemons and branches
+    $ZENITH stop                            # stop everything
 
-Not yet: zenith init/start (the CLI and control plane), walkeepers, stateless computes, the proxy.
-When they land, \`make run\` will start a local cluster and print a psql connection string.
+The computes run from a full basebackup of their branch and keep their data directory;
+the pageserver follows each read-write compute's WAL (see docs/zenith_cli.md).
 MSG

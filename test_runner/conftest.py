@@ -1,2 +1,2 @@
 # Root conftest of the integration tests: loads the shared fixtures (see fixtures/__init__.py).
-pytest_plugins = ("fixtures.zenith_fixtures", "fixtures.pageserver")
+pytest_plugins = ("fixtures.zenith_fixtures", "fixtures.pageserver", "fixtures.zenith_env")

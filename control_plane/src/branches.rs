@@ -64,6 +64,8 @@ pub fn resolve_point(
     match point {
         PointSpec::Lsn(l) => Ok(Some(*l)),
         PointSpec::Timestamp(ts) => {
+            // Commits the writer made up to now must be on the pageserver.
+            catch_up(env, ps, tenant, timeline)?;
             let (lsn, kind) = ps.lsn_by_timestamp(tenant, timeline, ts)?;
             match kind.as_str() {
                 "present" | "future" => Ok(Some(lsn)),
@@ -75,20 +77,29 @@ pub fn resolve_point(
                 ),
             }
         }
-        PointSpec::Latest => {
-            for c in compute::list(env)? {
-                if c.spec.tenant_id == tenant
-                    && c.spec.timeline_id == timeline
-                    && !c.read_only()
-                    && c.status() == ComputeStatus::Running
-                {
-                    let lsn = c.wait_pageserver_caught_up(ps, Duration::from_secs(120))?;
-                    return Ok(Some(lsn));
-                }
-            }
-            Ok(None)
+        PointSpec::Latest => catch_up(env, ps, tenant, timeline),
+    }
+}
+
+/// If a read-write compute runs on `timeline`, wait until the pageserver
+/// has its WAL up to the compute's flush position and return that LSN.
+pub fn catch_up(
+    env: &LocalEnv,
+    ps: &PageServerNode<'_>,
+    tenant: TenantId,
+    timeline: TimelineId,
+) -> anyhow::Result<Option<Lsn>> {
+    for c in compute::list(env)? {
+        if c.spec.tenant_id == tenant
+            && c.spec.timeline_id == timeline
+            && !c.read_only()
+            && c.status() == ComputeStatus::Running
+        {
+            let lsn = c.wait_pageserver_caught_up(ps, Duration::from_secs(120))?;
+            return Ok(Some(lsn));
         }
     }
+    Ok(None)
 }
 
 /// `zenith branch NEW SOURCE`: create the branch and record its name.

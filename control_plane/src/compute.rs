@@ -164,6 +164,12 @@ pub fn create<'a>(
         }
         None => pick_port(env, &existing)?,
     };
+    if let Some(l) = lsn {
+        // An LSN the writer has produced but the pageserver not yet ingested.
+        if ps.timeline_info(tenant, timeline)?.last_record_lsn < l {
+            crate::branches::catch_up(env, ps, tenant, timeline)?;
+        }
+    }
     let info = ps.timeline_info(tenant, timeline)?;
     let basebackup_lsn = lsn.unwrap_or(info.last_record_lsn);
     if let Some(l) = lsn {

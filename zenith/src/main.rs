@@ -337,6 +337,7 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
         PgCmd::Start(a) => {
             let tenant = env.tenant(a.target.tenant_id)?;
             let started = Instant::now();
+            let mut created = false;
             let c = match compute::find(&env, tenant, &a.target.name) {
                 Ok(c) => {
                     if let Some(b) = &a.branch {
@@ -352,9 +353,18 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
                     }
                     c
                 }
-                Err(_) => create_compute(&env, &ps, &a)?,
+                Err(_) => {
+                    created = true;
+                    create_compute(&env, &ps, &a)?
+                }
             };
-            c.start(&ps)?;
+            if let Err(e) = c.start(&ps) {
+                // Do not leave behind a compute this command made and could not start.
+                if created {
+                    let _ = c.destroy(&ps);
+                }
+                return Err(e);
+            }
             println!(
                 "compute {} started on branch {} ({}) in {} ms\n  psql {}",
                 c.spec.name,
