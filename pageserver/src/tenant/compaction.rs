@@ -42,12 +42,18 @@ impl Timeline {
         let lsn_range = l0[0].lsn_range().start..l0[l0.len() - 1].lsn_range().end;
         let readers: Vec<Arc<LayerReader>> =
             l0.iter().map(|l| l.reader()).collect::<Result<_, _>>()?;
-        let mut entries: Vec<(IndexEntry, usize)> = readers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| r.index().iter().map(move |e| (*e, i)))
-            .collect();
-        entries.sort_by_key(|(e, _)| (e.key, e.lsn));
+        // (entry, reader, stored size): values are written in index order, so a
+        // value ends where the next one (or the index) starts.
+        let mut entries: Vec<(IndexEntry, usize, u64)> = Vec::new();
+        for (i, r) in readers.iter().enumerate() {
+            let idx = r.index();
+            let end = r.header().index_offset;
+            for (k, e) in idx.iter().enumerate() {
+                let next = idx.get(k + 1).map_or(end, |n| n.offset);
+                entries.push((*e, i, next.saturating_sub(e.offset)));
+            }
+        }
+        entries.sort_by_key(|(e, _, _)| (e.key, e.lsn));
 
         let target = self.conf.checkpoint_distance.max(1 << 20);
         let mut written: Vec<(LayerFileName, std::path::PathBuf)> = Vec::new();
@@ -62,7 +68,7 @@ impl Timeline {
                 if bytes >= target && entries[j].0.key != entries[j - 1].0.key {
                     break;
                 }
-                bytes += 8192; // upper bound per value, good enough to cut layers
+                bytes += entries[j].2;
                 j += 1;
             }
             let end_key = if j < entries.len() {
@@ -75,7 +81,7 @@ impl Timeline {
                 lsn_range: lsn_range.clone(),
             };
             let mut w = LayerWriter::new(&self.path, self.tenant_id, self.timeline_id, &name)?;
-            for (e, r) in &entries[i..j] {
+            for (e, r, _) in &entries[i..j] {
                 let v = readers[*r].read_value(e)?;
                 w.put(e.key, e.lsn, &v)?;
             }
@@ -141,7 +147,18 @@ mod tests {
         for gen in 0..4u8 {
             for k in 0..300u32 {
                 lsn += 8;
-                let v = vec![gen.wrapping_mul(31).wrapping_add(k as u8); 8192];
+                // Incompressible pages, so the stored size reaches the
+                // layer size target; byte 0 identifies the version.
+                let mut x = (u64::from(gen) << 32 | u64::from(k)) | 1;
+                let mut v: Vec<u8> = (0..8192)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                v[0] = gen.wrapping_mul(31).wrapping_add(k as u8);
                 w.put(Key::MIN.add(k * 2), Lsn(lsn), Value::Image(Bytes::from(v)))
                     .unwrap();
                 w.finish_write(Lsn(lsn - 8), Lsn(lsn));
