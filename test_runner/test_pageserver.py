@@ -192,7 +192,7 @@ def test_branch_at_lsn_and_gc(
         ps.checkpoint(tenant, main)
         ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
         before = ps.timeline_detail(tenant, main)["current_physical_size"]
-        gc = ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/do_gc", json={"gc_horizon": 0})
+        gc = ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/do_gc", json={"gc_horizon": 0, "pitr_interval": "0s"})
         after = ps.timeline_detail(tenant, main)["current_physical_size"]
         assert gc["layers_removed"] > 0, gc
         assert after < before, (before, after, gc)

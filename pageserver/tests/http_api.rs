@@ -319,7 +319,7 @@ fn tenants_timelines_branches_and_refusals() {
         a,
         "PUT",
         &format!("{main_path}/do_gc"),
-        Some(r#"{"gc_horizon": 0}"#),
+        Some(r#"{"gc_horizon": 0, "pitr_interval": "0s"}"#),
         200,
     )
     .json();
@@ -645,7 +645,7 @@ fn wal_source_follows_a_primary_across_restarts_and_compaction_merges_layers() {
         a,
         "PUT",
         &format!("{tl_path}/do_gc"),
-        Some(r#"{"gc_horizon": 0}"#),
+        Some(r#"{"gc_horizon": 0, "pitr_interval": "0s"}"#),
         200,
     )
     .json();
@@ -677,7 +677,7 @@ fn gc_removes_layers_covered_by_an_image_and_reads_still_work() {
     // New WAL above the image, flushed; then GC keeps no history.
     f.run_and_flush("UPDATE t1 SET m = 'updated' WHERE g % 10 = 0");
     let before = f.detail();
-    let r = f.put("do_gc", Some(r#"{"gc_horizon": 0}"#));
+    let r = f.put("do_gc", Some(r#"{"gc_horizon": 0, "pitr_interval": "0s"}"#));
     assert!(r["layers_removed"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["bytes_removed"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["cutoff"], before["disk_consistent_lsn"], "{r}");

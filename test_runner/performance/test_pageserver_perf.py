@@ -98,7 +98,7 @@ def test_pageserver_ingest_getpage_storage(
         logical = detail["current_logical_size"]
         phys_before = detail["current_physical_size"]
         ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{tl}/compact")
-        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{tl}/do_gc", json={"gc_horizon": 0})
+        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{tl}/do_gc", json={"gc_horizon": 0, "pitr_interval": "0s"})
         phys_after = ps.timeline_detail(tenant, tl)["current_physical_size"]
 
         result = {

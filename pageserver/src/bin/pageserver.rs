@@ -203,9 +203,10 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
     // Background GC every gc_period (0: only on request).
     let gc_period = conf.tenant_config.gc_period;
     if !gc_period.is_zero() {
-        let (mgr, horizon, mut stop) = (
+        let (mgr, horizon, pitr, mut stop) = (
             Arc::clone(&mgr),
             conf.tenant_config.gc_horizon,
+            conf.tenant_config.pitr_interval,
             shutdown_rx.clone(),
         );
         tokio::spawn(async move {
@@ -216,7 +217,9 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
                 }
                 for tenant in mgr.list() {
                     let id = tenant.id;
-                    match tokio::task::spawn_blocking(move || tenant.gc_iteration(horizon)).await {
+                    match tokio::task::spawn_blocking(move || tenant.gc_iteration(horizon, pitr))
+                        .await
+                    {
                         Ok(Ok(n)) if n > 0 => info!(tenant_id = %id, removed = n, "background GC"),
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => {

@@ -686,6 +686,9 @@ struct GcRequest {
     /// Bytes of WAL history to keep below the last record (default: the
     /// tenant configuration's `gc_horizon`).
     gc_horizon: Option<u64>,
+    /// History to keep by age, e.g. "0s" or "1h" (default: the tenant
+    /// configuration's `pitr_interval`).
+    pitr_interval: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -703,12 +706,20 @@ async fn do_gc(state: &Arc<ApiState>, t: &str, tl: &str, body: Bytes) -> ApiResu
     let horizon = req
         .gc_horizon
         .unwrap_or(state.conf.tenant_config.gc_horizon);
+    let pitr = match &req.pitr_interval {
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "invalid pitr_interval {s:?}: {e} (e.g. \"0s\", \"1h\")"
+            ))
+        })?,
+        None => state.conf.tenant_config.pitr_interval,
+    };
     // No branch may be created below the cutoff while GC runs.
     let serial = state.serialize().await;
     let id = timeline.timeline_id;
     let r = blocking(move || {
         let _serial = serial;
-        tenant.gc_timeline(id, horizon)
+        tenant.gc_timeline(id, horizon, pitr)
     })
     .await?
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("GC failed: {e}")))?;

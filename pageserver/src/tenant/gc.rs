@@ -6,8 +6,12 @@
 //!   is reconstructed at `disk_consistent_lsn` and written into one image
 //!   layer covering the whole key space. Reads then stop at the image instead
 //!   of replaying the deltas below it.
-//! - **GC**: the cutoff is `last_record_lsn - gc_horizon` (never below the
-//!   current cutoff, never above `disk_consistent_lsn`). It is persisted in the
+//! - **GC**: the cutoff is `last_record_lsn - gc_horizon`, lowered to keep
+//!   `pitr_interval` of history (the end of the last commit before
+//!   `now - pitr_interval`, found by [`Timeline::find_lsn_for_timestamp`];
+//!   all history if every commit is newer, no advance if there are no
+//!   commits to go by), never below the current cutoff and never above
+//!   `disk_consistent_lsn`. It is persisted in the
 //!   metadata file first; then a layer file is removed only if all of it is
 //!   older than the cutoff, a newer image layer at or below the cutoff covers
 //!   its key range (so every key it holds has a newer version), and no child
@@ -16,6 +20,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use postgres_ffi::xlog_utils::to_pg_timestamp;
 
 use tracing::info;
 use zenith_utils::crashsafe;
@@ -98,15 +105,44 @@ impl Timeline {
         Ok(Some(name))
     }
 
-    /// Run GC with `horizon` bytes of history kept, respecting the children's
-    /// `branch_points`.
-    pub fn gc(&self, horizon: u64, branch_points: &[Lsn]) -> Result<GcResult, TimelineError> {
+    /// The highest cutoff that keeps `pitr` of history (`None`: no limit).
+    fn pitr_cutoff(&self, pitr: Duration) -> Result<Option<Lsn>, TimelineError> {
+        if pitr.is_zero() {
+            return Ok(None);
+        }
+        let since = SystemTime::now()
+            .checked_sub(pitr)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        use super::lsn_by_time::LsnForTimestamp::*;
+        Ok(match self.find_lsn_for_timestamp(to_pg_timestamp(since))? {
+            // Everything committed by then is visible at the commit's end.
+            Present(l) => Some(l),
+            // Every commit is newer than the window's start: keep it all.
+            Past(l) => Some(l),
+            // Every commit is older: the window does not limit GC.
+            Future(_) => None,
+            // No commit times to go by: do not advance on the window's account.
+            NoData(_) => Some(Lsn(0)),
+        })
+    }
+
+    /// Run GC with `horizon` bytes and `pitr` of history kept, respecting
+    /// the children's `branch_points`.
+    pub fn gc(
+        &self,
+        horizon: u64,
+        pitr: Duration,
+        branch_points: &[Lsn],
+    ) -> Result<GcResult, TimelineError> {
+        let pitr_cutoff = self.pitr_cutoff(pitr)?;
         let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
         let last = self.last_record_lsn();
         let mut md = self.metadata();
-        let cutoff = Lsn(last.0.saturating_sub(horizon))
-            .min(md.disk_consistent_lsn)
-            .max(md.latest_gc_cutoff_lsn);
+        let mut cutoff = Lsn(last.0.saturating_sub(horizon)).min(md.disk_consistent_lsn);
+        if let Some(p) = pitr_cutoff {
+            cutoff = cutoff.min(p);
+        }
+        let cutoff = cutoff.max(md.latest_gc_cutoff_lsn);
         if cutoff > md.latest_gc_cutoff_lsn {
             // Persist the cutoff before removing anything it allows to remove.
             md.latest_gc_cutoff_lsn = cutoff;
@@ -205,13 +241,13 @@ mod tests {
         let before = tl.physical_size();
 
         // GC keeping everything: nothing removed.
-        let r = tl.gc(u64::MAX, &[]).unwrap();
+        let r = tl.gc(u64::MAX, Duration::ZERO, &[]).unwrap();
         assert_eq!(r.layers_removed, 0);
         // A branch point inside generation 1 keeps its layer.
-        let r = tl.gc(0x10, &[Lsn(0x150)]).unwrap();
+        let r = tl.gc(0x10, Duration::ZERO, &[Lsn(0x150)]).unwrap();
         assert_eq!(r.layers_removed, 1, "{r:?}");
         // Without branches the first generation's delta goes too.
-        let r = tl.gc(0x10, &[]).unwrap();
+        let r = tl.gc(0x10, Duration::ZERO, &[]).unwrap();
         assert_eq!(r.layers_removed, 1, "{r:?}");
         assert!(tl.physical_size() < before);
         // Reads at and above the image are intact; below the cutoff is an error.
@@ -227,5 +263,59 @@ mod tests {
             tl.get(key(3), Lsn(0x150)),
             Err(TimelineError::BelowGcCutoff { .. })
         ));
+    }
+
+    #[test]
+    fn pitr_interval_keeps_recent_history() {
+        use crate::key::slru_block_key;
+        use crate::value::ZenithWalRecord;
+        use postgres_ffi::slru::SlruKind;
+
+        let dir = tempfile::tempdir().unwrap();
+        let tl =
+            crate::tenant::timeline::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+        let w = tl.writer();
+        let now = to_pg_timestamp(SystemTime::now());
+        let hour = 3_600_000_000i64;
+        // Commits two days, two hours and one minute ago.
+        for (i, age) in [48 * hour, 2 * hour, hour / 60].iter().enumerate() {
+            let lsn = Lsn(0x200 + i as u64 * 0x100);
+            w.put(
+                slru_block_key(SlruKind::Clog, 0, 0),
+                lsn,
+                Value::WalRecord(ZenithWalRecord::ClogSetCommitted {
+                    xids: vec![3 + i as u32],
+                    timestamp: now - age,
+                }),
+            )
+            .unwrap();
+            w.finish_write(lsn - 0x10, lsn);
+        }
+        tl.freeze_and_flush().unwrap();
+        let h = Duration::from_secs(3600);
+        // 1 h: keep from the end of the commit two hours ago.
+        assert_eq!(tl.gc(0, h, &[]).unwrap().cutoff, Lsn(0x300));
+        // The cutoff never moves back, even for a longer window.
+        assert_eq!(tl.gc(0, 100 * h, &[]).unwrap().cutoff, Lsn(0x300));
+        // No window: the byte horizon alone decides.
+        assert_eq!(tl.gc(0, Duration::ZERO, &[]).unwrap().cutoff, Lsn(0x400));
+
+        // A timeline whose every commit is newer than the window keeps it all.
+        let dir2 = tempfile::tempdir().unwrap();
+        let tl2 =
+            crate::tenant::timeline::test_timeline(dir2.path(), TenantConf::default(), Lsn(0x100));
+        let w2 = tl2.writer();
+        w2.put(
+            slru_block_key(SlruKind::Clog, 0, 0),
+            Lsn(0x200),
+            Value::WalRecord(ZenithWalRecord::ClogSetCommitted {
+                xids: vec![3],
+                timestamp: now,
+            }),
+        )
+        .unwrap();
+        w2.finish_write(Lsn(0x1f0), Lsn(0x200));
+        tl2.freeze_and_flush().unwrap();
+        assert_eq!(tl2.gc(0, h, &[]).unwrap().cutoff, Lsn(0x100));
     }
 }

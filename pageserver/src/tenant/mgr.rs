@@ -261,23 +261,29 @@ impl Tenant {
     }
 
     /// Run GC on one timeline (see [`Tenant::gc_iteration`]).
-    pub fn gc_timeline(&self, id: TimelineId, horizon: u64) -> anyhow::Result<super::gc::GcResult> {
+    pub fn gc_timeline(
+        &self,
+        id: TimelineId,
+        horizon: u64,
+        pitr: std::time::Duration,
+    ) -> anyhow::Result<super::gc::GcResult> {
         let _gc = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let tl = self
             .get_timeline(id)
             .with_context(|| format!("timeline {id} not found in tenant {}", self.id))?;
-        Ok(tl.gc(horizon, &branch_points(&self.list_timelines(), id))?)
+        Ok(tl.gc(horizon, pitr, &branch_points(&self.list_timelines(), id))?)
     }
 
-    /// Run GC on every timeline, keeping `horizon` bytes of WAL history and
-    /// whatever the branches need. Returns the number of layer files removed.
-    pub fn gc_iteration(&self, horizon: u64) -> anyhow::Result<usize> {
+    /// Run GC on every timeline, keeping `horizon` bytes and `pitr` of WAL
+    /// history and whatever the branches need. Returns the number of layer
+    /// files removed.
+    pub fn gc_iteration(&self, horizon: u64, pitr: std::time::Duration) -> anyhow::Result<usize> {
         let _gc = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let timelines = self.list_timelines();
         let mut removed = 0;
         for tl in &timelines {
             removed += tl
-                .gc(horizon, &branch_points(&timelines, tl.timeline_id))?
+                .gc(horizon, pitr, &branch_points(&timelines, tl.timeline_id))?
                 .layers_removed;
         }
         Ok(removed)
