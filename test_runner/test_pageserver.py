@@ -1,6 +1,7 @@
 """The pageserver daemon following a stock PostgreSQL 15 primary (ARCHITECTURE §7, §8; issue 3).
 
-A tenant's timeline is imported from the primary's data directory, the primary streams WAL to the
+The pageserver is the one of a ZenithEnv (started and stopped through the zenith CLI); a tenant's
+timeline is imported from the primary's data directory, the primary streams WAL to the
 pageserver through a physical replication slot, and at noted moments a stock PostgreSQL started
 from `basebackup --full` at the noted LSN must dump exactly like the primary did then, and pass
 pg_amcheck. The pageserver is killed with -9 in the middle of ingest and must resume from
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 from fixtures.pageserver import Pageserver
+from fixtures.zenith_env import ZenithEnvBuilder
 from fixtures.utils import parse_lsn, wait_until
 from fixtures.zenith_fixtures import PgBin, PortDistributor, VanillaPostgres
 
@@ -67,13 +69,13 @@ def check_snapshot(
 
 
 def test_follow_primary_snapshots_and_restart(
-    pageserver: Pageserver,
+    zenith_env_builder: ZenithEnvBuilder,
     vanilla_pg: VanillaPostgres,
     pg_bin: PgBin,
     test_output_dir: Path,
     port_distributor: PortDistributor,
 ):
-    ps = pageserver
+    ps = zenith_env_builder.init_start().pageserver
     primary = vanilla_pg
     primary.initdb()
     tenant = ps.tenant_create()
@@ -130,6 +132,7 @@ def test_follow_primary_snapshots_and_restart(
 
 def test_branch_at_lsn_and_gc(
     test_output_dir: Path,
+    zenith_env_builder: ZenithEnvBuilder,
     vanilla_pg: VanillaPostgres,
     pg_bin: PgBin,
     port_distributor: PortDistributor,
@@ -137,74 +140,66 @@ def test_branch_at_lsn_and_gc(
     """A branch at an LSN reads its parent as of that LSN; later parent writes are invisible; GC with
     a small horizon removes layers (physical size drops), keeps what the branch needs, and refuses
     reads below the cutoff with a clear error."""
-    ps = Pageserver(
-        test_output_dir / "pageserver",
-        port_distributor.get_port(),
-        port_distributor.get_port(),
-        overrides=[
-            "wait_lsn_timeout='5s'",
-            "tenant_config.checkpoint_distance=1048576",
-            "tenant_config.image_creation_threshold=2",
-            "tenant_config.compaction_threshold=4",
-        ],
-    )
-    ps.init()
-    ps.start()
+    zenith_env_builder.pageserver_config += [
+        "wait_lsn_timeout='5s'",
+        "tenant_config.checkpoint_distance=1048576",
+        "tenant_config.image_creation_threshold=2",
+        "tenant_config.compaction_threshold=4",
+    ]
+    ps = zenith_env_builder.init_start().pageserver
+    primary = vanilla_pg
+    primary.initdb()
+    tenant = ps.tenant_create()
+    main = ps.timeline_create(tenant, import_pgdata=str(primary.pgdata))["timeline_id"]
+    primary.configure(["wal_level = replica", "max_wal_senders = 4"])
+    primary.start()
+    primary.safe_psql("SELECT pg_create_physical_replication_slot('pageserver')")
+    ps.set_wal_source(tenant, main, f"host=127.0.0.1 port={primary.port} user={primary.user} slot=pageserver")
+
+    primary.pgbench("-i", "-s", str(SCALE))
+    branch_lsn = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
+    at_branch = dumpall(primary, pg_bin)
+    wait_ingested(ps, tenant, main, parse_lsn(branch_lsn))
+    import_lsn = parse_lsn(ps.timeline_detail(tenant, main)["initdb_lsn"])
+    mid_time = primary.safe_psql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    )[0][0]
+
+    # Enough later writes for several layers, compaction and images.
+    for _ in range(4):
+        primary.pgbench("-t", "300", "-c", "2")
+    primary.safe_psql("CREATE TABLE after_branch AS SELECT generate_series(1, 1000) g")
+    end = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
+    wait_ingested(ps, tenant, main, parse_lsn(end))
+
+    # get_lsn_by_timestamp: the last commit before mid_time is pgbench's initialization.
+    found = ps.http("GET", f"/v1/tenant/{tenant}/timeline/{main}/get_lsn_by_timestamp",
+                    params={"timestamp": mid_time})
+    assert found["kind"] == "present", found
+    assert import_lsn < parse_lsn(found["lsn"]) <= parse_lsn(end), (found, mid_time)
+
+    branch = ps.timeline_create(tenant, ancestor_timeline_id=main, ancestor_start_lsn=branch_lsn)
+    assert branch["ancestor_lsn"] == branch_lsn or parse_lsn(branch["ancestor_lsn"]) == parse_lsn(branch_lsn)
+    check_snapshot(ps, tenant, branch["timeline_id"], branch_lsn, at_branch, test_output_dir, pg_bin,
+                   port_distributor, "branch")
+
+    ps.checkpoint(tenant, main)
+    ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
+    ps.checkpoint(tenant, main)
+    ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
+    before = ps.timeline_detail(tenant, main)["current_physical_size"]
+    gc = ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/do_gc", json={"gc_horizon": 0, "pitr_interval": "0s"})
+    after = ps.timeline_detail(tenant, main)["current_physical_size"]
+    assert gc["layers_removed"] > 0, gc
+    assert after < before, (before, after, gc)
+
+    # The branch still reads its data as of the branch point.
+    check_snapshot(ps, tenant, branch["timeline_id"], branch_lsn, at_branch, test_output_dir, pg_bin,
+                   port_distributor, "branch-after-gc")
+    # Reading the parent below the cutoff is a clear error.
     try:
-        primary = vanilla_pg
-        primary.initdb()
-        tenant = ps.tenant_create()
-        main = ps.timeline_create(tenant, import_pgdata=str(primary.pgdata))["timeline_id"]
-        primary.configure(["wal_level = replica", "max_wal_senders = 4"])
-        primary.start()
-        primary.safe_psql("SELECT pg_create_physical_replication_slot('pageserver')")
-        ps.set_wal_source(tenant, main, f"host=127.0.0.1 port={primary.port} user={primary.user} slot=pageserver")
+        ps.basebackup(tenant, main, branch_lsn, full=True)
+        raise AssertionError("basebackup below the GC cutoff succeeded")
+    except Exception as e:  # noqa: BLE001
+        assert "GC cutoff" in str(e) or "gc cutoff" in str(e).lower(), e
 
-        primary.pgbench("-i", "-s", str(SCALE))
-        branch_lsn = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
-        at_branch = dumpall(primary, pg_bin)
-        wait_ingested(ps, tenant, main, parse_lsn(branch_lsn))
-        import_lsn = parse_lsn(ps.timeline_detail(tenant, main)["initdb_lsn"])
-        mid_time = primary.safe_psql(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-        )[0][0]
-
-        # Enough later writes for several layers, compaction and images.
-        for _ in range(4):
-            primary.pgbench("-t", "300", "-c", "2")
-        primary.safe_psql("CREATE TABLE after_branch AS SELECT generate_series(1, 1000) g")
-        end = primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0]
-        wait_ingested(ps, tenant, main, parse_lsn(end))
-
-        # get_lsn_by_timestamp: the last commit before mid_time is pgbench's initialization.
-        found = ps.http("GET", f"/v1/tenant/{tenant}/timeline/{main}/get_lsn_by_timestamp",
-                        params={"timestamp": mid_time})
-        assert found["kind"] == "present", found
-        assert import_lsn < parse_lsn(found["lsn"]) <= parse_lsn(end), (found, mid_time)
-
-        branch = ps.timeline_create(tenant, ancestor_timeline_id=main, ancestor_start_lsn=branch_lsn)
-        assert branch["ancestor_lsn"] == branch_lsn or parse_lsn(branch["ancestor_lsn"]) == parse_lsn(branch_lsn)
-        check_snapshot(ps, tenant, branch["timeline_id"], branch_lsn, at_branch, test_output_dir, pg_bin,
-                       port_distributor, "branch")
-
-        ps.checkpoint(tenant, main)
-        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
-        ps.checkpoint(tenant, main)
-        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
-        before = ps.timeline_detail(tenant, main)["current_physical_size"]
-        gc = ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/do_gc", json={"gc_horizon": 0, "pitr_interval": "0s"})
-        after = ps.timeline_detail(tenant, main)["current_physical_size"]
-        assert gc["layers_removed"] > 0, gc
-        assert after < before, (before, after, gc)
-
-        # The branch still reads its data as of the branch point.
-        check_snapshot(ps, tenant, branch["timeline_id"], branch_lsn, at_branch, test_output_dir, pg_bin,
-                       port_distributor, "branch-after-gc")
-        # Reading the parent below the cutoff is a clear error.
-        try:
-            ps.basebackup(tenant, main, branch_lsn, full=True)
-            raise AssertionError("basebackup below the GC cutoff succeeded")
-        except Exception as e:  # noqa: BLE001
-            assert "GC cutoff" in str(e) or "gc cutoff" in str(e).lower(), e
-    finally:
-        ps.stop(immediate=True)

@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 
 from fixtures.pagemask import PageMaskError, describe_difference, mask_page, relation_kind
 from fixtures.pageserver import Pageserver
+from fixtures.zenith_env import ZenithEnvBuilder
 from fixtures.pagestream import (
     FSM_FORKNUM,
     MAIN_FORKNUM,
@@ -189,8 +190,8 @@ def check_masks_are_selective(rels: List[Relation]) -> None:
         assert mask_page(kind, bytes(changed), blkno) != masked, f"{name}: a data change is masked"
 
 
-def test_pages_match(pageserver: Pageserver, vanilla_pg: VanillaPostgres):
-    ps = pageserver
+def test_pages_match(zenith_env_builder: ZenithEnvBuilder, vanilla_pg: VanillaPostgres):
+    ps = zenith_env_builder.init_start().pageserver
     primary = vanilla_pg
     # No autovacuum: after the final CHECKPOINT nothing may change a page in shared buffers (a
     # pruning or freezing autovacuum would be in the WAL the pageserver has, but not yet in the

@@ -138,6 +138,10 @@ pub struct InitConfig {
     pub pageserver: PageServerConf,
     #[serde(default)]
     pub computes: ComputesConf,
+    /// Extra `pageserver --init -c` settings written into `pageserver.toml`,
+    /// e.g. `"tenant_config.checkpoint_distance=1048576"`.
+    #[serde(default)]
+    pub pageserver_config: Vec<String>,
 }
 
 impl InitConfig {
@@ -187,12 +191,12 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 
 impl LocalEnv {
     /// A new configuration for `base_dir` from `zenith init`'s settings.
-    pub fn new(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
-        let zenith_distrib_dir = match init.zenith_distrib_dir {
+    pub fn new(base_dir: &Path, init: &InitConfig) -> anyhow::Result<LocalEnv> {
+        let zenith_distrib_dir = match init.zenith_distrib_dir.clone() {
             Some(d) => d,
             None => default_zenith_distrib_dir()?,
         };
-        let pg_distrib_dir = match init.pg_distrib_dir {
+        let pg_distrib_dir = match init.pg_distrib_dir.clone() {
             Some(d) => d,
             None => default_pg_distrib_dir(&zenith_distrib_dir),
         };
@@ -206,8 +210,8 @@ impl LocalEnv {
             zenith_distrib_dir: absolute(&zenith_distrib_dir)?,
             pg_version,
             default_tenant_id: None,
-            pageserver: init.pageserver,
-            computes: init.computes,
+            pageserver: init.pageserver.clone(),
+            computes: init.computes.clone(),
             branches: Vec::new(),
         })
     }
@@ -376,7 +380,7 @@ mod tests {
     fn sample() -> LocalEnv {
         let mut env = LocalEnv::new(
             Path::new("/tmp/repo"),
-            InitConfig {
+            &InitConfig {
                 pg_distrib_dir: Some("/pg".into()),
                 zenith_distrib_dir: Some("/bin".into()),
                 ..Default::default()

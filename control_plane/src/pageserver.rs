@@ -106,10 +106,15 @@ impl<'a> PageServerNode<'a> {
         envs
     }
 
-    /// `pageserver -D <workdir> --init` with our addresses.
-    pub fn init(&self) -> anyhow::Result<()> {
+    /// `pageserver -D <workdir> --init` with our addresses and `overrides`
+    /// (`key=value` settings).
+    pub fn init(&self, overrides: &[String]) -> anyhow::Result<()> {
         let ps = &self.env.pageserver;
-        let out = std::process::Command::new(self.program())
+        let mut cmd = std::process::Command::new(self.program());
+        for o in overrides {
+            cmd.arg("-c").arg(o);
+        }
+        let out = cmd
             .arg("-D")
             .arg(self.workdir())
             .arg("--init")

@@ -32,13 +32,13 @@ pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
             );
         }
     }
-    let mut env = LocalEnv::new(base_dir, init)?;
+    let mut env = LocalEnv::new(base_dir, &init)?;
     env.check_binaries()?;
     std::fs::create_dir_all(&env.base_dir)
         .with_context(|| format!("creating {}", env.base_dir.display()))?;
     let res = (|| -> anyhow::Result<()> {
         let ps = PageServerNode::new(&env);
-        ps.init()?;
+        ps.init(&init.pageserver_config)?;
         ps.start()?;
         let created = (|| -> anyhow::Result<(TenantId, TimelineId)> {
             let tenant = ps.tenant_create(None)?;
