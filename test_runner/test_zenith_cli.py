@@ -29,6 +29,9 @@ def test_laptop_flow(zenith_env_builder, test_output_dir: Path):
     run_env = pg_env(
         {"ZENITH_REPO_DIR": str(b.repo_dir), "ZENITH_INIT_CONFIG": str(b.init_config_file())}
     )
+    # Run as from a fresh shell, not as a sub-make of `make test`.
+    for var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        run_env.pop(var, None)
     out = subprocess.run(
         ["make", "-s", "run"], cwd=base_dir, env=run_env, capture_output=True, text=True, timeout=1800
     )
