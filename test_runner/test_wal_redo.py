@@ -36,6 +36,7 @@ from fixtures.utils import (
     rmtree_if_exists,
     test_runner_dir,
 )
+from fixtures.pagemask import mask_page, page_lsn
 from fixtures.waldecode import run_waldecode
 from fixtures.zenith_fixtures import PgBin, VanillaPostgres
 
@@ -218,120 +219,20 @@ def start_redo(pg_bin: PgBin, redo_datadir: Path, test_output_dir: Path) -> Iter
 
 # ------------------------------------------------------------------------------------------ masks
 #
-# Python versions of what PostgreSQL's wal_consistency_checking masks before comparing a replayed
-# page with the primary's (PostgreSQL 15, little-endian, 8-byte MAXALIGN): things that change
-# without WAL (hint bits, LP_DEAD, pd_prune_xid...) or that redo sets differently (command ids).
-
-PAGE_HEADER_SIZE = 24
-PD_HAS_FREE_LINES = 0x1
-PD_PAGE_FULL = 0x2
-PD_ALL_VISIBLE = 0x4
-LP_UNUSED, LP_NORMAL = 0, 1
-HEAP_XACT_MASK = 0xFFF0
-HEAP_XMIN_FROZEN = 0x0300
-HEAP_XMAX_COMMITTED = 0x0400
-HEAP_XMAX_INVALID = 0x0800
-SPEC_TOKEN_OFFSET_NUMBER = 0xFFFE
-BTP_LEAF = 1 << 0
-BTP_SPLIT_END = 1 << 5
-BTP_HAS_GARBAGE = 1 << 6
-
-
-def u16(p: bytearray, off: int) -> int:
-    return struct.unpack_from("<H", p, off)[0]
-
-
-def put_u16(p: bytearray, off: int, v: int) -> None:
-    struct.pack_into("<H", p, off, v)
-
-
-def maxalign(n: int) -> int:
-    return (n + 7) & ~7
-
-
-def page_lsn(page: bytes) -> int:
-    hi, lo = struct.unpack_from("<II", page, 0)
-    return (hi << 32) | lo
-
-
-def line_pointers(p: bytearray) -> List[Tuple[int, int, int, int]]:
-    """[(offset number, lp_off, lp_flags, lp_len)] of the page's line pointers."""
-    lower = u16(p, 12)
-    items = []
-    for i in range((lower - PAGE_HEADER_SIZE) // 4):
-        v = struct.unpack_from("<I", p, PAGE_HEADER_SIZE + 4 * i)[0]
-        items.append((i + 1, v & 0x7FFF, (v >> 15) & 0x3, v >> 17))
-    return items
-
-
-def mask_page_lsn_and_checksum(p: bytearray) -> None:
-    p[0:8] = bytes(8)
-    p[8:10] = bytes(2)
-
-
-def mask_page_hint_bits(p: bytearray) -> None:
-    p[20:24] = bytes(4)  # pd_prune_xid
-    put_u16(p, 10, u16(p, 10) & ~(PD_PAGE_FULL | PD_HAS_FREE_LINES | PD_ALL_VISIBLE))
-
-
-def mask_unused_space(p: bytearray) -> None:
-    lower, upper, special = u16(p, 12), u16(p, 14), u16(p, 16)
-    assert (
-        PAGE_HEADER_SIZE <= lower <= upper <= special <= BLCKSZ
-    ), f"invalid page pd_lower {lower} pd_upper {upper} pd_special {special}"
-    p[lower:upper] = bytes(upper - lower)
-
-
-def mask_lp_flags(p: bytearray) -> None:
-    for n, _off, flags, _len in line_pointers(p):
-        if flags != LP_UNUSED:
-            pos = PAGE_HEADER_SIZE + 4 * (n - 1)
-            v = struct.unpack_from("<I", p, pos)[0] & ~(0x3 << 15)
-            struct.pack_into("<I", p, pos, v)
+# What PostgreSQL's wal_consistency_checking masks before comparing a replayed page with the
+# primary's: fixtures/pagemask.py (shared with the pageserver's pages-match test).
 
 
 def heap_mask(page: bytes, blkno: int) -> bytes:
-    p = bytearray(page)
-    mask_page_lsn_and_checksum(p)
-    mask_page_hint_bits(p)
-    mask_unused_space(p)
-    for n, off, flags, length in line_pointers(p):
-        if flags == LP_NORMAL:
-            infomask = u16(p, off + 20)
-            if infomask & HEAP_XMIN_FROZEN != HEAP_XMIN_FROZEN:
-                infomask &= ~HEAP_XACT_MASK
-            else:
-                infomask &= ~(HEAP_XMAX_INVALID | HEAP_XMAX_COMMITTED)
-            put_u16(p, off + 20, infomask)
-            p[off + 8 : off + 12] = bytes(4)  # t_cid: redo sets FirstCommandId
-            if u16(p, off + 16) == SPEC_TOKEN_OFFSET_NUMBER:  # speculative insertion
-                struct.pack_into("<HHH", p, off + 12, blkno >> 16, blkno & 0xFFFF, n)
-        if length != 0:
-            pad = maxalign(length) - length
-            p[off + length : off + length + pad] = bytes(pad)
-    return bytes(p)
+    return mask_page("heap", page, blkno)
 
 
 def btree_mask(page: bytes, blkno: int) -> bytes:
-    p = bytearray(page)
-    mask_page_lsn_and_checksum(p)
-    mask_page_hint_bits(p)
-    mask_unused_space(p)
-    special = u16(p, 16)
-    flags_off = special + 12  # BTPageOpaqueData: prev, next, level, flags, cycleid
-    if u16(p, flags_off) & BTP_LEAF:
-        mask_lp_flags(p)
-    put_u16(p, flags_off, u16(p, flags_off) & ~(BTP_HAS_GARBAGE | BTP_SPLIT_END))
-    put_u16(p, flags_off + 2, 0)
-    return bytes(p)
+    return mask_page("btree", page, blkno)
 
 
 def vm_mask(page: bytes, blkno: int) -> bytes:
-    """Visibility map pages: only the LSN and checksum. (wal_consistency_checking applies
-    heap_mask, whose mask_unused_space would blank the whole bitmap.)"""
-    p = bytearray(page)
-    mask_page_lsn_and_checksum(p)
-    return bytes(p)
+    return mask_page("vm", page, blkno)
 
 
 def describe_difference(expected: bytes, actual: bytes, limit: int = 16) -> str:

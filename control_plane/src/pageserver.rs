@@ -5,6 +5,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use zenith_utils::pq_proto::error_response_text;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, BytesMut};
@@ -355,7 +356,7 @@ impl<'a> PageServerNode<'a> {
             let (tag, body) = conn.recv()?;
             match tag {
                 b'H' => break,
-                b'E' => bail!("{}", error_message(&body)),
+                b'E' => bail!("{}", error_response_text(&body)),
                 b'N' | b'S' => continue,
                 t => bail!("unexpected message {:?} in answer to basebackup", t as char),
             }
@@ -382,21 +383,6 @@ impl<'a> PageServerNode<'a> {
         }
         Ok(())
     }
-}
-
-/// Text of an ErrorResponse body: its message and SQLSTATE.
-fn error_message(body: &[u8]) -> String {
-    let (mut code, mut msg) = (String::new(), String::new());
-    for field in body.split(|&b| b == 0) {
-        if let Some((&t, v)) = field.split_first() {
-            match t {
-                b'C' => code = String::from_utf8_lossy(v).into_owned(),
-                b'M' => msg = String::from_utf8_lossy(v).into_owned(),
-                _ => {}
-            }
-        }
-    }
-    format!("{msg} (SQLSTATE {code})")
 }
 
 /// A minimal blocking libpq-protocol connection to the page service.
@@ -429,7 +415,7 @@ impl PqConn {
                 b'R' => bail!(
                     "the pageserver asks for authentication, which zenith does not support yet"
                 ),
-                b'E' => bail!("{}", error_message(&body)),
+                b'E' => bail!("{}", error_response_text(&body)),
                 b'Z' => return Ok(()),
                 _ => {}
             }
@@ -487,7 +473,7 @@ impl Read for CopyOutReader<'_> {
                 b'd' => self.cur = body,
                 b'Z' => self.done = true,
                 b'E' => {
-                    let msg = error_message(&body);
+                    let msg = error_response_text(&body);
                     self.error = Some(msg.clone());
                     self.done = true;
                     return Err(std::io::Error::other(msg));

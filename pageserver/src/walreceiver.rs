@@ -20,6 +20,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use zenith_utils::pq_proto::error_response_text;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, Bytes, BytesMut};
@@ -86,22 +87,6 @@ enum Msg {
     Other,
 }
 
-/// Error message of an ErrorResponse body.
-fn error_message(mut body: &[u8]) -> String {
-    let mut msg = String::from("unknown error");
-    while let Some((&t, rest)) = body.split_first() {
-        if t == 0 {
-            break;
-        }
-        let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
-        if t == b'M' {
-            msg = String::from_utf8_lossy(&rest[..end]).into_owned();
-        }
-        body = rest.get(end + 1..).unwrap_or(&[]);
-    }
-    msg
-}
-
 /// Parse one backend message from `buf`; `Ok(None)` if incomplete.
 fn parse_msg(buf: &mut BytesMut) -> anyhow::Result<Option<Msg>> {
     if buf.len() < 5 {
@@ -119,7 +104,7 @@ fn parse_msg(buf: &mut BytesMut) -> anyhow::Result<Option<Msg>> {
     let mut body = buf.split_to(len - 4).freeze();
     let short = || anyhow!("truncated message from the WAL source");
     Ok(Some(match tag {
-        b'E' => bail!("WAL source error: {}", error_message(&body)),
+        b'E' => bail!("WAL source error: {}", error_response_text(&body)),
         b'R' => {
             if body.len() < 4 {
                 return Err(short());

@@ -8,6 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::pq_proto::error_response_text;
 use zenith_utils::pq_proto::{FeMessage, FeStartupPacket, StartupParams, PROTOCOL_VERSION_3_0};
 
 use crate::pagestream::{PagestreamRequest, PagestreamResponse};
@@ -20,21 +21,6 @@ pub struct PagestreamClient {
     sock: TcpStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
-}
-
-/// The message ('M') of an ErrorResponse body, with its SQLSTATE ('C').
-pub fn error_message(body: &[u8]) -> String {
-    let (mut code, mut msg) = (String::new(), String::new());
-    for field in body.split(|&b| b == 0) {
-        if let Some((&t, v)) = field.split_first() {
-            match t {
-                b'C' => code = String::from_utf8_lossy(v).into_owned(),
-                b'M' => msg = String::from_utf8_lossy(v).into_owned(),
-                _ => {}
-            }
-        }
-    }
-    format!("{msg} (SQLSTATE {code})")
 }
 
 impl PagestreamClient {
@@ -68,7 +54,7 @@ impl PagestreamClient {
                 (b'R', body) if body[..] != [0, 0, 0, 0] => {
                     bail!("the page service asks for authentication, which is not supported")
                 }
-                (b'E', body) => bail!("startup failed: {}", error_message(&body)),
+                (b'E', body) => bail!("startup failed: {}", error_response_text(&body)),
                 (b'Z', _) => break,
                 _ => {}
             }
@@ -78,7 +64,7 @@ impl PagestreamClient {
         loop {
             match c.read_message().await? {
                 (b'W', _) => return Ok(c),
-                (b'E', body) => bail!("pagestream failed: {}", error_message(&body)),
+                (b'E', body) => bail!("pagestream failed: {}", error_response_text(&body)),
                 (b'N', _) | (b'S', _) => {}
                 (tag, _) => bail!(
                     "unexpected message {:?} in reply to pagestream",
@@ -109,7 +95,7 @@ impl PagestreamClient {
         loop {
             match self.read_message().await? {
                 (b'd', body) => return Ok(PagestreamResponse::parse(&body)?),
-                (b'E', body) => bail!("page service error: {}", error_message(&body)),
+                (b'E', body) => bail!("page service error: {}", error_response_text(&body)),
                 (b'N', _) => {}
                 (tag, _) => bail!("unexpected message {:?} in a pagestream", char::from(tag)),
             }
@@ -134,7 +120,7 @@ impl PagestreamClient {
         loop {
             match self.read_message().await? {
                 (b'Z', _) => break,
-                (b'E', body) => bail!("page service error: {}", error_message(&body)),
+                (b'E', body) => bail!("page service error: {}", error_response_text(&body)),
                 _ => {}
             }
         }
