@@ -389,7 +389,21 @@ impl<'a> DatadirModification<'a> {
     /// Make sure block `blkno` exists: extend the fork (creating it if needed),
     /// filling blocks between the old end and `blkno` with zero pages.
     pub fn put_rel_extend_to(&mut self, rel: RelTag, blkno: u32) -> Result<(), TimelineError> {
-        let size = match self.rel_size(rel)? {
+        let size = self.rel_size(rel)?;
+        self.put_rel_extend_from(rel, size, blkno)
+    }
+
+    /// [`put_rel_extend_to`](Self::put_rel_extend_to) for a caller that
+    /// knows the fork's current size (`None`: it does not exist), so that
+    /// extending a relation block by block does not read the directory and
+    /// the size at every block.
+    pub fn put_rel_extend_from(
+        &mut self,
+        rel: RelTag,
+        current: Option<u32>,
+        blkno: u32,
+    ) -> Result<(), TimelineError> {
+        let size = match current {
             Some(s) => s,
             None => {
                 self.put_rel_creation(rel, 0)?;

@@ -173,7 +173,7 @@ impl WalIngest {
             let rel = RelTag::new(blk.rnode, blk.forknum);
             let size = self.rel_size(m, rel)?;
             if size.is_none_or(|s| blk.blkno >= s) {
-                m.put_rel_extend_to(rel, blk.blkno)?;
+                m.put_rel_extend_from(rel, size, blk.blkno)?;
                 self.rel_sizes
                     .insert(rel, Some(size.unwrap_or(0).max(blk.blkno + 1)));
             }

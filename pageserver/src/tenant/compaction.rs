@@ -92,14 +92,14 @@ impl Timeline {
             let mut l = self.layers.write().unwrap_or_else(|e| e.into_inner());
             for (name, path) in &written {
                 let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                l.map.insert(Arc::new(PersistentLayer::new(
+                Arc::make_mut(&mut l.map).insert(Arc::new(PersistentLayer::new(
                     name.clone(),
                     path.clone(),
                     size,
                 )));
             }
             for old in &l0 {
-                l.map.remove(old);
+                Arc::make_mut(&mut l.map).remove(old);
             }
         }
         for old in &l0 {

@@ -99,8 +99,7 @@ impl Timeline {
         let path = w.finish()?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let mut l = self.layers.write().unwrap_or_else(|e| e.into_inner());
-        l.map
-            .insert(Arc::new(PersistentLayer::new(name.clone(), path, size)));
+        Arc::make_mut(&mut l.map).insert(Arc::new(PersistentLayer::new(name.clone(), path, size)));
         info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, %lsn, "created image layer");
         Ok(Some(name))
     }
@@ -178,7 +177,7 @@ impl Timeline {
             }
             {
                 let mut lm = self.layers.write().unwrap_or_else(|e| e.into_inner());
-                lm.map.remove(l);
+                Arc::make_mut(&mut lm.map).remove(l);
             }
             crashsafe::remove_file_durable(&l.path).map_err(|source| TimelineError::Io {
                 what: "removing layer file",

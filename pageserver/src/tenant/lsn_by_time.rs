@@ -6,6 +6,8 @@
 //! (not its ancestor's) and answers with the end LSN of the last commit at or
 //! before the time: everything committed by then is visible at that LSN.
 
+use std::sync::Arc;
+
 use postgres_ffi::slru::SlruKind;
 use zenith_utils::lsn::Lsn;
 
@@ -45,7 +47,7 @@ impl Timeline {
                     }
                 }
             }
-            l.map.clone()
+            Arc::clone(&l.map)
         };
         for layer in layers.iter() {
             if !layer.is_delta() {

@@ -79,7 +79,9 @@ pub(crate) struct Layers {
     pub(crate) open: Option<InMemoryLayer>,
     /// Frozen in-memory layers waiting to be written, oldest first.
     pub(crate) frozen: Vec<Arc<InMemoryLayer>>,
-    pub(crate) map: LayerMap,
+    /// Shared with readers, copied on write ([`Arc::make_mut`]): a read
+    /// takes a snapshot of it by bumping a reference count.
+    pub(crate) map: Arc<LayerMap>,
     /// LSN where the next open layer starts (= end of the last frozen one,
     /// i.e. one past the last LSN it holds).
     next_open_start: Lsn,
@@ -175,7 +177,7 @@ impl Timeline {
             layers: RwLock::new(Layers {
                 open: None,
                 frozen: Vec::new(),
-                map,
+                map: Arc::new(map),
                 next_open_start: metadata.disk_consistent_lsn + 1,
             }),
             record_lsn_tx,
@@ -305,13 +307,9 @@ impl Timeline {
         layers.open.as_ref().map(|l| l.size()).unwrap_or(0)
     }
 
-    /// The layer files as of now (cheap: the map holds `Arc`s).
-    pub(crate) fn layer_snapshot(&self) -> LayerMap {
-        self.layers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .map
-            .clone()
+    /// The layer files as of now (cheap: a reference count).
+    pub(crate) fn layer_snapshot(&self) -> Arc<LayerMap> {
+        Arc::clone(&self.layers.read().unwrap_or_else(|e| e.into_inner()).map)
     }
 
     /// Layer files of this timeline (name, size).
@@ -337,14 +335,27 @@ impl Timeline {
         if lsn < cutoff {
             return Err(TimelineError::BelowGcCutoff { lsn, cutoff });
         }
+        // The value depends only on the versions up to the newest one, so a
+        // page read from a layer file or rebuilt by redo is cached under the
+        // newest version's LSN: a hit costs no value read, no decompression
+        // and no redo. (Versions still in memory are cheap to read.)
+        let newest = self.newest_version(key, lsn)?;
+        let cache_key = match newest {
+            Some((l, false)) => Some((self.tenant_id, self.timeline_id, key, l)),
+            _ => None,
+        };
+        if let Some(ck) = &cache_key {
+            if let Some(page) = crate::page_cache::get().lookup(ck) {
+                return Ok(page);
+            }
+        }
         let mut records: Vec<(Lsn, ZenithWalRecord)> = Vec::new();
         let base = self.collect(key, lsn, &mut records)?;
         records.reverse();
-        match base {
-            Some((_, img)) if records.is_empty() => Ok(img),
-            None if records.is_empty() => Err(TimelineError::MissingKey { key, lsn }),
+        let page = match base {
+            Some((_, img)) if records.is_empty() => img,
+            None if records.is_empty() => return Err(TimelineError::MissingKey { key, lsn }),
             base => {
-                // The result depends only on the versions up to the newest one.
                 let newest = records.last().map(|(l, _)| *l).unwrap_or(lsn);
                 let ck = (self.tenant_id, self.timeline_id, key, newest);
                 if let Some(page) = crate::page_cache::get().lookup(&ck) {
@@ -352,8 +363,50 @@ impl Timeline {
                 }
                 let page = self.walredo.request_redo(key, lsn, base, records)?;
                 crate::page_cache::get().insert(ck, page.clone());
-                Ok(page)
+                return Ok(page);
             }
+        };
+        if let Some(ck) = cache_key {
+            crate::page_cache::get().insert(ck, page.clone());
+        }
+        Ok(page)
+    }
+
+    /// The LSN of the newest version of `key` at or below `lsn`, and whether
+    /// it is in an in-memory layer; reads no values.
+    fn newest_version(&self, key: Key, lsn: Lsn) -> Result<Option<(Lsn, bool)>, TimelineError> {
+        let mut cont = lsn + 1;
+        let map = {
+            let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
+            let open = layers.open.iter().map(|l| l as &InMemoryLayer);
+            let frozen = layers.frozen.iter().rev().map(|l| l.as_ref());
+            let mut floor = cont;
+            for l in open.chain(frozen) {
+                let r = l.lsn_range();
+                if r.start >= cont {
+                    continue;
+                }
+                if let Some((v, _)) = l.get_values(key, r.start..cont).last() {
+                    return Ok(Some((*v, true)));
+                }
+                floor = floor.min(r.start);
+            }
+            cont = floor;
+            Arc::clone(&layers.map)
+        };
+        while let Some(found) = map.search(key, cont) {
+            let reader = found.layer.reader()?;
+            if let Some(e) = reader.entries_for(key, found.lsn_range.clone()).last() {
+                return Ok(Some((e.lsn, false)));
+            }
+            cont = found.lsn_range.start;
+        }
+        match &self.ancestor {
+            Some((anc, branch_lsn)) => {
+                let below = Lsn(cont.0.saturating_sub(1)).min(*branch_lsn);
+                anc.newest_version(key, below)
+            }
+            None => Ok(None),
         }
     }
 
@@ -383,10 +436,11 @@ impl Timeline {
             }
             None
         };
-        let (mem, map) = {
+        let map = {
             let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
-            let mut mem: Vec<(Lsn, Value)> = Vec::new();
-            // Newest first: the open layer, then frozen layers newest to oldest.
+            // Newest first: the open layer, then frozen layers newest to
+            // oldest; values are cloned only down to the first image or
+            // initializing record (a hot key has thousands of versions).
             let open = layers.open.iter().map(|l| l as &InMemoryLayer);
             let frozen = layers.frozen.iter().rev().map(|l| l.as_ref());
             let mut floor = cont;
@@ -395,15 +449,15 @@ impl Timeline {
                 if r.start >= cont {
                     continue;
                 }
-                mem.extend(l.get_values(key, r.start..cont).iter().rev().cloned());
+                let mut vals = l.get_values(key, r.start..cont).iter().rev().cloned();
+                if let Some(done) = take(&mut vals, records) {
+                    return Ok(done);
+                }
                 floor = floor.min(r.start);
             }
             cont = floor;
-            (mem, layers.map.clone())
+            Arc::clone(&layers.map)
         };
-        if let Some(done) = take(&mut mem.into_iter(), records) {
-            return Ok(done);
-        }
         while let Some(found) = map.search(key, cont) {
             let reader = found.layer.reader()?;
             // Newest first, reading values only until the first image or
@@ -474,8 +528,7 @@ impl Timeline {
                 let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
                 if let Some((path, name)) = written {
                     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                    layers
-                        .map
+                    Arc::make_mut(&mut layers.map)
                         .insert(Arc::new(PersistentLayer::new(name, path, size)));
                 }
                 layers.frozen.remove(0);

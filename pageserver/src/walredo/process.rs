@@ -11,7 +11,8 @@
 //! | `G` | buffer tag | 8192 bytes on stdout |
 //!
 //! One request (`B [P] A* G`) is written at a time and its page read back with
-//! a timeout. A process that fails, times out or answers short is killed; the
+//! a timeout: a reader thread per process reads pages from its stdout into a
+//! channel the request waits on. A process that fails, times out or answers short is killed; the
 //! caller starts a new one. Its stderr is forwarded to our log.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -81,7 +82,20 @@ pub fn ensure_redo_datadir(pg_distrib_dir: &Path, datadir: &Path) -> Result<(), 
 pub struct RedoProcess {
     child: Child,
     stdin: ChildStdin,
-    stdout: Option<ChildStdout>,
+    /// Pages read from the child's stdout by its reader thread.
+    pages: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+}
+
+/// Read 8 KiB pages from `stdout` until it fails or the receiver is gone.
+fn read_pages(mut stdout: ChildStdout, tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>) {
+    loop {
+        let mut page = vec![0u8; BLCKSZ as usize];
+        let res = stdout.read_exact(&mut page).map(|_| page);
+        let failed = res.is_err();
+        if tx.send(res).is_err() || failed {
+            return;
+        }
+    }
 }
 
 impl RedoProcess {
@@ -121,11 +135,15 @@ impl RedoProcess {
                     warn!(tenant_id = %tenant, pid, "wal-redo: {line}");
                 }
             })?;
+        let (tx, pages) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("walredo-stdout-{pid}"))
+            .spawn(move || read_pages(stdout, tx))?;
         info!(pid, "started postgres --wal-redo");
         Ok(RedoProcess {
             child,
             stdin,
-            stdout: Some(stdout),
+            pages,
         })
     }
 
@@ -166,44 +184,24 @@ impl RedoProcess {
         buf.put_i32(4 + 17);
         tag(&mut buf);
 
-        // Write and read on a helper thread so that a stuck child can be
-        // timed out and killed.
-        let mut stdout = self
-            .stdout
-            .take()
-            .ok_or_else(|| ProcessError::Exited("stdout lost".into()))?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut page = vec![0u8; BLCKSZ as usize];
-                let res = stdout.read_exact(&mut page).map(|_| page);
-                let _ = tx.send(res);
-            });
-            let write = self.stdin.write_all(&buf).and_then(|_| self.stdin.flush());
-            let result = match write {
-                Err(e) => {
-                    let _ = self.child.kill();
-                    Err(ProcessError::Io(e))
+        let write = self.stdin.write_all(&buf).and_then(|_| self.stdin.flush());
+        let result = match write {
+            Err(e) => Err(ProcessError::Io(e)),
+            Ok(()) => match self.pages.recv_timeout(timeout) {
+                Ok(Ok(page)) => return Ok(Bytes::from(page)),
+                Ok(Err(e)) => {
+                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    Err(ProcessError::Exited(format!("{status} ({e})")))
                 }
-                Ok(()) => match rx.recv_timeout(timeout) {
-                    Ok(Ok(page)) => Ok(Bytes::from(page)),
-                    Ok(Err(e)) => {
-                        let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                        Err(ProcessError::Exited(format!("{status} ({e})")))
-                    }
-                    Err(_) => {
-                        let _ = self.child.kill();
-                        Err(ProcessError::Timeout(timeout))
-                    }
-                },
-            };
-            if result.is_err() {
-                // Make sure the reader thread ends before the scope does.
-                let _ = self.child.kill();
-            }
-            result
-        })
-        .inspect(|_| self.stdout = Some(stdout))
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(ProcessError::Timeout(timeout)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Err(ProcessError::Exited("its stdout reader ended".into()))
+                }
+            },
+        };
+        // A failed process is not reused: kill it (its reader thread ends).
+        let _ = self.child.kill();
+        result
     }
 }
 

@@ -176,6 +176,9 @@ pub struct LayerWriter {
     offset: u64,
     index: Vec<IndexEntry>,
     finished: bool,
+    /// One zstd context for every value of the file (creating one per value
+    /// costs more than compressing a page).
+    cctx: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl LayerWriter {
@@ -219,6 +222,7 @@ impl LayerWriter {
             offset: HEADER_SIZE as u64,
             index: Vec::new(),
             finished: false,
+            cctx: None,
         })
     }
 
@@ -244,7 +248,14 @@ impl LayerWriter {
         }
         let raw = value.ser();
         let (compression, stored): (u8, Bytes) = if raw.len() >= COMPRESS_MIN {
-            match zstd::bulk::compress(&raw, ZSTD_LEVEL) {
+            if self.cctx.is_none() {
+                self.cctx = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+            }
+            let compressed = match self.cctx.as_mut() {
+                Some(c) => c.compress(&raw),
+                None => zstd::bulk::compress(&raw, ZSTD_LEVEL),
+            };
+            match compressed {
                 Ok(c) if c.len() < raw.len() - raw.len() / 8 => (1, Bytes::from(c)),
                 _ => (0, raw),
             }
