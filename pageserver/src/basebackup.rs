@@ -154,7 +154,7 @@ fn place_record(seg: &mut [u8], seg_start: Lsn, lsn: Lsn, rec: &[u8]) -> anyhow:
 
 /// Write a basebackup of `tl` at `lsn` as a tar to `out`.
 pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) -> anyhow::Result<W> {
-    let r = DatadirReader { tl, lsn };
+    let r = DatadirReader::new(tl, lsn);
     let mtime = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -149,11 +149,45 @@ fn get_opt(tl: &Timeline, key: Key, lsn: Lsn) -> Result<Option<Bytes>, TimelineE
 pub struct DatadirReader<'a> {
     pub tl: &'a Timeline,
     pub lsn: Lsn,
+    /// Answer only from memory and the page cache: a read that would need
+    /// file I/O or WAL redo fails with [`TimelineError::WouldBlock`] (for
+    /// async callers that try the fast path before going to a thread).
+    pub cached_only: bool,
+}
+
+impl<'a> DatadirReader<'a> {
+    pub fn new(tl: &'a Timeline, lsn: Lsn) -> Self {
+        DatadirReader {
+            tl,
+            lsn,
+            cached_only: false,
+        }
+    }
+
+    /// A reader that never blocks (see `cached_only`).
+    pub fn cached_only(tl: &'a Timeline, lsn: Lsn) -> Self {
+        DatadirReader {
+            tl,
+            lsn,
+            cached_only: true,
+        }
+    }
 }
 
 impl DatadirReader<'_> {
+    fn get(&self, key: Key) -> Result<Option<Bytes>, TimelineError> {
+        if !self.cached_only {
+            return get_opt(self.tl, key, self.lsn);
+        }
+        match self.tl.get_cached(key, self.lsn) {
+            Ok(v) => Ok(Some(v)),
+            Err(TimelineError::MissingKey { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn list_dbs(&self) -> Result<DbDirectory, TimelineError> {
-        match get_opt(self.tl, DBDIR_KEY, self.lsn)? {
+        match self.get(DBDIR_KEY)? {
             Some(b) => des_dbdir(&b),
             None => Ok(DbDirectory::new()),
         }
@@ -161,7 +195,7 @@ impl DatadirReader<'_> {
 
     pub fn list_rels(&self, spc: u32, db: u32) -> Result<RelDirectory, TimelineError> {
         let key = rel_dir_key(spc, db);
-        match get_opt(self.tl, key, self.lsn)? {
+        match self.get(key)? {
             Some(b) => des_reldir(&b, key),
             None => Ok(RelDirectory::new()),
         }
@@ -180,7 +214,7 @@ impl DatadirReader<'_> {
             return Ok(None);
         }
         let key = rel_size_key(rel);
-        match get_opt(self.tl, key, self.lsn)? {
+        match self.get(key)? {
             Some(b) => des_size(&b, key).map(Some),
             None => Ok(Some(0)),
         }
@@ -188,19 +222,19 @@ impl DatadirReader<'_> {
 
     /// A block of a relation fork (blocks never written read as zeros).
     pub fn rel_page(&self, rel: RelTag, blkno: u32) -> Result<Bytes, TimelineError> {
-        match get_opt(self.tl, rel_block_key(rel, blkno), self.lsn)? {
+        match self.get(rel_block_key(rel, blkno))? {
             Some(p) => Ok(p),
             None => Ok(zero_page()),
         }
     }
 
     pub fn relmap_file(&self, spc: u32, db: u32) -> Result<Option<Bytes>, TimelineError> {
-        get_opt(self.tl, relmap_file_key(spc, db), self.lsn)
+        self.get(relmap_file_key(spc, db))
     }
 
     pub fn list_slru_segments(&self, kind: SlruKind) -> Result<Vec<u32>, TimelineError> {
         let key = slru_dir_key(kind);
-        match get_opt(self.tl, key, self.lsn)? {
+        match self.get(key)? {
             Some(b) => des_u32s(&b, key, "SLRU directory"),
             None => Ok(Vec::new()),
         }
@@ -208,7 +242,7 @@ impl DatadirReader<'_> {
 
     pub fn slru_segment_size(&self, kind: SlruKind, segno: u32) -> Result<u32, TimelineError> {
         let key = slru_segment_size_key(kind, segno);
-        match get_opt(self.tl, key, self.lsn)? {
+        match self.get(key)? {
             Some(b) => des_size(&b, key),
             None => Ok(0),
         }
@@ -220,14 +254,13 @@ impl DatadirReader<'_> {
         segno: u32,
         blkno: u32,
     ) -> Result<Bytes, TimelineError> {
-        Ok(
-            get_opt(self.tl, slru_block_key(kind, segno, blkno), self.lsn)?
-                .unwrap_or_else(zero_page),
-        )
+        Ok(self
+            .get(slru_block_key(kind, segno, blkno))?
+            .unwrap_or_else(zero_page))
     }
 
     pub fn list_twophase_files(&self) -> Result<Vec<u32>, TimelineError> {
-        match get_opt(self.tl, TWOPHASEDIR_KEY, self.lsn)? {
+        match self.get(TWOPHASEDIR_KEY)? {
             Some(b) => des_u32s(&b, TWOPHASEDIR_KEY, "two-phase directory"),
             None => Ok(Vec::new()),
         }
@@ -572,10 +605,7 @@ mod tests {
             .unwrap();
         m.commit(&w, Lsn(0), Lsn(0x100)).unwrap();
 
-        let r = DatadirReader {
-            tl: &tl,
-            lsn: Lsn(0x100),
-        };
+        let r = DatadirReader::new(&tl, Lsn(0x100));
         assert_eq!(r.list_dbs().unwrap().get(&(1663, 5)), Some(&false));
         assert_eq!(r.rel_size(rel).unwrap(), Some(3));
         assert_eq!(r.rel_page(rel, 0).unwrap(), zero_page());
@@ -595,10 +625,7 @@ mod tests {
         m.drop_db(1663, 5).unwrap();
         m.commit(&w, Lsn(0x200), Lsn(0x300)).unwrap();
 
-        let at = |lsn| DatadirReader {
-            tl: &tl,
-            lsn: Lsn(lsn),
-        };
+        let at = |lsn| DatadirReader::new(&tl, Lsn(lsn));
         assert_eq!(at(0x200).rel_size(rel).unwrap(), Some(1));
         assert!(at(0x200).list_twophase_files().unwrap().is_empty());
         assert_eq!(at(0x300).rel_size(rel).unwrap(), None);

@@ -67,10 +67,7 @@ pub struct WalIngest {
 impl WalIngest {
     /// Start ingesting into `tl` after its `last_record_lsn`.
     pub fn new(tl: &Timeline) -> anyhow::Result<WalIngest> {
-        let r = DatadirReader {
-            tl,
-            lsn: tl.last_record_lsn(),
-        };
+        let r = DatadirReader::new(tl, tl.last_record_lsn());
         let cp = r
             .checkpoint()
             .context("reading the checkpoint to start WAL ingest")?;
@@ -345,7 +342,7 @@ impl WalIngest {
             } => {
                 let src = m.reader_state();
                 let (tl, lsn) = (src.0, src.1);
-                let r = DatadirReader { tl, lsn };
+                let r = DatadirReader::new(tl, lsn);
                 let relmap = r.relmap_file(src_tablespace_id, src_db_id)?;
                 m.put_db(tablespace_id, db_id, relmap.is_some())?;
                 if let Some(map) = relmap {
@@ -514,7 +511,7 @@ fn truncate_slru(
 ) -> anyhow::Result<()> {
     let cutoff_seg = cutoff_page / SLRU_PAGES_PER_SEGMENT;
     let r = m.reader_state();
-    let segs = DatadirReader { tl: r.0, lsn: r.1 }.list_slru_segments(kind)?;
+    let segs = DatadirReader::new(r.0, r.1).list_slru_segments(kind)?;
     for segno in segs {
         if segno < cutoff_seg {
             m.drop_slru_segment(kind, segno)?;

@@ -296,11 +296,7 @@ fn stream_once(
         .first()
         .and_then(|r| r.first().cloned().flatten())
         .unwrap_or_default();
-    let control = DatadirReader {
-        tl,
-        lsn: tl.last_record_lsn(),
-    }
-    .control_file()?;
+    let control = DatadirReader::new(tl, tl.last_record_lsn()).control_file()?;
     let ours = ControlFileData::decode(&control)?.system_identifier;
     if sysid != ours.to_string() {
         bail!("the WAL source is system {sysid}, but this timeline belongs to system {ours}");

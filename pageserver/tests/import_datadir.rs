@@ -30,10 +30,7 @@ fn import_of_initdb_reads_back_every_file() {
     assert_eq!(tl.disk_consistent_lsn(), point.end_lsn);
     assert!(!tl.layer_files().is_empty());
 
-    let r = DatadirReader {
-        tl: &tl,
-        lsn: point.end_lsn,
-    };
+    let r = DatadirReader::new(&tl, point.end_lsn);
     let dbs = r.list_dbs().unwrap();
     assert!(dbs.len() >= 4, "databases: {dbs:?}"); // global, template0, template1, postgres
     let mut pages = 0;

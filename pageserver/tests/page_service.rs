@@ -105,10 +105,7 @@ impl Fixture {
     }
 
     fn reader(&self) -> DatadirReader<'_> {
-        DatadirReader {
-            tl: &self.tl,
-            lsn: self.lsn(),
-        }
+        DatadirReader::new(&self.tl, self.lsn())
     }
 
     /// The relation fork's file in the initdb directory (one segment).

@@ -26,13 +26,13 @@ fn bootstrap_branch_and_reload() {
     let main = tenant.bootstrap_timeline(main_id).unwrap();
     let lsn = main.last_record_lsn();
     assert!(lsn > Lsn(0));
-    assert!(DatadirReader { tl: &main, lsn }.list_dbs().unwrap().len() >= 4);
+    assert!(DatadirReader::new(&main, lsn).list_dbs().unwrap().len() >= 4);
 
     let child_id = TimelineId::generate();
     let child = tenant.branch_timeline(child_id, main_id, None).unwrap();
     assert_eq!(child.last_record_lsn(), lsn);
     assert_eq!(child.ancestor().unwrap().1, lsn);
-    assert!(DatadirReader { tl: &child, lsn }.list_dbs().unwrap().len() >= 4);
+    assert!(DatadirReader::new(&child, lsn).list_dbs().unwrap().len() >= 4);
     // Refused: above the ancestor's last LSN, below its GC cutoff, existing id, unknown ancestor.
     assert!(tenant
         .branch_timeline(TimelineId::generate(), main_id, Some(lsn + 8))
@@ -62,7 +62,7 @@ fn bootstrap_branch_and_reload() {
     let mgr = TenantManager::load(dir.path(), conf).unwrap();
     let child = mgr.get_timeline(tenant_id, child_id).unwrap();
     assert_eq!(child.ancestor().unwrap().0.timeline_id, main_id);
-    assert!(DatadirReader { tl: &child, lsn }.list_dbs().unwrap().len() >= 4);
+    assert!(DatadirReader::new(&child, lsn).list_dbs().unwrap().len() >= 4);
     assert_eq!(mgr.get(tenant_id).unwrap().list_timelines().len(), 2);
     assert!(!junk.exists());
     assert!(mgr

@@ -144,7 +144,7 @@ fn ingested_wal_matches_the_server_files() {
         "ingest stopped at {lsn}, before the shutdown checkpoint"
     );
 
-    let r = DatadirReader { tl: &tl, lsn };
+    let r = DatadirReader::new(&tl, lsn);
     // Databases: exactly the directories under base/ (plus global).
     let mut on_disk: Vec<u32> = std::fs::read_dir(pgdata.join("base"))
         .unwrap()

@@ -91,7 +91,7 @@ fn follows_a_primary_through_a_slot() {
     );
 
     let lsn = tl.last_record_lsn();
-    let r = DatadirReader { tl: &tl, lsn };
+    let r = DatadirReader::new(&tl, lsn);
     let relnode: u32 = server
         .psql(
             "postgres",

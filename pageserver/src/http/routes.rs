@@ -417,7 +417,7 @@ pub struct TimelineDetail {
 }
 
 fn logical_size(tl: &Timeline, lsn: Lsn) -> Result<u64, TimelineError> {
-    let reader = DatadirReader { tl, lsn };
+    let reader = DatadirReader::new(tl, lsn);
     let mut total = 0;
     for (spc, db) in reader.list_dbs()?.keys() {
         total += reader.db_size(*spc, *db)?;

@@ -804,11 +804,17 @@ async fn read_requests(
             }
         };
         let pending = match PagestreamRequest::parse(&data) {
-            Ok(req) => Pending::Answer {
-                reqid: req.reqid,
-                task: tokio::spawn(
-                    answer_request(Arc::clone(tl), wait_timeout, req).instrument(Span::current()),
-                ),
+            // Most reads are answered from memory and the page cache right
+            // here: no task, no blocking thread, no hand-off.
+            Ok(req) => match answer_now(tl, &req) {
+                Some(resp) => Pending::Ready(resp),
+                None => Pending::Answer {
+                    reqid: req.reqid,
+                    task: tokio::spawn(
+                        answer_request(Arc::clone(tl), wait_timeout, req)
+                            .instrument(Span::current()),
+                    ),
+                },
             },
             Err(e) => {
                 // The reqid, if the header got that far.
@@ -918,8 +924,24 @@ async fn read_at_lsn(
             tl.last_record_lsn()
         ));
     }
+    let lsn = read_lsn(&tl, &req)?;
+    let span = Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            read_body(&DatadirReader::new(&tl, lsn), req.body).map_err(|e| match e {
+                ReadFail::Msg(m) => m,
+                ReadFail::WouldBlock => "internal error: a blocking read would block".into(),
+            })
+        })
+    })
+    .await
+    .map_err(|e| format!("internal error in the pageserver: {e}"))?
+}
+
+/// The LSN a request reads at, once any wait for WAL is over.
+fn read_lsn(tl: &Timeline, req: &PagestreamRequest) -> Result<Lsn, String> {
     let last = tl.last_record_lsn();
-    let lsn = effective_lsn(request_lsn, not_modified_since, last);
+    let lsn = effective_lsn(req.request_lsn, req.not_modified_since, last);
     if lsn > last {
         return Err(format!(
             "LSN {lsn} is beyond the timeline's last record {last}"
@@ -931,10 +953,53 @@ async fn read_at_lsn(
             "requested LSN {lsn} is below the GC cutoff {cutoff}: that history is gone"
         ));
     }
-    let span = Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| read_body(&tl, lsn, req.body)))
-        .await
-        .map_err(|e| format!("internal error in the pageserver: {e}"))?
+    Ok(lsn)
+}
+
+/// The answer to `req` if it can be given without waiting for WAL, reading
+/// a layer file or running WAL redo; `None` otherwise.
+fn answer_now(tl: &Timeline, req: &PagestreamRequest) -> Option<PagestreamResponse> {
+    let reqid = req.reqid;
+    if let Err(e) = req.validate() {
+        return Some(PagestreamResponse::error(reqid, e.to_string()));
+    }
+    if needs_wait(req.not_modified_since, tl.last_record_lsn()) {
+        return None;
+    }
+    let body = read_lsn(tl, req)
+        .map_err(ReadFail::Msg)
+        .and_then(|lsn| read_body(&DatadirReader::cached_only(tl, lsn), req.body.clone()));
+    match body {
+        Ok(body) => Some(PagestreamResponse { reqid, body }),
+        Err(ReadFail::WouldBlock) => None,
+        Err(ReadFail::Msg(msg)) => {
+            debug!(reqid, "pagestream request failed: {msg}");
+            Some(PagestreamResponse::error(reqid, msg))
+        }
+    }
+}
+
+/// Why a read gave no answer.
+enum ReadFail {
+    /// A cached-only read needs I/O or redo.
+    WouldBlock,
+    /// The error message for the client.
+    Msg(String),
+}
+
+impl From<TimelineError> for ReadFail {
+    fn from(e: TimelineError) -> Self {
+        match e {
+            TimelineError::WouldBlock => ReadFail::WouldBlock,
+            e => ReadFail::Msg(storage_error(e)),
+        }
+    }
+}
+
+impl From<String> for ReadFail {
+    fn from(m: String) -> Self {
+        ReadFail::Msg(m)
+    }
 }
 
 /// A storage error as a response message (logged: it is not the client's fault).
@@ -943,42 +1008,42 @@ fn storage_error(e: TimelineError) -> String {
     e.to_string()
 }
 
-/// The answer to a request at `lsn`, read from storage.
+/// The answer to a request, read with `r`.
 fn read_body(
-    tl: &Timeline,
-    lsn: Lsn,
+    r: &DatadirReader,
     body: PagestreamRequestBody,
-) -> Result<PagestreamResponseBody, String> {
+) -> Result<PagestreamResponseBody, ReadFail> {
     use PagestreamRequestBody as Req;
     use PagestreamResponseBody as Resp;
-    let r = DatadirReader { tl, lsn };
-    let size = |rel| match r.rel_size(rel).map_err(storage_error)? {
-        Some(n) => Ok(n),
-        None => Err(format!("relation {rel} does not exist at LSN {lsn}")),
+    let lsn = r.lsn;
+    let size = |rel| -> Result<u32, ReadFail> {
+        match r.rel_size(rel)? {
+            Some(n) => Ok(n),
+            None => Err(format!("relation {rel} does not exist at LSN {lsn}").into()),
+        }
     };
     Ok(match body {
-        Req::Exists { rel } => Resp::Exists(r.rel_exists(rel).map_err(storage_error)?),
+        Req::Exists { rel } => Resp::Exists(r.rel_exists(rel)?),
         Req::Nblocks { rel } => Resp::Nblocks(size(rel)?),
         Req::GetPage { rel, blkno } => {
             let n = size(rel)?;
             if blkno >= n {
                 return Err(format!(
                     "block {blkno} of relation {rel} is beyond its end at LSN {lsn} ({n} blocks)"
-                ));
+                )
+                .into());
             }
-            Resp::GetPage(r.rel_page(rel, blkno).map_err(storage_error)?)
+            Resp::GetPage(r.rel_page(rel, blkno)?)
         }
         Req::DbSize { dbnode } => {
-            let bytes = r
-                .db_size(DEFAULTTABLESPACE_OID, dbnode)
-                .map_err(storage_error)?;
+            let bytes = r.db_size(DEFAULTTABLESPACE_OID, dbnode)?;
             Resp::DbSize(i64::try_from(bytes).unwrap_or(i64::MAX))
         }
         Req::GetSlruSegment { kind, segno } => {
-            let n = r.slru_segment_size(kind, segno).map_err(storage_error)?;
+            let n = r.slru_segment_size(kind, segno)?;
             let mut pages = BytesMut::with_capacity(n as usize * crate::pagestream::PAGE_SIZE);
             for blkno in 0..n {
-                pages.put_slice(&r.slru_page(kind, segno, blkno).map_err(storage_error)?);
+                pages.put_slice(&r.slru_page(kind, segno, blkno)?);
             }
             Resp::GetSlruSegment(pages.freeze())
         }

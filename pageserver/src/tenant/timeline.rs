@@ -56,6 +56,10 @@ pub enum TimelineError {
     Redo(#[from] WalRedoError),
     #[error("timeline {0}: {1}")]
     Invalid(TimelineId, String),
+    /// A cached-only read ([`Timeline::get_cached`]) that needs file I/O or
+    /// WAL redo.
+    #[error("the read needs file I/O or WAL redo")]
+    WouldBlock,
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -63,6 +67,16 @@ pub enum TimelineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Where the newest version of a key is ([`Timeline::newest_version`]).
+enum Newest {
+    /// An image in an in-memory layer: the value itself.
+    MemoryImage(Bytes),
+    /// A WAL record in an in-memory layer.
+    Memory,
+    /// In a layer file, at this LSN.
+    File(Lsn),
 }
 
 /// The LSNs that describe how far a timeline has got.
@@ -339,10 +353,11 @@ impl Timeline {
         // page read from a layer file or rebuilt by redo is cached under the
         // newest version's LSN: a hit costs no value read, no decompression
         // and no redo. (Versions still in memory are cheap to read.)
-        let newest = self.newest_version(key, lsn)?;
-        let cache_key = match newest {
-            Some((l, false)) => Some((self.tenant_id, self.timeline_id, key, l)),
-            _ => None,
+        let cache_key = match self.newest_version(key, lsn)? {
+            None => return Err(TimelineError::MissingKey { key, lsn }),
+            Some(Newest::MemoryImage(img)) => return Ok(img),
+            Some(Newest::Memory) => None,
+            Some(Newest::File(l)) => Some((self.tenant_id, self.timeline_id, key, l)),
         };
         if let Some(ck) = &cache_key {
             if let Some(page) = crate::page_cache::get().lookup(ck) {
@@ -372,9 +387,27 @@ impl Timeline {
         Ok(page)
     }
 
-    /// The LSN of the newest version of `key` at or below `lsn`, and whether
-    /// it is in an in-memory layer; reads no values.
-    fn newest_version(&self, key: Key, lsn: Lsn) -> Result<Option<(Lsn, bool)>, TimelineError> {
+    /// [`get`](Self::get) without blocking: answers from in-memory layers
+    /// and the page cache only; `WouldBlock` if a layer file must be read or
+    /// WAL redo run.
+    pub fn get_cached(&self, key: Key, lsn: Lsn) -> Result<Bytes, TimelineError> {
+        let cutoff = self.gc_cutoff_lsn();
+        if lsn < cutoff {
+            return Err(TimelineError::BelowGcCutoff { lsn, cutoff });
+        }
+        match self.newest_version(key, lsn)? {
+            None => Err(TimelineError::MissingKey { key, lsn }),
+            Some(Newest::MemoryImage(img)) => Ok(img),
+            Some(Newest::Memory) => Err(TimelineError::WouldBlock),
+            Some(Newest::File(l)) => crate::page_cache::get()
+                .lookup(&(self.tenant_id, self.timeline_id, key, l))
+                .ok_or(TimelineError::WouldBlock),
+        }
+    }
+
+    /// Where the newest version of `key` at or below `lsn` is; reads no
+    /// values from files.
+    fn newest_version(&self, key: Key, lsn: Lsn) -> Result<Option<Newest>, TimelineError> {
         let mut cont = lsn + 1;
         let map = {
             let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
@@ -386,8 +419,11 @@ impl Timeline {
                 if r.start >= cont {
                     continue;
                 }
-                if let Some((v, _)) = l.get_values(key, r.start..cont).last() {
-                    return Ok(Some((*v, true)));
+                if let Some((_, val)) = l.get_values(key, r.start..cont).last() {
+                    return Ok(Some(match val {
+                        Value::Image(img) => Newest::MemoryImage(img.clone()),
+                        Value::WalRecord(_) => Newest::Memory,
+                    }));
                 }
                 floor = floor.min(r.start);
             }
@@ -397,7 +433,7 @@ impl Timeline {
         while let Some(found) = map.search(key, cont) {
             let reader = found.layer.reader()?;
             if let Some(e) = reader.entries_for(key, found.lsn_range.clone()).last() {
-                return Ok(Some((e.lsn, false)));
+                return Ok(Some(Newest::File(e.lsn)));
             }
             cont = found.lsn_range.start;
         }

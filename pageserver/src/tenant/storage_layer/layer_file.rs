@@ -54,7 +54,10 @@ const INDEX_ENTRY_SIZE: usize = KEY_SIZE + 16;
 const BLOB_HEADER_SIZE: usize = 9;
 /// Values at least this large are tried with zstd.
 const COMPRESS_MIN: usize = 512;
-const ZSTD_LEVEL: i32 = 1;
+/// zstd's fastest regular mode: negative levels skip Huffman coding of
+/// literals, which dominates the cost for 8 KiB pages. Measured on pgbench
+/// WAL: flush about 1.5x faster than level 1 for 5% more bytes on disk.
+const ZSTD_LEVEL: i32 = -1;
 
 /// A layer file that cannot be written or read.
 #[derive(Debug, thiserror::Error)]
