@@ -19,7 +19,9 @@ def _setup(test_output_dir: Path, port_distributor: PortDistributor, overrides=(
         test_output_dir / "pageserver",
         port_distributor.get_port(),
         port_distributor.get_port(),
-        overrides=["wait_lsn_timeout='30s'", *overrides],
+        # "Hot" means the pages read are in the page cache: 64K pages (512 MiB) hold the
+        # full-size pgbench_accounts (about 16.6K blocks) and every metadata key.
+        overrides=["wait_lsn_timeout='30s'", "page_cache_size=65536", *overrides],
     )
     ps.init()
     ps.start()
