@@ -268,17 +268,6 @@ impl Conn {
     }
 }
 
-/// After a flush: compact L0 layers and create an image layer when their
-/// thresholds are reached. Failures are logged; ingest goes on.
-fn maintain_layers(tl: &Timeline) {
-    if let Err(e) = tl.compact(false) {
-        warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "compaction failed: {e}");
-    }
-    if let Err(e) = tl.create_image_layer(false) {
-        warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "image layer creation failed: {e}");
-    }
-}
-
 fn pg_now() -> i64 {
     postgres_ffi::xlog_utils::to_pg_timestamp(std::time::SystemTime::now())
 }
@@ -376,7 +365,10 @@ fn stream_once(
             || (last_flush.elapsed() >= conf_timeout && tl.open_layer_size() > 0)
         {
             tl.freeze_and_flush()?;
-            maintain_layers(tl);
+            // Inline: while an image layer is built, ingest waits, which
+            // keeps L0 layers from piling up across image and branch LSNs
+            // (compaction would merge them into L1 layers GC cannot drop).
+            tl.maintain_layers();
             last_flush = Instant::now();
             reply = true;
         }

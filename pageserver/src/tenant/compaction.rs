@@ -25,7 +25,10 @@ impl Timeline {
     /// Compact L0 delta layers if there are at least `compaction_threshold`
     /// (or `force` and at least two). Returns the number of L1 layers written.
     pub fn compact(&self, force: bool) -> Result<usize, TimelineError> {
-        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self
+            .maintenance_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut l0: Vec<Arc<PersistentLayer>> = {
             let l = self.layers.read().unwrap_or_else(|e| e.into_inner());
             l.map.level0_deltas()

@@ -57,14 +57,19 @@ impl Timeline {
         layers
             .map
             .iter()
-            .filter(|l| l.is_delta() && last_image.is_none_or(|img| l.lsn_range().start > img))
+            // Deltas holding any version newer than the image, including L1
+            // layers that compaction merged across the image's LSN.
+            .filter(|l| l.is_delta() && last_image.is_none_or(|img| l.lsn_range().end > img + 1))
             .count()
     }
 
     /// Create an image layer at `disk_consistent_lsn` if enough deltas piled
     /// up (or `force`). Returns the new layer's name.
     pub fn create_image_layer(&self, force: bool) -> Result<Option<LayerFileName>, TimelineError> {
-        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self
+            .maintenance_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if !force && self.deltas_above_last_image() < self.conf.image_creation_threshold {
             return Ok(None);
         }
@@ -134,6 +139,11 @@ impl Timeline {
         branch_points: &[Lsn],
     ) -> Result<GcResult, TimelineError> {
         let pitr_cutoff = self.pitr_cutoff(pitr)?;
+        let _maintenance = self
+            .maintenance_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Also against flushes: both rewrite the metadata file.
         let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
         let last = self.last_record_lsn();
         let mut md = self.metadata();

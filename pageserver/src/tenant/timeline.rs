@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
@@ -112,6 +112,10 @@ pub struct Timeline {
     record_lsn_tx: watch::Sender<RecordLsn>,
     pub(crate) metadata: Mutex<TimelineMetadata>,
     pub(crate) flush_lock: Mutex<()>,
+    /// Held by compaction, image layer creation and GC (in that order before
+    /// `flush_lock`, which GC also takes for the metadata): they exclude each
+    /// other but not flushes, so ingest does not wait for them.
+    pub(crate) maintenance_lock: Mutex<()>,
     walredo: Arc<dyn WalRedoManager>,
 }
 
@@ -197,6 +201,7 @@ impl Timeline {
             record_lsn_tx,
             metadata: Mutex::new(metadata),
             flush_lock: Mutex::new(()),
+            maintenance_lock: Mutex::new(()),
             walredo,
         })
     }
@@ -525,6 +530,16 @@ impl Timeline {
                 anc.collect(key, below, records)
             }
             None => Ok(None),
+        }
+    }
+
+    /// Compact, then create an image layer, when their thresholds are reached.
+    pub fn maintain_layers(&self) {
+        if let Err(e) = self.compact(false) {
+            warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "compaction failed: {e}");
+        }
+        if let Err(e) = self.create_image_layer(false) {
+            warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "image layer creation failed: {e}");
         }
     }
 
