@@ -859,4 +859,39 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("0/300"), "{e}");
     }
+
+    #[test]
+    fn cached_reads_never_touch_files_and_agree_with_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let w = tl.writer();
+        // key 1: an image on disk; key 2: an image in memory.
+        w.put(key(1), Lsn(0x110), page(1)).unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        tl.freeze_and_flush().unwrap();
+        w.put(key(2), Lsn(0x210), page(2)).unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x210));
+
+        let cached = |k, l| tl.get_cached(key(k), Lsn(l));
+        assert_eq!(cached(2, 0x300).unwrap()[0], 2);
+        assert!(matches!(
+            cached(3, 0x300),
+            Err(TimelineError::MissingKey { .. })
+        ));
+        // On disk and not yet cached: a cached-only read would block.
+        assert!(matches!(cached(1, 0x300), Err(TimelineError::WouldBlock)));
+        // A real read caches it under its version's LSN ...
+        assert_eq!(tl.get(key(1), Lsn(0x300)).unwrap()[0], 1);
+        // ... which serves every later LSN until a newer version arrives.
+        assert_eq!(cached(1, 0x200).unwrap()[0], 1);
+        assert_eq!(cached(1, 0x300).unwrap()[0], 1);
+        w.put(key(1), Lsn(0x310), page(7)).unwrap();
+        w.finish_write(Lsn(0x210), Lsn(0x310));
+        assert_eq!(cached(1, 0x310).unwrap()[0], 7);
+        assert_eq!(cached(1, 0x300).unwrap()[0], 1);
+        tl.freeze_and_flush().unwrap();
+        assert!(matches!(cached(1, 0x310), Err(TimelineError::WouldBlock)));
+        assert_eq!(tl.get(key(1), Lsn(0x310)).unwrap()[0], 7);
+        assert_eq!(cached(1, 0x310).unwrap()[0], 7);
+    }
 }
