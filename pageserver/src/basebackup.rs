@@ -153,6 +153,56 @@ fn place_record(seg: &mut [u8], seg_start: Lsn, lsn: Lsn, rec: &[u8]) -> anyhow:
 }
 
 /// Write a basebackup of `tl` at `lsn` as a tar to `out`.
+/// Blocks `range` of `rel`, concatenated. Large ranges are read by one
+/// thread per CPU (each reconstruction may wait for WAL redo, and the redo
+/// process pool replays in parallel).
+fn read_blocks(
+    r: &DatadirReader,
+    rel: RelTag,
+    range: std::ops::Range<u32>,
+) -> anyhow::Result<Vec<u8>> {
+    let read = |blocks: std::ops::Range<u32>| -> anyhow::Result<Vec<u8>> {
+        let mut data = Vec::with_capacity(blocks.len() * BLCKSZ as usize);
+        for blk in blocks {
+            let page = r
+                .rel_page(rel, blk)
+                .with_context(|| format!("reconstructing {rel} block {blk} at {}", r.lsn))?;
+            data.extend_from_slice(&page);
+        }
+        Ok(data)
+    };
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(crate::walredo::MAX_REDO_PROCESSES) as u32;
+    let n = range.end - range.start;
+    if workers < 2 || n < 64 {
+        return read(range);
+    }
+    let chunk = n.div_ceil(workers);
+    let parts: Vec<anyhow::Result<Vec<u8>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|i| {
+                let lo = range.start + i * chunk;
+                let hi = (lo + chunk).min(range.end);
+                s.spawn(move || read(lo..hi.max(lo)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a basebackup reader panicked")))
+            })
+            .collect()
+    });
+    let mut data = Vec::with_capacity(n as usize * BLCKSZ as usize);
+    for p in parts {
+        data.extend_from_slice(&p?);
+    }
+    Ok(data)
+}
+
 pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) -> anyhow::Result<W> {
     let r = DatadirReader::new(tl, lsn);
     let mtime = SystemTime::now()
@@ -205,13 +255,7 @@ pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) ->
                     if first >= last && segno > 0 {
                         break;
                     }
-                    let mut data = Vec::with_capacity((last - first) as usize * BLCKSZ as usize);
-                    for blk in first..last {
-                        let page = r.rel_page(rel, blk).with_context(|| {
-                            format!("reconstructing {rel} block {blk} at {lsn}")
-                        })?;
-                        data.extend_from_slice(&page);
-                    }
+                    let data = read_blocks(&r, rel, first..last)?;
                     t.file(&relation_segment_path(rel.rnode(), forknum, segno), &data)?;
                     segno += 1;
                     if last >= nblocks {

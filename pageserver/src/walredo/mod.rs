@@ -92,14 +92,34 @@ impl WalRedoManager for NativeOnlyRedoManager {
     }
 }
 
+/// One redo process per CPU, at most [`MAX_REDO_PROCESSES`].
+fn redo_pool_size() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_REDO_PROCESSES)
+}
+
 /// Reconstructs pages with `postgres --wal-redo` (and Rust for native records).
+///
+/// A tenant has a pool of redo processes, one per CPU (at most
+/// [`MAX_REDO_PROCESSES`]), each started on first use and restarted after a
+/// failure, so concurrent reads (page service clients, a basebackup) replay
+/// in parallel. They share one data directory: `--wal-redo` takes no lock
+/// file.
 pub struct PostgresRedoManager {
     pg_distrib_dir: PathBuf,
     datadir: PathBuf,
     tenant: String,
     timeout: Duration,
-    process: Mutex<Option<process::RedoProcess>>,
+    processes: Vec<Mutex<Option<process::RedoProcess>>>,
+    /// Serializes creating the data directory.
+    datadir_lock: Mutex<()>,
+    next: std::sync::atomic::AtomicUsize,
 }
+
+/// Upper bound of a tenant's redo process pool.
+pub const MAX_REDO_PROCESSES: usize = 4;
 
 impl PostgresRedoManager {
     /// `datadir` is created with initdb on first use.
@@ -114,8 +134,27 @@ impl PostgresRedoManager {
             datadir,
             tenant,
             timeout,
-            process: Mutex::new(None),
+            processes: (0..redo_pool_size()).map(|_| Mutex::new(None)).collect(),
+            datadir_lock: Mutex::new(()),
+            next: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// A free slot of the pool if there is one, else the next in turn
+    /// (waiting for it).
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<process::RedoProcess>> {
+        let n = self.processes.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..n {
+            match self.processes[(start + i) % n].try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.processes[start % n]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn apply_postgres(
@@ -134,9 +173,12 @@ impl PostgresRedoManager {
                 lsn,
                 reason: "PostgreSQL records are only stored for relation blocks".into(),
             })?;
-        let mut guard = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.slot();
         if guard.is_none() {
-            process::ensure_redo_datadir(&self.pg_distrib_dir, &self.datadir).map_err(err)?;
+            {
+                let _d = self.datadir_lock.lock().unwrap_or_else(|e| e.into_inner());
+                process::ensure_redo_datadir(&self.pg_distrib_dir, &self.datadir).map_err(err)?;
+            }
             *guard = Some(
                 process::RedoProcess::launch(&self.pg_distrib_dir, &self.datadir, &self.tenant)
                     .map_err(err)?,
