@@ -32,7 +32,7 @@ use super::layer_map::{LayerMap, PersistentLayer};
 use super::metadata::{MetadataError, TimelineMetadata};
 use super::storage_layer::filename::LayerFileName;
 use super::storage_layer::inmemory_layer::InMemoryLayer;
-use super::storage_layer::layer_file::LayerError;
+use super::storage_layer::layer_file::{IndexEntry, LayerError, LayerReader};
 use crate::config::TenantConf;
 use crate::key::Key;
 use crate::value::{Value, ZenithWalRecord};
@@ -67,6 +67,13 @@ pub enum TimelineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Versions of one key in one layer, ascending by LSN
+/// ([`Timeline::walk_versions`]).
+enum VersionSource<'a> {
+    Memory(&'a [(Lsn, Value)]),
+    File(&'a LayerReader, &'a [IndexEntry]),
 }
 
 /// Where the newest version of a key is ([`Timeline::newest_version`]).
@@ -410,9 +417,17 @@ impl Timeline {
         }
     }
 
-    /// Where the newest version of `key` at or below `lsn` is; reads no
-    /// values from files.
-    fn newest_version(&self, key: Key, lsn: Lsn) -> Result<Option<Newest>, TimelineError> {
+    /// Visit the places holding versions of `key` at or below `lsn`, newest
+    /// first: the open layer, frozen layers newest to oldest (under the
+    /// layers lock), layer files as the layer map's search rule finds them,
+    /// then the ancestor below the branch point. `visit` returns `Some` to
+    /// stop the walk with that result.
+    fn walk_versions<R>(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        visit: &mut dyn FnMut(VersionSource<'_>) -> Result<Option<R>, TimelineError>,
+    ) -> Result<Option<R>, TimelineError> {
         let mut cont = lsn + 1;
         let map = {
             let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
@@ -424,11 +439,9 @@ impl Timeline {
                 if r.start >= cont {
                     continue;
                 }
-                if let Some((_, val)) = l.get_values(key, r.start..cont).last() {
-                    return Ok(Some(match val {
-                        Value::Image(img) => Newest::MemoryImage(img.clone()),
-                        Value::WalRecord(_) => Newest::Memory,
-                    }));
+                if let Some(done) = visit(VersionSource::Memory(l.get_values(key, r.start..cont)))?
+                {
+                    return Ok(Some(done));
                 }
                 floor = floor.min(r.start);
             }
@@ -437,100 +450,74 @@ impl Timeline {
         };
         while let Some(found) = map.search(key, cont) {
             let reader = found.layer.reader()?;
-            if let Some(e) = reader.entries_for(key, found.lsn_range.clone()).last() {
-                return Ok(Some(Newest::File(e.lsn)));
+            let entries = reader.entries_for(key, found.lsn_range.clone());
+            if let Some(done) = visit(VersionSource::File(&reader, entries))? {
+                return Ok(Some(done));
             }
             cont = found.lsn_range.start;
         }
         match &self.ancestor {
             Some((anc, branch_lsn)) => {
                 let below = Lsn(cont.0.saturating_sub(1)).min(*branch_lsn);
-                anc.newest_version(key, below)
+                anc.walk_versions(key, below, visit)
             }
             None => Ok(None),
         }
     }
 
+    /// Where the newest version of `key` at or below `lsn` is; reads no
+    /// values from files.
+    fn newest_version(&self, key: Key, lsn: Lsn) -> Result<Option<Newest>, TimelineError> {
+        self.walk_versions(key, lsn, &mut |src| {
+            Ok(match src {
+                VersionSource::Memory(vals) => vals.last().map(|(_, v)| match v {
+                    Value::Image(img) => Newest::MemoryImage(img.clone()),
+                    Value::WalRecord(_) => Newest::Memory,
+                }),
+                VersionSource::File(_, entries) => entries.last().map(|e| Newest::File(e.lsn)),
+            })
+        })
+    }
+
     /// Collect versions of `key` at or below `lsn`, newest first, into
     /// `records`, down to an image (returned) or an initializing record.
+    /// Values are cloned or read only that far (a hot key has thousands of
+    /// versions).
     fn collect(
         &self,
         key: Key,
         lsn: Lsn,
         records: &mut Vec<(Lsn, ZenithWalRecord)>,
     ) -> Result<Option<(Lsn, Bytes)>, TimelineError> {
-        let mut cont = lsn + 1;
-        // Returns true when reconstruction needs nothing older.
-        let take = |vals: &mut dyn Iterator<Item = (Lsn, Value)>,
-                    records: &mut Vec<(Lsn, ZenithWalRecord)>| {
-            for (l, v) in vals {
-                match v {
-                    Value::Image(img) => return Some(Some((l, img))),
-                    Value::WalRecord(r) => {
-                        let init = r.will_init();
-                        records.push((l, r));
-                        if init {
-                            return Some(None);
+        // Some(base) when reconstruction needs nothing older.
+        let mut take = |l: Lsn, v: Value| match v {
+            Value::Image(img) => Some(Some((l, img))),
+            Value::WalRecord(r) => {
+                let init = r.will_init();
+                records.push((l, r));
+                init.then_some(None)
+            }
+        };
+        let found = self.walk_versions(key, lsn, &mut |src| {
+            match src {
+                VersionSource::Memory(vals) => {
+                    for (l, v) in vals.iter().rev() {
+                        if let Some(done) = take(*l, v.clone()) {
+                            return Ok(Some(done));
+                        }
+                    }
+                }
+                VersionSource::File(reader, entries) => {
+                    for e in entries.iter().rev() {
+                        if let Some(done) = take(e.lsn, reader.read_value(e)?) {
+                            return Ok(Some(done));
                         }
                     }
                 }
             }
-            None
-        };
-        let map = {
-            let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
-            // Newest first: the open layer, then frozen layers newest to
-            // oldest; values are cloned only down to the first image or
-            // initializing record (a hot key has thousands of versions).
-            let open = layers.open.iter().map(|l| l as &InMemoryLayer);
-            let frozen = layers.frozen.iter().rev().map(|l| l.as_ref());
-            let mut floor = cont;
-            for l in open.chain(frozen) {
-                let r = l.lsn_range();
-                if r.start >= cont {
-                    continue;
-                }
-                let mut vals = l.get_values(key, r.start..cont).iter().rev().cloned();
-                if let Some(done) = take(&mut vals, records) {
-                    return Ok(done);
-                }
-                floor = floor.min(r.start);
-            }
-            cont = floor;
-            Arc::clone(&layers.map)
-        };
-        while let Some(found) = map.search(key, cont) {
-            let reader = found.layer.reader()?;
-            // Newest first, reading values only until the first image or
-            // initializing record (a key can have thousands of versions).
-            let mut err = None;
-            let mut vals = reader
-                .entries_for(key, found.lsn_range.clone())
-                .iter()
-                .rev()
-                .map_while(|e| match reader.read_value(e) {
-                    Ok(v) => Some((e.lsn, v)),
-                    Err(x) => {
-                        err = Some(x);
-                        None
-                    }
-                });
-            let done = take(&mut vals, records);
-            if let Some(e) = err {
-                return Err(e.into());
-            }
-            if let Some(done) = done {
-                return Ok(done);
-            }
-            cont = found.lsn_range.start;
-        }
-        match &self.ancestor {
-            Some((anc, branch_lsn)) => {
-                let below = Lsn(cont.0.saturating_sub(1)).min(*branch_lsn);
-                anc.collect(key, below, records)
-            }
-            None => Ok(None),
-        }
+            Ok(None)
+        })?;
+        Ok(found.flatten())
     }
 
     /// Compact, then create an image layer, when their thresholds are reached.
