@@ -248,18 +248,23 @@ mod tests {
         assert!(!pf.exists(), "stale pid file removed");
     }
 
-    #[test]
-    fn start_wait_and_stop() {
-        let dir = tempfile::tempdir().unwrap();
-        let pf = dir.path().join("sleep.pid");
-        let d = Daemon {
+    /// `sleep 30` as a daemon with its files in `dir`.
+    fn sleeper(dir: &Path) -> Daemon<'static> {
+        Daemon {
             name: "sleeper",
             program: Path::new("/bin/sleep"),
             args: vec!["30".into()],
             envs: vec![],
-            log_file: dir.path().join("sleep.log"),
-            pid_file: pf.clone(),
-        };
+            log_file: dir.join("sleep.log"),
+            pid_file: dir.join("sleep.pid"),
+        }
+    }
+
+    #[test]
+    fn start_wait_and_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let pf = dir.path().join("sleep.pid");
+        let d = sleeper(dir.path());
         let pid = start_daemon(&d, Duration::from_secs(5), || true).unwrap();
         std::fs::write(&pf, format!("{pid}\n")).unwrap();
         assert!(start_daemon(&d, Duration::from_secs(5), || true)
@@ -278,14 +283,7 @@ mod tests {
     #[test]
     fn never_ready_is_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let d = Daemon {
-            name: "sleeper",
-            program: Path::new("/bin/sleep"),
-            args: vec!["30".into()],
-            envs: vec![],
-            log_file: dir.path().join("sleep.log"),
-            pid_file: dir.path().join("sleep.pid"),
-        };
+        let d = sleeper(dir.path());
         let err = start_daemon(&d, Duration::from_millis(200), || false).unwrap_err();
         assert!(err.to_string().contains("did not become ready"), "{err}");
     }

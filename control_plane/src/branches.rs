@@ -109,10 +109,8 @@ pub fn create_branch(
     new_name: &str,
     source: &str,
 ) -> anyhow::Result<TimelineInfo> {
-    crate::local_env::validate_name("branch", new_name)?;
-    if env.branch_timeline(tenant, new_name).is_ok() {
-        bail!("branch {new_name:?} already exists in tenant {tenant}: pick another name");
-    }
+    // Before anything is created on the pageserver.
+    env.check_new_branch(tenant, new_name)?;
     let (src, point) = parse_source(source)?;
     let info = {
         let ps = PageServerNode::new(env);

@@ -339,6 +339,15 @@ impl LocalEnv {
             .map(|b| b.name.as_str())
     }
 
+    /// Fail unless `name` is a valid branch name the tenant does not have yet.
+    pub fn check_new_branch(&self, tenant: TenantId, name: &str) -> anyhow::Result<()> {
+        validate_name("branch", name)?;
+        if self.branch_timeline(tenant, name).is_ok() {
+            bail!("branch {name:?} already exists in tenant {tenant}: pick another name");
+        }
+        Ok(())
+    }
+
     /// Record a branch name; refused if the tenant already has it.
     pub fn add_branch(
         &mut self,
@@ -346,10 +355,7 @@ impl LocalEnv {
         name: &str,
         timeline: TimelineId,
     ) -> anyhow::Result<()> {
-        validate_name("branch", name)?;
-        if self.branch_timeline(tenant, name).is_ok() {
-            bail!("branch {name:?} already exists in tenant {tenant}: pick another name");
-        }
+        self.check_new_branch(tenant, name)?;
         self.branches.push(BranchName {
             name: name.to_string(),
             tenant_id: tenant,

@@ -239,6 +239,17 @@ impl<'a> PageServerNode<'a> {
         Ok(t.id)
     }
 
+    /// Create a tenant and bootstrap its first timeline (initdb + import);
+    /// returns both ids (the caller names the timeline `main`).
+    pub fn tenant_create_with_timeline(
+        &self,
+        id: Option<TenantId>,
+    ) -> anyhow::Result<(TenantId, TimelineId)> {
+        let tenant = self.tenant_create(id)?;
+        let tl = self.timeline_create(tenant, None, None, None)?;
+        Ok((tenant, tl.timeline_id))
+    }
+
     pub fn tenant_list(&self) -> anyhow::Result<Vec<TenantId>> {
         let l: Vec<TenantInfo> = self.request("GET", "/v1/tenant", None)?;
         Ok(l.into_iter().map(|t| t.id).collect())

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use zenith_utils::id::{TenantId, TimelineId};
 
 use crate::background_process::Stopped;
 use crate::compute::{self, ComputeStatus};
@@ -40,11 +39,7 @@ pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
         let ps = PageServerNode::new(&env);
         ps.init(&init.pageserver_config)?;
         ps.start()?;
-        let created = (|| -> anyhow::Result<(TenantId, TimelineId)> {
-            let tenant = ps.tenant_create(None)?;
-            let tl = ps.timeline_create(tenant, None, None, None)?;
-            Ok((tenant, tl.timeline_id))
-        })();
+        let created = ps.tenant_create_with_timeline(None);
         let stopped = ps.stop(false);
         let (tenant, timeline) = created?;
         stopped?;

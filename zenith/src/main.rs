@@ -264,12 +264,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Tenant(TenantCmd::Create { tenant_id }) => {
             let mut env = load_env()?;
-            let (tenant, timeline) = {
-                let ps = PageServerNode::new(&env);
-                let tenant = ps.tenant_create(tenant_id)?;
-                let tl = ps.timeline_create(tenant, None, None, None)?;
-                (tenant, tl.timeline_id)
-            };
+            let (tenant, timeline) =
+                PageServerNode::new(&env).tenant_create_with_timeline(tenant_id)?;
             env.add_branch(tenant, DEFAULT_BRANCH_NAME, timeline)?;
             env.save()?;
             println!(
@@ -453,7 +449,8 @@ fn create_compute<'a>(
 
 fn status(env: &LocalEnv) -> anyhow::Result<()> {
     let ps = PageServerNode::new(env);
-    match ps.pid()? {
+    let pid = ps.pid()?;
+    match pid {
         Some(pid) => println!(
             "pageserver: running (pid {pid}), page service {}, HTTP {}, log {}",
             env.pageserver.listen_pg_addr,
@@ -465,7 +462,7 @@ fn status(env: &LocalEnv) -> anyhow::Result<()> {
         }
     }
     let computes = compute::list(env)?;
-    let running = ps.pid()?.is_some();
+    let running = pid.is_some();
     let mut tenants: Vec<TenantId> = env.branches.iter().map(|b| b.tenant_id).collect();
     tenants.sort();
     tenants.dedup();
