@@ -1,4 +1,4 @@
-"""The pageserver daemon following a stock PostgreSQL 15 primary (ARCHITECTURE §7, §8; issue 3).
+"""The pageserver daemon following a stock PostgreSQL 15 primary (docs/architecture.md §7, §8).
 
 The pageserver is the one of a ZenithEnv (started and stopped through the zenith CLI); a tenant's
 timeline is imported from the primary's data directory, the primary streams WAL to the

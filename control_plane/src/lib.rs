@@ -1,4 +1,4 @@
-//! The local control plane (ARCHITECTURE.md §10).
+//! The local control plane (docs/architecture.md §10).
 //!
 //! Knows the `.zenith/` repository directory ([`local_env`]) and starts,
 //! stops and inspects the pageserver ([`pageserver`]) and computes

@@ -1,7 +1,7 @@
 //! The repository directory (`.zenith/`, or `$ZENITH_REPO_DIR`) and its
 //! configuration file `config` (TOML).
 //!
-//! Layout (ARCHITECTURE.md §10):
+//! Layout (docs/architecture.md §10):
 //!
 //! ```text
 //! .zenith/

@@ -1,4 +1,4 @@
-//! Basebackup (ARCHITECTURE.md §8): a tar of a data directory at an LSN.
+//! Basebackup (docs/architecture.md §8): a tar of a data directory at an LSN.
 //!
 //! Contents: the standard directory skeleton, `PG_VERSION` files, relmapper
 //! files, SLRU segments (pg_xact, pg_multixact), two-phase state files, a
@@ -14,7 +14,7 @@
 //! - **Slim** (default): no relation files (a compute reads pages with
 //!   GetPage@LSN); the WAL segment holds only a page header positioned at the
 //!   LSN, and `zenith.signal` carries the previous record's LSN for the
-//!   patched startup (ARCHITECTURE.md §3.3).
+//!   patched startup (docs/architecture.md §3.3).
 //!
 //! The LSN must be a record boundary the timeline has reached (the caller
 //! checks `last_record_lsn` and the GC cutoff).

@@ -1,5 +1,5 @@
 //! [`Key`]: the fixed-width, bytewise-ordered key of everything the pageserver
-//! stores (ARCHITECTURE.md §7).
+//! stores (docs/architecture.md §7).
 //!
 //! A key is 18 bytes: `field1: u8, field2: u32, field3: u32, field4: u32,
 //! field5: u8, field6: u32`, compared and serialized big-endian so that byte

@@ -1,4 +1,4 @@
-//! The pageserver (ARCHITECTURE.md §5–§8, §10).
+//! The pageserver (docs/architecture.md §5–§8, §10).
 //!
 //! It follows WAL from a walkeeper or a PostgreSQL primary, decodes it with
 //! `postgres_ffi`, stores page versions in layer files per timeline, and

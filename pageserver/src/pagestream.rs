@@ -1,4 +1,4 @@
-//! The pagestream protocol codec (ARCHITECTURE.md §5): the messages a compute
+//! The pagestream protocol codec (docs/architecture.md §5): the messages a compute
 //! and the pageserver exchange inside CopyData after the client's
 //! `pagestream <tenant> <timeline>` query. Full description: `docs/pagestream.md`.
 //!
@@ -101,7 +101,7 @@ pub enum PagestreamError {
     MessageContainsNul,
 }
 
-/// A request whose LSNs break the rules of ARCHITECTURE.md §5. The server
+/// A request whose LSNs break the rules of docs/architecture.md §5. The server
 /// answers it with an error response; the stream stays open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestLsnError {
@@ -159,7 +159,7 @@ pub enum PagestreamResponseBody {
     Error(String),
 }
 
-/// The LSN to read at (ARCHITECTURE.md §5): the requested version, capped at
+/// The LSN to read at (docs/architecture.md §5): the requested version, capped at
 /// what the timeline has ingested (`last_record_lsn`), but never below
 /// `not_modified_since`. Call it on a [validated](PagestreamRequest::validate)
 /// request after any wait [`needs_wait`] asked for; if `not_modified_since` is
@@ -246,7 +246,7 @@ impl PagestreamRequest {
         Ok(())
     }
 
-    /// Checks the LSN rules of ARCHITECTURE.md §5: `request_lsn` is valid
+    /// Checks the LSN rules of docs/architecture.md §5: `request_lsn` is valid
     /// (not 0/0) and not below `not_modified_since`.
     pub fn validate(&self) -> Result<(), RequestLsnError> {
         if !self.request_lsn.is_valid() {

@@ -1,4 +1,4 @@
-//! WAL ingest (ARCHITECTURE.md §7): turn each decoded WAL record into the
+//! WAL ingest (docs/architecture.md §7): turn each decoded WAL record into the
 //! values it changes, atomically per record.
 //!
 //! - Every block reference files a value under the block's key: the restored

@@ -1,4 +1,4 @@
-//! The proxy (ARCHITECTURE.md §1, §2).
+//! The proxy (docs/architecture.md §1, §2).
 //!
 //! Accepts psql connections, authenticates them and routes each to the
 //! compute of its project through the control-plane API.

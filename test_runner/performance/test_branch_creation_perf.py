@@ -1,6 +1,6 @@
 """Branch creation time (POST /v1/tenant/{tenant}/timeline with an ancestor) at two database sizes.
 
-Branching is meant to be O(1) in the size of the ancestor (ARCHITECTURE.md §7, docs/pageserver.md):
+Branching is meant to be O(1) in the size of the ancestor (docs/architecture.md §7, docs/pageserver.md):
 a new timeline directory with a metadata file pointing at the ancestor and the branch LSN, nothing
 copied. So the time should not grow with the data: the benchmark follows a primary, times branch
 creation (best and median of N, after one untimed warm-up branch) with the ancestor holding a

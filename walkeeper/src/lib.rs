@@ -1,4 +1,4 @@
-//! The walkeeper (ARCHITECTURE.md §9).
+//! The walkeeper (docs/architecture.md §9).
 //!
 //! A walkeeper accepts WAL from a compute's walproposer under a term/vote
 //! quorum protocol, stores it durably in 16 MiB segment files and serves it to

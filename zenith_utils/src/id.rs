@@ -1,7 +1,7 @@
 //! Tenant and timeline identifiers.
 //!
 //! Both are 16 random bytes ([`Id16`]), printed as exactly 32 lower-case hex
-//! characters (`ARCHITECTURE.md` §4). Parsing accepts either case but exactly
+//! characters (docs/architecture.md §4). Parsing accepts either case but exactly
 //! 32 hex digits, nothing else (no prefix, no whitespace, no dashes). Serde
 //! represents an id as that same hex string in every format, so ids look the
 //! same in TOML configs, JSON APIs and log lines.

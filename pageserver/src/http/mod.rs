@@ -1,4 +1,4 @@
-//! The pageserver's HTTP management API (ARCHITECTURE.md §10).
+//! The pageserver's HTTP management API (docs/architecture.md §10).
 //!
 //! JSON over HTTP/1.1 (hyper 1). The routes are described in
 //! `openapi_spec.yml` beside this file (also served at `GET /v1/openapi.yml`)

@@ -1,4 +1,4 @@
-//! The page service (ARCHITECTURE.md §5): the pageserver's PostgreSQL-protocol
+//! The page service (docs/architecture.md §5): the pageserver's PostgreSQL-protocol
 //! endpoint, where computes fetch pages (`pagestream`) and basebackups.
 //!
 //! [`serve`] accepts connections and runs each in its own task. A connection
@@ -8,7 +8,7 @@
 //! | query | answer |
 //! |---|---|
 //! | `pagestream <tenant> <timeline>` | CopyBoth; one [`PagestreamRequest`] per CopyData from the client, one response per CopyData back, in request order (byte format: `docs/pagestream.md`) |
-//! | `basebackup <tenant> <timeline> [<lsn>] [--full]` | CopyOut of the tar of ARCHITECTURE.md §8, then `BASEBACKUP` |
+//! | `basebackup <tenant> <timeline> [<lsn>] [--full]` | CopyOut of the tar of docs/architecture.md §8, then `BASEBACKUP` |
 //! | `identify_system` | one row: systemid, timeline, xlogpos, dbname (the pageserver holds many systems, so it names none: `0`, `1`, `0/0`, NULL) |
 //! | `set ...` | `SET` (ignored) |
 //! | anything else | ERROR 42601 |
@@ -905,7 +905,7 @@ fn show_request_lsn(lsn: Lsn) -> String {
     }
 }
 
-/// Applies the LSN rules of ARCHITECTURE.md §5 (waiting for WAL if needed),
+/// Applies the LSN rules of docs/architecture.md §5 (waiting for WAL if needed),
 /// then reads on a blocking thread.
 async fn read_at_lsn(
     tl: Arc<Timeline>,

@@ -1,5 +1,5 @@
 //! Compaction: merge level-0 delta layers into key-partitioned level-1 ones
-//! (ARCHITECTURE.md §7).
+//! (docs/architecture.md §7).
 //!
 //! Every flush writes an L0 delta layer spanning the whole key space for a
 //! short LSN range, so a read of one key would open every L0 layer. When

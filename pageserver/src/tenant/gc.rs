@@ -1,5 +1,5 @@
 //! Image layer creation and garbage collection for a timeline
-//! (ARCHITECTURE.md §7).
+//! (docs/architecture.md §7).
 //!
 //! - **Images**: when `image_creation_threshold` or more delta layers lie
 //!   above the newest image layer, every key the timeline's layer files hold

@@ -1,5 +1,5 @@
 //! Redo of the pseudo-records the pageserver applies itself
-//! (ARCHITECTURE.md §6): CLOG status bits, visibility-map bit clears,
+//! (docs/architecture.md §6): CLOG status bits, visibility-map bit clears,
 //! multixact offsets and members. Everything else goes to `postgres --wal-redo`.
 
 use postgres_ffi::pg_constants::*;

@@ -1,4 +1,4 @@
-//! Page reconstruction (ARCHITECTURE.md §6): applying a page's WAL records to
+//! Page reconstruction (docs/architecture.md §6): applying a page's WAL records to
 //! its base image.
 //!
 //! [`WalRedoManager`] is what the read path calls. Rust-native pseudo-records

@@ -1,4 +1,4 @@
-//! The `postgres --wal-redo` child process and its protocol (ARCHITECTURE.md §6).
+//! The `postgres --wal-redo` child process and its protocol (docs/architecture.md §6).
 //!
 //! Messages on the child's stdin: `u8 type, i32 length` (big-endian,
 //! counting the length field itself but not the type byte), payload:

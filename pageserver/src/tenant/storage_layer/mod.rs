@@ -1,5 +1,5 @@
 //! Layers: the immutable files (and the in-memory layer) a timeline's data
-//! lives in (ARCHITECTURE.md §7).
+//! lives in (docs/architecture.md §7).
 //!
 //! - [`filename`]: how a layer file's name encodes its key and LSN ranges;
 //! - [`layer_file`]: the on-disk format shared by delta and image layers;
