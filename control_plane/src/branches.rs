@@ -11,6 +11,7 @@ use zenith_utils::lsn::Lsn;
 use crate::compute::{self, ComputeStatus};
 use crate::local_env::LocalEnv;
 use crate::pageserver::{PageServerNode, TimelineInfo};
+use zenith_utils::api::pageserver::LsnTimestampKind;
 
 /// A point in a branch's history, as the user wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +68,12 @@ pub fn resolve_point(
             // Commits the writer made up to now must be on the pageserver.
             catch_up(env, ps, tenant, timeline)?;
             let (lsn, kind) = ps.lsn_by_timestamp(tenant, timeline, ts)?;
-            match kind.as_str() {
-                "present" | "future" => Ok(Some(lsn)),
-                "past" => bail!(
+            match kind {
+                LsnTimestampKind::Present | LsnTimestampKind::Future => Ok(Some(lsn)),
+                LsnTimestampKind::Past => bail!(
                     "{ts} is before the first commit of branch {branch:?}: pick a later time or an LSN"
                 ),
-                _ => bail!(
+                LsnTimestampKind::NoData => bail!(
                     "branch {branch:?} has no commits to locate {ts} by: give an LSN instead"
                 ),
             }

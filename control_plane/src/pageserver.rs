@@ -2,24 +2,25 @@
 //! stop as a daemon, and a client for its HTTP API and its basebackup.
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use zenith_utils::pq_proto::error_response_text;
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, BytesMut};
-use postgres_protocol::message::frontend;
+use bytes::Buf;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use zenith_utils::api::pageserver::{
+    LsnByTimestampResponse, LsnTimestampKind, TenantCreateRequest, TenantInfo,
+    TimelineCreateRequest, WalSourceRequest,
+};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
+use zenith_utils::postgres_client::{ClientError, Config, Connection, CopyOut};
 
 use crate::background_process::{self, Daemon, Stopped};
 use crate::local_env::LocalEnv;
 
-/// The pageserver's pid file in its workdir (written by the pageserver).
-pub const PID_FILE_NAME: &str = "pageserver.pid";
+pub use zenith_utils::api::pageserver::{TimelineInfo, PID_FILE_NAME};
+
 /// Its log (stdout and stderr) in its workdir.
 pub const LOG_FILE_NAME: &str = "pageserver.log";
 
@@ -27,32 +28,6 @@ pub const LOG_FILE_NAME: &str = "pageserver.log";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long stop waits after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A timeline as the HTTP API describes it.
-#[derive(Deserialize, Serialize, Debug, Clone)]
-pub struct TimelineInfo {
-    pub timeline_id: TimelineId,
-    pub tenant_id: TenantId,
-    pub ancestor_timeline_id: Option<TimelineId>,
-    pub ancestor_lsn: Option<Lsn>,
-    pub last_record_lsn: Lsn,
-    pub disk_consistent_lsn: Lsn,
-    pub latest_gc_cutoff_lsn: Lsn,
-    pub current_logical_size: Option<u64>,
-    pub current_physical_size: u64,
-    pub wal_source: Option<String>,
-}
-
-#[derive(Deserialize, Debug)]
-struct TenantInfo {
-    id: TenantId,
-}
-
-#[derive(Deserialize, Debug)]
-struct LsnByTimestamp {
-    lsn: Lsn,
-    kind: String,
-}
 
 /// An error answered by the HTTP API (4xx/5xx with `{"msg": ...}`).
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +209,7 @@ impl<'a> PageServerNode<'a> {
     }
 
     pub fn tenant_create(&self, id: Option<TenantId>) -> anyhow::Result<TenantId> {
-        let body = serde_json::json!({ "new_tenant_id": id });
+        let body = serde_json::to_value(TenantCreateRequest { new_tenant_id: id })?;
         let t: TenantInfo = self.request("POST", "/v1/tenant", Some(body))?;
         Ok(t.id)
     }
@@ -264,11 +239,12 @@ impl<'a> PageServerNode<'a> {
         ancestor: Option<TimelineId>,
         lsn: Option<Lsn>,
     ) -> anyhow::Result<TimelineInfo> {
-        let body = serde_json::json!({
-            "new_timeline_id": new_id,
-            "ancestor_timeline_id": ancestor,
-            "ancestor_start_lsn": lsn,
-        });
+        let body = serde_json::to_value(TimelineCreateRequest {
+            new_timeline_id: new_id,
+            ancestor_timeline_id: ancestor,
+            ancestor_start_lsn: lsn,
+            import_pgdata: None,
+        })?;
         self.request("POST", &format!("/v1/tenant/{tenant}/timeline"), Some(body))
     }
 
@@ -297,7 +273,9 @@ impl<'a> PageServerNode<'a> {
         let _: serde_json::Value = self.request(
             "PUT",
             &format!("/v1/tenant/{tenant}/timeline/{timeline}/wal_source"),
-            Some(serde_json::json!({ "connstr": connstr })),
+            Some(serde_json::to_value(WalSourceRequest {
+                connstr: connstr.to_string(),
+            })?),
         )?;
         Ok(())
     }
@@ -317,7 +295,7 @@ impl<'a> PageServerNode<'a> {
         tenant: TenantId,
         timeline: TimelineId,
         timestamp: &str,
-    ) -> anyhow::Result<(Lsn, String)> {
+    ) -> anyhow::Result<(Lsn, LsnTimestampKind)> {
         let ts: String = timestamp
             .bytes()
             .map(|b| match b {
@@ -327,7 +305,7 @@ impl<'a> PageServerNode<'a> {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let r: LsnByTimestamp = self.request(
+        let r: LsnByTimestampResponse = self.request(
             "GET",
             &format!("/v1/tenant/{tenant}/timeline/{timeline}/get_lsn_by_timestamp?timestamp={ts}"),
             None,
@@ -346,14 +324,6 @@ impl<'a> PageServerNode<'a> {
         dest: &Path,
     ) -> anyhow::Result<()> {
         let addr = self.env.pageserver.listen_pg_addr;
-        let sock = TcpStream::connect(addr).with_context(|| {
-            format!("connecting to the pageserver's page service at {addr}: is it running (`zenith start`)?")
-        })?;
-        let mut conn = PqConn {
-            sock,
-            buf: BytesMut::new(),
-        };
-        conn.startup()?;
         let mut q = format!("basebackup {tenant} {timeline}");
         if let Some(l) = lsn {
             q.push_str(&format!(" {l}"));
@@ -361,22 +331,30 @@ impl<'a> PageServerNode<'a> {
         if full {
             q.push_str(" --full");
         }
-        conn.send(|b| frontend::query(&q, b))?;
-        // Wait for CopyOutResponse; an ErrorResponse is the pageserver's refusal.
-        loop {
-            let (tag, body) = conn.recv()?;
-            match tag {
-                b'H' => break,
-                b'E' => bail!("{}", error_response_text(&body)),
-                b'N' | b'S' => continue,
-                t => bail!("unexpected message {:?} in answer to basebackup", t as char),
-            }
-        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting an async runtime for the basebackup")?;
+        let config = Config::new(addr.ip().to_string(), addr.port(), "zenith").dbname("postgres");
+        let copy = runtime
+            .block_on(async {
+                let conn = Connection::connect(&config).await?;
+                conn.copy_out(&q).await
+            })
+            .map_err(|e| match e {
+                // The pageserver's refusal (unknown timeline, LSN below the
+                // GC cutoff, ...) is the message.
+                ClientError::Server(e) => anyhow!("{}", e.message),
+                ClientError::Connect { .. } | ClientError::ConnectTimeout { .. } => anyhow!(
+                    "connecting to the pageserver's page service at {addr}: is it running (`zenith start`)? ({e})"
+                ),
+                e => anyhow!("basebackup from the pageserver at {addr}: {e}"),
+            })?;
         std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
         let mut reader = CopyOutReader {
-            conn: &mut conn,
+            runtime: &runtime,
+            copy,
             cur: bytes::Bytes::new(),
-            done: false,
             error: None,
         };
         let mut archive = tar::Archive::new(&mut reader);
@@ -396,100 +374,30 @@ impl<'a> PageServerNode<'a> {
     }
 }
 
-/// A minimal blocking libpq-protocol connection to the page service.
-struct PqConn {
-    sock: TcpStream,
-    buf: BytesMut,
-}
-
-/// Largest backend message accepted (basebackup chunks are far smaller).
-const MAX_MESSAGE: usize = 64 << 20;
-
-impl PqConn {
-    fn send(&mut self, f: impl FnOnce(&mut BytesMut) -> std::io::Result<()>) -> anyhow::Result<()> {
-        use std::io::Write;
-        let mut b = BytesMut::new();
-        f(&mut b)?;
-        self.sock
-            .write_all(&b)
-            .context("writing to the pageserver")?;
-        Ok(())
-    }
-
-    fn startup(&mut self) -> anyhow::Result<()> {
-        let params = [("user", "zenith"), ("database", "postgres")];
-        self.send(|b| frontend::startup_message(params.iter().copied(), b))?;
-        loop {
-            let (tag, body) = self.recv()?;
-            match tag {
-                b'R' if body.len() >= 4 && body[..4] == [0, 0, 0, 0] => {}
-                b'R' => bail!(
-                    "the pageserver asks for authentication, which zenith does not support yet"
-                ),
-                b'E' => bail!("{}", error_response_text(&body)),
-                b'Z' => return Ok(()),
-                _ => {}
-            }
-        }
-    }
-
-    /// Read one backend message: its tag and body.
-    fn recv(&mut self) -> anyhow::Result<(u8, bytes::Bytes)> {
-        loop {
-            if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
-                    as usize;
-                if !(4..=MAX_MESSAGE).contains(&len) {
-                    bail!("malformed message from the pageserver (length {len})");
-                }
-                if self.buf.len() > len {
-                    let tag = self.buf[0];
-                    self.buf.advance(5);
-                    return Ok((tag, self.buf.split_to(len - 4).freeze()));
-                }
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = self
-                .sock
-                .read(&mut chunk)
-                .context("reading from the pageserver")?;
-            if n == 0 {
-                bail!("the pageserver closed the connection");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-/// The CopyData stream of a CopyOut as a `Read`. Errors from the server are
-/// kept in `error` (the tar reader would otherwise hide them).
-struct CopyOutReader<'c> {
-    conn: &'c mut PqConn,
+/// The CopyData stream of a CopyOut as a `Read` (for the tar reader).
+/// Errors from the server are kept in `error`: the tar reader would
+/// otherwise hide them.
+struct CopyOutReader<'r> {
+    runtime: &'r tokio::runtime::Runtime,
+    copy: CopyOut,
     cur: bytes::Bytes,
-    done: bool,
     error: Option<String>,
 }
 
 impl Read for CopyOutReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
-            if self.done {
-                return Ok(0);
-            }
-            let (tag, body) = self
-                .conn
-                .recv()
-                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-            match tag {
-                b'd' => self.cur = body,
-                b'Z' => self.done = true,
-                b'E' => {
-                    let msg = error_response_text(&body);
+            match self.runtime.block_on(self.copy.recv()) {
+                Ok(Some(chunk)) => self.cur = chunk,
+                Ok(None) => return Ok(0),
+                Err(e) => {
+                    let msg = match &e {
+                        ClientError::Server(n) => n.message.clone(),
+                        e => e.to_string(),
+                    };
                     self.error = Some(msg.clone());
-                    self.done = true;
                     return Err(std::io::Error::other(msg));
                 }
-                _ => {}
             }
         }
         let n = out.len().min(self.cur.len());

@@ -12,6 +12,9 @@
 //! wait_lsn_timeout = "60s"
 //! wal_redo_timeout = "60s"
 //! page_cache_size = 8192          # pages
+//! pg_max_connections = 512        # page service connections served at once
+//! pg_startup_timeout = "60s"      # from accept to the first ReadyForQuery
+//! pg_idle_timeout = "10m"         # a session idle between queries is closed
 //!
 //! [tenant_config]                 # defaults for every tenant
 //! checkpoint_distance = 268435456 # bytes of WAL in the in-memory layer
@@ -28,22 +31,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A configuration that cannot be used; the message names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid configuration: {0}")]
-    Parse(String),
-    #[error("invalid override {0:?}: expected key=value with a TOML value, e.g. wait_lsn_timeout=\"10s\"")]
-    BadOverride(String),
-    #[error("invalid value for {key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
+pub use zenith_utils::api::pageserver::CONFIG_FILE_NAME;
+pub use zenith_utils::daemon::ConfigError;
+use zenith_utils::daemon::{parse_config, read_config_text};
 
 /// Serde adapter for durations as human-readable strings.
 mod human_duration {
@@ -116,6 +106,16 @@ pub struct PageServerConf {
     pub wal_redo_timeout: Duration,
     /// Reconstructed pages kept in memory.
     pub page_cache_size: usize,
+    /// Page service connections served at once; one more is refused with
+    /// SQLSTATE 53300.
+    pub pg_max_connections: usize,
+    /// Time a page service client has from connecting to being ready.
+    #[serde(with = "human_duration")]
+    pub pg_startup_timeout: Duration,
+    /// A page service session idle between queries this long is closed
+    /// (pagestream and basebackup streams are not idle).
+    #[serde(with = "human_duration")]
+    pub pg_idle_timeout: Duration,
     /// Defaults for every tenant.
     pub tenant_config: TenantConf,
 }
@@ -129,52 +129,28 @@ impl Default for PageServerConf {
             wait_lsn_timeout: Duration::from_secs(60),
             wal_redo_timeout: Duration::from_secs(60),
             page_cache_size: 8192,
+            pg_max_connections: 512,
+            pg_startup_timeout: Duration::from_secs(60),
+            pg_idle_timeout: Duration::from_secs(600),
             tenant_config: TenantConf::default(),
         }
     }
 }
 
-/// Name of the configuration file in the workdir.
-pub const CONFIG_FILE_NAME: &str = "pageserver.toml";
-
 impl PageServerConf {
     /// Parse a configuration file's text, apply `key=value` overrides, validate.
     pub fn parse(text: &str, overrides: &[String]) -> Result<PageServerConf, ConfigError> {
-        let mut doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        for o in overrides {
-            let (key, _) = o
-                .split_once('=')
-                .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
-            let key = key.trim();
-            if key.is_empty() {
-                return Err(ConfigError::BadOverride(o.clone()));
-            }
-            let t: toml::Table = o.parse().map_err(|_| ConfigError::BadOverride(o.clone()))?;
-            merge(&mut doc, t);
-        }
-        let conf: PageServerConf = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let conf: PageServerConf = parse_config(text, overrides)?;
         conf.validate()?;
         Ok(conf)
     }
 
     /// Read `<workdir>/pageserver.toml` (missing file = defaults) and apply overrides.
     pub fn load(workdir: &Path, overrides: &[String]) -> Result<PageServerConf, ConfigError> {
-        let path = workdir.join(CONFIG_FILE_NAME);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })
-            }
-        };
-        Self::parse(&text, overrides)
+        Self::parse(
+            &read_config_text(&workdir.join(CONFIG_FILE_NAME))?,
+            overrides,
+        )
     }
 
     /// The configuration as TOML (what `--init` writes).
@@ -218,6 +194,21 @@ impl PageServerConf {
             self.page_cache_size >= 16,
             "at least 16 pages",
         )?;
+        positive(
+            "pg_max_connections",
+            self.pg_max_connections >= 1,
+            "at least 1",
+        )?;
+        positive(
+            "pg_startup_timeout",
+            !self.pg_startup_timeout.is_zero(),
+            "more than 0s",
+        )?;
+        positive(
+            "pg_idle_timeout",
+            !self.pg_idle_timeout.is_zero(),
+            "more than 0s",
+        )?;
         let t = &self.tenant_config;
         positive(
             "tenant_config.checkpoint_distance",
@@ -240,19 +231,6 @@ impl PageServerConf {
             "at least 1",
         )?;
         Ok(())
-    }
-}
-
-/// Merge `src` into `dst`, recursing into tables (`tenant_config.x=1` style
-/// overrides arrive as nested tables).
-fn merge(dst: &mut toml::Table, src: toml::Table) {
-    for (k, v) in src {
-        match (dst.get_mut(&k), v) {
-            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
-            (_, v) => {
-                dst.insert(k, v);
-            }
-        }
     }
 }
 

@@ -15,276 +15,86 @@
 //! exponential backoff, logs an outage once (and its end), and flushes the
 //! in-memory layer at `checkpoint_distance` and `checkpoint_timeout`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zenith_utils::pq_proto::error_response_text;
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use postgres_ffi::controlfile::ControlFileData;
 use postgres_ffi::{WalStreamDecoder, WAL_SEGMENT_SIZE};
-use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use postgres_protocol::message::frontend;
 use tracing::{debug, info, warn};
-use zenith_utils::lsn::Lsn;
+use zenith_utils::postgres_client::{parse_connstr, Config, Connection, CopyBoth};
+use zenith_utils::pq_proto::replication::{ReplicationMessage, StandbyStatusUpdate};
 
 use crate::pgdatadir_mapping::DatadirReader;
 use crate::tenant::timeline::Timeline;
 use crate::walingest::WalIngest;
 
 /// Where to get WAL from: a libpq-style `key=value` connection string with
-/// `host`, `port`, `user`, optional `password` and optional `slot`.
+/// `host`, `port`, `user`, optional `password` and optional `slot` (the
+/// replication slot to stream from; not a libpq key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalSource {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<String>,
+    /// How to connect (with `replication=true`).
+    pub config: Config,
     pub slot: Option<String>,
 }
 
 impl WalSource {
     pub fn parse(connstr: &str) -> anyhow::Result<WalSource> {
-        let mut s = WalSource {
-            host: "127.0.0.1".into(),
-            port: 5432,
-            user: "postgres".into(),
-            password: None,
-            slot: None,
-        };
-        for part in connstr.split_whitespace() {
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                anyhow!("invalid connection string part {part:?}: expected key=value")
-            })?;
-            match k {
-                "host" => s.host = v.to_string(),
-                "port" => s.port = v.parse().with_context(|| format!("invalid port {v:?}"))?,
-                "user" => s.user = v.to_string(),
-                "password" => s.password = Some(v.to_string()),
-                "slot" | "slot_name" => s.slot = Some(v.to_string()),
-                _ => bail!("unsupported connection string key {k:?} (use host, port, user, password, slot)"),
-            }
+        let mut pairs = parse_connstr(connstr)?;
+        if let Some((k, _)) = pairs.iter().find(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "host" | "port" | "user" | "password" | "slot" | "slot_name"
+            )
+        }) {
+            bail!("unsupported connection string key {k:?} (use host, port, user, password, slot)");
         }
-        Ok(s)
+        let mut slot = None;
+        pairs.retain(|(k, v)| {
+            let is_slot = k == "slot" || k == "slot_name";
+            if is_slot {
+                slot = Some(v.clone());
+            }
+            !is_slot
+        });
+        let config = Config::from_pairs(pairs)?
+            .application_name("pageserver")
+            .param("replication", "true");
+        Ok(WalSource { config, slot })
+    }
+
+    /// `host:port`, for messages.
+    pub fn addr(&self) -> String {
+        self.config.addr()
     }
 }
 
-/// The backend messages a replication client sees.
-#[derive(Debug)]
-enum Msg {
-    /// `R`: authentication request code and data.
-    Auth(i32, Bytes),
-    ReadyForQuery,
-    /// `D`: columns (None = NULL).
-    DataRow(Vec<Option<String>>),
-    CopyBothResponse,
-    CopyData(Bytes),
-    CopyDone,
-    Other,
-}
-
-/// Parse one backend message from `buf`; `Ok(None)` if incomplete.
-fn parse_msg(buf: &mut BytesMut) -> anyhow::Result<Option<Msg>> {
-    if buf.len() < 5 {
-        return Ok(None);
-    }
-    let tag = buf[0];
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if !(4..=1 << 30).contains(&len) {
-        bail!("invalid message length {len} from the WAL source");
-    }
-    if buf.len() < 1 + len {
-        return Ok(None);
-    }
-    buf.advance(5);
-    let mut body = buf.split_to(len - 4).freeze();
-    let short = || anyhow!("truncated message from the WAL source");
-    Ok(Some(match tag {
-        b'E' => bail!("WAL source error: {}", error_response_text(&body)),
-        b'R' => {
-            if body.len() < 4 {
-                return Err(short());
-            }
-            let code = body.get_i32();
-            Msg::Auth(code, body)
-        }
-        b'Z' => Msg::ReadyForQuery,
-        b'D' => {
-            if body.len() < 2 {
-                return Err(short());
-            }
-            let n = body.get_u16();
-            let mut cols = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                if body.len() < 4 {
-                    return Err(short());
-                }
-                let l = body.get_i32();
-                if l < 0 {
-                    cols.push(None);
-                } else {
-                    if body.len() < l as usize {
-                        return Err(short());
-                    }
-                    cols.push(Some(
-                        String::from_utf8_lossy(&body.split_to(l as usize)).into_owned(),
-                    ));
-                }
-            }
-            Msg::DataRow(cols)
-        }
-        b'W' => Msg::CopyBothResponse,
-        b'd' => Msg::CopyData(body),
-        b'c' => Msg::CopyDone,
-        _ => Msg::Other,
-    }))
-}
-
-/// A blocking PostgreSQL protocol connection (just what replication needs).
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Conn {
-    fn send(&mut self, f: impl FnOnce(&mut BytesMut) -> std::io::Result<()>) -> anyhow::Result<()> {
-        let mut out = BytesMut::new();
-        f(&mut out)?;
-        self.stream.write_all(&out)?;
-        Ok(())
-    }
-
-    /// Next backend message; `Ok(None)` on a read timeout.
-    fn recv(&mut self) -> anyhow::Result<Option<Msg>> {
-        loop {
-            if let Some(m) = parse_msg(&mut self.buf)? {
-                return Ok(Some(m));
-            }
-            let mut tmp = [0u8; 65536];
-            match self.stream.read(&mut tmp) {
-                Ok(0) => bail!("WAL source closed the connection"),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn recv_wait(&mut self) -> anyhow::Result<Msg> {
-        loop {
-            if let Some(m) = self.recv()? {
-                return Ok(m);
-            }
-        }
-    }
-
-    fn connect(src: &WalSource) -> anyhow::Result<Conn> {
-        let stream = TcpStream::connect((src.host.as_str(), src.port))
-            .with_context(|| format!("connecting to {}:{}", src.host, src.port))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let mut c = Conn {
-            stream,
-            buf: BytesMut::new(),
-        };
-        let params = [
-            ("user", src.user.as_str()),
-            ("replication", "true"),
-            ("application_name", "pageserver"),
-        ];
-        c.send(|b| frontend::startup_message(params.iter().copied(), b))?;
-        let mut scram: Option<ScramSha256> = None;
-        loop {
-            let password = || {
-                src.password
-                    .clone()
-                    .ok_or_else(|| anyhow!("the WAL source asks for a password"))
-            };
-            match c.recv_wait()? {
-                Msg::Auth(0, _) => {}
-                Msg::Auth(3, _) => {
-                    let p = password()?;
-                    c.send(|b| frontend::password_message(p.as_bytes(), b))?;
-                }
-                Msg::Auth(5, salt) => {
-                    let salt: [u8; 4] = salt[..].try_into().map_err(|_| anyhow!("bad MD5 salt"))?;
-                    let h = md5_hash(src.user.as_bytes(), password()?.as_bytes(), salt);
-                    c.send(|b| frontend::password_message(h.as_bytes(), b))?;
-                }
-                Msg::Auth(10, mechs) => {
-                    if !mechs.split(|&c| c == 0).any(|m| m == b"SCRAM-SHA-256") {
-                        bail!("the WAL source offers no supported SASL mechanism");
-                    }
-                    let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                    let msg = s.message().to_vec();
-                    scram = Some(s);
-                    c.send(|b| frontend::sasl_initial_response("SCRAM-SHA-256", &msg, b))?;
-                }
-                Msg::Auth(11, data) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| anyhow!("unexpected SASL continue"))?;
-                    s.update(&data)?;
-                    let msg = s.message().to_vec();
-                    c.send(|b| frontend::sasl_response(&msg, b))?;
-                }
-                Msg::Auth(12, data) => {
-                    scram
-                        .take()
-                        .ok_or_else(|| anyhow!("unexpected SASL final"))?
-                        .finish(&data)?;
-                }
-                Msg::Auth(code, _) => {
-                    bail!("unsupported authentication method {code} requested by the WAL source")
-                }
-                Msg::ReadyForQuery => return Ok(c),
-                _ => {}
-            }
-        }
-    }
-
-    /// Run a simple query; returns the text columns of the rows.
-    fn query(&mut self, q: &str) -> anyhow::Result<Vec<Vec<Option<String>>>> {
-        self.send(|b| frontend::query(q, b))?;
-        let mut rows = Vec::new();
-        loop {
-            match self.recv_wait()? {
-                Msg::DataRow(cols) => rows.push(cols),
-                Msg::ReadyForQuery => return Ok(rows),
-                _ => {}
-            }
-        }
-    }
-}
-
-fn pg_now() -> i64 {
-    postgres_ffi::xlog_utils::to_pg_timestamp(std::time::SystemTime::now())
-}
+/// How long one wait for the WAL source may last before the receiver
+/// checks for stop and sends its status.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Connect, stream and ingest until `stop` is set or the connection fails.
-fn stream_once(
+///
+/// Runs on the receiver's own thread, in a current-thread runtime that
+/// serves only this connection: ingest and flushes block that thread (and
+/// so pause reading from the source, which is the backpressure we want),
+/// never a shared async worker.
+async fn stream_once(
     tl: &Arc<Timeline>,
     src: &WalSource,
     stop: &AtomicBool,
     connected: &mut bool,
 ) -> anyhow::Result<()> {
-    let mut c = Conn::connect(src)?;
-    let rows = c.query("IDENTIFY_SYSTEM")?;
+    let mut conn = Connection::connect(&src.config).await?;
+    let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
     let sysid = rows
         .first()
-        .and_then(|r| r.first().cloned().flatten())
-        .unwrap_or_default();
+        .and_then(|r| r.get(0))
+        .context("IDENTIFY_SYSTEM returned no system identifier")?
+        .to_string();
     let control = DatadirReader::new(tl, tl.last_record_lsn()).control_file()?;
     let ours = ControlFileData::decode(&control)?.system_identifier;
     if sysid != ours.to_string() {
@@ -296,16 +106,12 @@ fn stream_once(
         .as_ref()
         .map(|s| format!("SLOT {s} "))
         .unwrap_or_default();
-    c.send(|b| frontend::query(&format!("START_REPLICATION {slot}PHYSICAL {start}"), b))?;
-    loop {
-        match c.recv_wait()? {
-            Msg::CopyBothResponse => break,
-            Msg::Other => {}
-            m => bail!("unexpected answer to START_REPLICATION: {m:?}"),
-        }
-    }
+    let mut stream = conn
+        .copy_both(&format!("START_REPLICATION {slot}PHYSICAL {start}"))
+        .await
+        .context("START_REPLICATION")?;
     if !*connected {
-        info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, %start, "streaming WAL from {}:{}", src.host, src.port);
+        info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, %start, "streaming WAL from {}", src.addr());
         *connected = true;
     }
     let rl = tl.record_lsn();
@@ -317,49 +123,40 @@ fn stream_once(
     let mut last_status = Instant::now() - Duration::from_secs(10);
     while !stop.load(Ordering::Relaxed) {
         let mut reply = false;
-        match c.recv()? {
-            None => {}
-            Some(Msg::CopyData(body)) => {
-                let mut d = &body[..];
-                match d.first() {
-                    Some(b'w') => {
-                        d.advance(1);
-                        if d.len() < 24 {
-                            bail!("short XLogData message");
-                        }
-                        let data_start = Lsn(d.get_u64());
-                        let _wal_end = d.get_u64();
-                        let _send_time = d.get_i64();
-                        if data_start != decoder.available() {
-                            bail!("XLogData at {data_start}, expected {}", decoder.available());
-                        }
-                        decoder.feed_bytes(d);
-                        while let Some(rec) = decoder.poll_decode()? {
-                            ingest.ingest_record(tl, &writer, rec)?;
-                        }
+        // recv is cancel safe: a timeout loses nothing.
+        if let Ok(data) = tokio::time::timeout(POLL_INTERVAL, stream.recv()).await {
+            let Some(data) = data? else {
+                bail!("the WAL source ended replication");
+            };
+            match ReplicationMessage::parse(&data)? {
+                ReplicationMessage::XLogData(x) => {
+                    if x.wal_start != decoder.available() {
+                        bail!(
+                            "XLogData at {}, expected {}",
+                            x.wal_start,
+                            decoder.available()
+                        );
                     }
-                    Some(b'k') => {
-                        if d.len() >= 18 {
-                            let wal_end =
-                                Lsn(u64::from_be_bytes(d[1..9].try_into().unwrap_or([0; 8])));
-                            reply = d[17] != 0;
-                            // A caught-up sender that asks for a reply may be
-                            // shutting down: it waits until we report everything
-                            // flushed, so make it durable now.
-                            if reply
-                                && tl.last_record_lsn() >= wal_end
-                                && tl.disk_consistent_lsn() < wal_end
-                            {
-                                tl.freeze_and_flush()?;
-                                last_flush = Instant::now();
-                            }
-                        }
+                    decoder.feed_bytes(&x.data);
+                    while let Some(rec) = decoder.poll_decode()? {
+                        ingest.ingest_record(tl, &writer, rec)?;
                     }
-                    _ => debug!("ignoring unknown replication message"),
                 }
+                ReplicationMessage::PrimaryKeepalive(k) => {
+                    reply = k.reply_requested;
+                    // A caught-up sender that asks for a reply may be
+                    // shutting down: it waits until we report everything
+                    // flushed, so make it durable now.
+                    if reply
+                        && tl.last_record_lsn() >= k.wal_end
+                        && tl.disk_consistent_lsn() < k.wal_end
+                    {
+                        tl.freeze_and_flush()?;
+                        last_flush = Instant::now();
+                    }
+                }
+                other => debug!("ignoring replication message {:?}", char::from(other.tag())),
             }
-            Some(Msg::CopyDone) => bail!("the WAL source ended replication"),
-            Some(_) => {}
         }
         if tl.needs_checkpoint()
             || (last_flush.elapsed() >= conf_timeout && tl.open_layer_size() > 0)
@@ -373,24 +170,29 @@ fn stream_once(
             reply = true;
         }
         if reply || last_status.elapsed() >= Duration::from_secs(1) {
-            let write = tl.last_record_lsn();
-            let flush = tl.disk_consistent_lsn();
-            let mut msg = BytesMut::with_capacity(34);
-            msg.extend_from_slice(b"r");
-            msg.extend_from_slice(&write.0.to_be_bytes());
-            msg.extend_from_slice(&flush.0.to_be_bytes());
-            msg.extend_from_slice(&flush.0.to_be_bytes());
-            msg.extend_from_slice(&pg_now().to_be_bytes());
-            msg.extend_from_slice(&[0]);
-            c.send(|b| {
-                frontend::CopyData::new(&msg[..])
-                    .map_err(std::io::Error::other)?
-                    .write(b);
-                Ok(())
-            })?;
+            send_status(&mut stream, tl).await?;
             last_status = Instant::now();
         }
     }
+    Ok(())
+}
+
+/// Standby status update: write = `last_record_lsn`, flush = apply =
+/// `disk_consistent_lsn` (so a replication slot keeps WAL until it is in
+/// layer files).
+async fn send_status(stream: &mut CopyBoth, tl: &Timeline) -> anyhow::Result<()> {
+    let flush = tl.disk_consistent_lsn();
+    let status = ReplicationMessage::StandbyStatusUpdate(StandbyStatusUpdate {
+        write_lsn: tl.last_record_lsn(),
+        flush_lsn: flush,
+        apply_lsn: flush,
+        send_time: postgres_ffi::xlog_utils::to_pg_timestamp(std::time::SystemTime::now()),
+        reply_requested: false,
+    });
+    let mut buf = BytesMut::with_capacity(34);
+    status.write(&mut buf);
+    stream.queue(buf.freeze())?;
+    stream.flush().await?;
     Ok(())
 }
 
@@ -408,16 +210,27 @@ impl WalReceiver {
         let thread = std::thread::Builder::new()
             .name(format!("walreceiver-{}", tl.timeline_id))
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
+                                        "cannot start the WAL receiver's runtime: {e}");
+                        return;
+                    }
+                };
                 let mut backoff = Duration::from_millis(100);
                 let mut in_outage = false;
                 let mut connected = false;
                 while !stop2.load(Ordering::Relaxed) {
-                    match stream_once(&tl, &src, &stop2, &mut connected) {
+                    match runtime.block_on(stream_once(&tl, &src, &stop2, &mut connected)) {
                         Ok(()) => break,
                         Err(e) => {
                             if !in_outage {
                                 warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
-                                      "WAL source {}:{} unavailable, retrying: {e:#}", src.host, src.port);
+                                      "WAL source {} unavailable, retrying: {e:#}", src.addr());
                                 in_outage = true;
                             } else {
                                 debug!("WAL source still unavailable: {e:#}");
@@ -466,11 +279,16 @@ mod tests {
     #[test]
     fn parses_connection_strings() {
         let s = WalSource::parse("host=127.0.0.1 port=15432 user=u password=p slot=ps").unwrap();
-        assert_eq!(s.port, 15432);
-        assert_eq!(s.password.as_deref(), Some("p"));
+        assert_eq!(s.config.port, 15432);
+        assert_eq!(s.config.password.as_deref(), Some("p"));
         assert_eq!(s.slot.as_deref(), Some("ps"));
+        assert!(s
+            .config
+            .params
+            .contains(&("replication".to_string(), "true".to_string())));
         assert!(WalSource::parse("host").is_err());
         assert!(WalSource::parse("port=x").is_err());
+        assert!(WalSource::parse("sslmode=require").is_err());
         assert!(WalSource::parse("dbname=x").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! The page service over real sockets: a timeline imported from a fresh initdb
 //! directory (kept, so answers can be compared with its files) is served by
-//! `page_service::serve` on 127.0.0.1, and a hand-written client speaks the
-//! PostgreSQL protocol to it byte by byte.
+//! `page_service::serve` on 127.0.0.1, and a low-level client speaks the
+//! PostgreSQL protocol to it message by message (built and parsed with
+//! `pq_proto`, with raw bytes where a test needs malformed input).
 
 mod common;
 
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use pageserver::config::PageServerConf;
-use pageserver::page_service::bench::{run_bench, BenchConfig, BenchLimit};
 use pageserver::page_service::serve;
+use pageserver::pagestream::bench::{run_bench, BenchConfig, BenchLimit};
 use pageserver::pagestream::{
     PagestreamRequest, PagestreamRequestBody as Req, PagestreamResponse,
     PagestreamResponseBody as Resp, PAGE_SIZE,
@@ -31,7 +32,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
-use zenith_utils::pq_proto::{CancelKeyData, FeMessage, FeStartupPacket, StartupParams};
+use zenith_utils::pq_proto::{
+    AuthRequest, BackendMessage, BeDecoder, CancelKeyData, ErrorNotice, FeMessage, FeStartupPacket,
+    StartupParams,
+};
 
 /// The `postgres` database of a fresh initdb.
 const DB: u32 = 5;
@@ -146,41 +150,28 @@ fn latest(reqid: u64, body: Req) -> PagestreamRequest {
     }
 }
 
-type Msg = (u8, Bytes);
+type Msg = BackendMessage;
 
 fn tags(msgs: &[Msg]) -> String {
-    msgs.iter().map(|(t, _)| char::from(*t)).collect()
+    msgs.iter().map(|m| char::from(m.tag())).collect()
 }
 
-/// The fields of an ErrorResponse body by their type byte.
-fn error_fields(body: &[u8]) -> HashMap<char, String> {
-    let mut fields = HashMap::new();
-    let mut rest = body;
-    while let Some((&t, tail)) = rest.split_first() {
-        if t == 0 {
-            break;
-        }
-        let end = tail
-            .iter()
-            .position(|&b| b == 0)
-            .expect("NUL-terminated field");
-        fields.insert(
-            char::from(t),
-            String::from_utf8(tail[..end].to_vec()).unwrap(),
-        );
-        rest = &tail[end + 1..];
+/// The ErrorResponse a message is.
+fn error_notice(m: &Msg) -> &ErrorNotice {
+    match m {
+        BackendMessage::ErrorResponse(e) => e,
+        other => panic!("expected an ErrorResponse, got {other:?}"),
     }
-    fields
 }
 
 /// (SQLSTATE, message) of the ErrorResponse in `msgs`.
 fn error_of(msgs: &[Msg]) -> (String, String) {
-    let (_, body) = msgs
+    let e = msgs
         .iter()
-        .find(|(t, _)| *t == b'E')
+        .find(|m| m.tag() == b'E')
+        .map(error_notice)
         .unwrap_or_else(|| panic!("no ErrorResponse in {}", tags(msgs)));
-    let f = error_fields(body);
-    (f[&'C'].clone(), f[&'M'].clone())
+    (e.code.clone(), e.message.clone())
 }
 
 fn error_text(r: &PagestreamResponse) -> &str {
@@ -190,11 +181,12 @@ fn error_text(r: &PagestreamResponse) -> &str {
     }
 }
 
-/// A hand-written frontend: builds messages with the pq_proto codec and cuts
-/// backend messages by tag and length.
+/// A low-level frontend: builds messages with the pq_proto codec (or sends
+/// raw bytes) and parses backend messages with [`BeDecoder`].
 struct Client {
     sock: TcpStream,
     buf: BytesMut,
+    decoder: BeDecoder,
 }
 
 impl Client {
@@ -204,6 +196,7 @@ impl Client {
         Client {
             sock,
             buf: BytesMut::new(),
+            decoder: BeDecoder::default(),
         }
     }
 
@@ -253,14 +246,8 @@ impl Client {
     /// The next backend message, or None when the server closed the connection.
     async fn read(&mut self) -> Option<Msg> {
         loop {
-            if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
-                assert!(len >= 4, "bad message length {len}");
-                if self.buf.len() > len {
-                    let tag = self.buf.get_u8();
-                    self.buf.advance(4);
-                    return Some((tag, self.buf.split_to(len - 4).freeze()));
-                }
+            if let Some(m) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(m);
             }
             if !self.fill().await {
                 assert!(self.buf.is_empty(), "EOF inside a message");
@@ -288,7 +275,7 @@ impl Client {
         let mut msgs = Vec::new();
         loop {
             let m = self.expect().await;
-            let done = m.0 == b'Z';
+            let done = m.tag() == b'Z';
             msgs.push(m);
             if done {
                 return msgs;
@@ -309,7 +296,7 @@ impl Client {
         let mut msgs = Vec::new();
         loop {
             let m = self.expect().await;
-            let done = matches!(m.0, b'Z' | b'W' | b'H');
+            let done = matches!(m.tag(), b'Z' | b'W' | b'H');
             msgs.push(m);
             if done {
                 return msgs;
@@ -324,14 +311,10 @@ impl Client {
     }
 
     async fn recv_response(&mut self) -> PagestreamResponse {
-        let (tag, body) = self.expect().await;
-        assert_eq!(
-            char::from(tag),
-            'd',
-            "expected CopyData, got {:?}",
-            error_fields(&body)
-        );
-        PagestreamResponse::parse(&body).unwrap()
+        match self.expect().await {
+            BackendMessage::CopyData(body) => PagestreamResponse::parse(&body).unwrap(),
+            other => panic!("expected CopyData, got {other:?}"),
+        }
     }
 
     async fn request(&mut self, req: PagestreamRequest) -> PagestreamResponse {
@@ -355,13 +338,12 @@ impl Client {
 
 fn check_startup_reply(msgs: &[Msg]) {
     assert_eq!(tags(msgs), "RSSSSSSKZ");
-    assert_eq!(msgs[0].1[..], [0, 0, 0, 0], "AuthenticationOk");
+    assert_eq!(msgs[0], BackendMessage::Authentication(AuthRequest::Ok));
     let params: HashMap<String, String> = msgs[1..7]
         .iter()
-        .map(|(_, b)| {
-            let mut parts = b.split(|&c| c == 0);
-            let mut s = || String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
-            (s(), s())
+        .map(|m| match m {
+            BackendMessage::ParameterStatus { name, value } => (name.clone(), value.clone()),
+            other => panic!("{other:?}"),
         })
         .collect();
     for (k, v) in [
@@ -374,8 +356,11 @@ fn check_startup_reply(msgs: &[Msg]) {
     ] {
         assert_eq!(params.get(k).map(String::as_str), Some(v), "{k}");
     }
-    assert_eq!(msgs[7].1.len(), 8, "BackendKeyData");
-    assert_eq!(msgs[8].1[..], *b"I");
+    assert!(matches!(msgs[7], BackendMessage::BackendKeyData(_)));
+    assert_eq!(
+        msgs[8],
+        BackendMessage::ReadyForQuery(zenith_utils::pq_proto::TransactionStatus::Idle)
+    );
 }
 
 /// A second connection that must keep working while others misbehave.
@@ -513,7 +498,10 @@ async fn pages_sizes_and_slru_segments_match_the_imported_data_directory() {
     c.send(FeMessage::CopyDone).await;
     let msgs = c.until_ready().await;
     assert_eq!(tags(&msgs), "cCZ");
-    assert_eq!(msgs[1].1[..], *b"PAGESTREAM\0");
+    assert_eq!(
+        msgs[1],
+        BackendMessage::CommandComplete("PAGESTREAM".into())
+    );
     assert_eq!(tags(&c.query("identify_system").await), "TDCZ");
 }
 
@@ -680,17 +668,14 @@ async fn bad_requests_get_errors_while_other_connections_keep_working() {
     let mut c = f.pagestream().await;
     c.send_raw(b"\x01garbage garbage").await;
     let msgs = c.expect_eof("E").await;
-    let fields = error_fields(&msgs[0].1);
-    assert_eq!(
-        (fields[&'S'].as_str(), fields[&'C'].as_str()),
-        ("FATAL", "08P01")
-    );
+    let e = error_notice(&msgs[0]);
+    assert_eq!((e.severity.as_str(), e.code.as_str()), ("FATAL", "08P01"));
 
     // A query in the middle of a pagestream: FATAL, then close.
     let mut c = f.pagestream().await;
     c.send(FeMessage::Query("select 1".into())).await;
     let msgs = c.expect_eof("E").await;
-    assert_eq!(error_fields(&msgs[0].1)[&'C'], "08P01");
+    assert_eq!(error_notice(&msgs[0]).code, "08P01");
 
     // A client that vanishes mid-request does no harm.
     let mut c = f.pagestream().await;
@@ -770,20 +755,22 @@ async fn basebackup(c: &mut Client, args: &str) -> HashMap<String, Vec<u8>> {
     let mut tar = Vec::new();
     let mut chunks = 0;
     loop {
-        let (tag, body) = c.expect().await;
-        match tag {
-            b'd' => {
+        match c.expect().await {
+            BackendMessage::CopyData(body) => {
                 assert!(body.len() <= 64 * 1024);
                 tar.extend_from_slice(&body);
                 chunks += 1;
             }
-            b'c' => break,
-            _ => panic!("unexpected {:?} in a basebackup", char::from(tag)),
+            BackendMessage::CopyDone => break,
+            other => panic!("unexpected {other:?} in a basebackup"),
         }
     }
     let msgs = c.until_ready().await;
     assert_eq!(tags(&msgs), "CZ");
-    assert_eq!(msgs[0].1[..], *b"BASEBACKUP\0");
+    assert_eq!(
+        msgs[0],
+        BackendMessage::CommandComplete("BASEBACKUP".into())
+    );
     assert!(chunks > 1 || tar.len() < 64 * 1024);
 
     let mut files = HashMap::new();
@@ -815,14 +802,16 @@ async fn startup_variants_and_simple_queries() {
 
     let msgs = c.query("identify_system").await;
     assert_eq!(tags(&msgs), "TDCZ");
-    let row = &msgs[1].1;
-    assert_eq!(row[..2], [0, 4], "four columns");
-    assert_eq!(row[row.len() - 4..], [0xFF; 4], "dbname is NULL");
-    assert_eq!(msgs[2].1[..], *b"SELECT 1\0");
+    let BackendMessage::DataRow(row) = &msgs[1] else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(row.len(), 4, "four columns");
+    assert_eq!(row[3], None, "dbname is NULL");
+    assert_eq!(msgs[2], BackendMessage::CommandComplete("SELECT 1".into()));
 
     let msgs = c.query("SET application_name = 'x'").await;
     assert_eq!(tags(&msgs), "CZ");
-    assert_eq!(msgs[0].1[..], *b"SET\0");
+    assert_eq!(msgs[0], BackendMessage::CommandComplete("SET".into()));
     assert_eq!(tags(&c.query("").await), "IZ");
     let msgs = c.query("select 1").await;
     assert_eq!(tags(&msgs), "EZ");
@@ -856,14 +845,14 @@ async fn startup_variants_and_simple_queries() {
     let mut c = Client::connect(f.addr).await;
     c.send_raw(&[0, 0, 0, 2, 0, 0, 0, 0]).await;
     let msgs = c.expect_eof("E").await;
-    assert_eq!(error_fields(&msgs[0].1)[&'S'], "FATAL");
+    assert_eq!(error_notice(&msgs[0]).severity, "FATAL");
 
     // A password nobody asked for: FATAL, then close.
     let mut c = Client::connect(f.addr).await;
     c.startup().await;
-    c.send(FeMessage::Password("secret".into())).await;
+    c.send(FeMessage::password("secret").unwrap()).await;
     let msgs = c.expect_eof("E").await;
-    assert_eq!(error_fields(&msgs[0].1)[&'C'], "08P01");
+    assert_eq!(error_notice(&msgs[0]).code, "08P01");
 
     // The server is fine.
     let mut c = f.pagestream().await;
@@ -936,11 +925,8 @@ async fn shutdown_stops_accepting_and_ends_connections() {
         .unwrap();
     for c in [&mut idle, &mut stream] {
         let msgs = c.expect_eof("E").await;
-        let fields = error_fields(&msgs[0].1);
-        assert_eq!(
-            (fields[&'S'].as_str(), fields[&'C'].as_str()),
-            ("FATAL", "57P01")
-        );
+        let e = error_notice(&msgs[0]);
+        assert_eq!((e.severity.as_str(), e.code.as_str()), ("FATAL", "57P01"));
     }
     assert!(TcpStream::connect(f.addr).await.is_err());
     // The storage is untouched.

@@ -24,7 +24,7 @@ CASSERT="${PG_CASSERT:-no}"
 PATCH_DIR="$ROOT/vendor/postgres/patches"
 CONTRIB_DIR="$ROOT/vendor/postgres/contrib"
 
-CONFIGURE_OPTS=(--prefix="$INSTALL_DIR" --enable-debug --with-lz4 --with-zstd --without-icu)
+CONFIGURE_OPTS=(--prefix="$INSTALL_DIR" --enable-debug --with-lz4 --with-zstd --with-openssl --without-icu)
 if [ "$CASSERT" = "yes" ]; then
     CONFIGURE_OPTS+=(--enable-cassert)
 fi
@@ -57,7 +57,7 @@ command -v patch >/dev/null || need_pkgs+=(patch)
 command -v bzip2 >/dev/null || need_pkgs+=(bzip2)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 if command -v dpkg >/dev/null; then
-    for p in libreadline-dev zlib1g-dev liblz4-dev libzstd-dev; do
+    for p in libreadline-dev zlib1g-dev liblz4-dev libzstd-dev libssl-dev; do
         dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
     done
 fi

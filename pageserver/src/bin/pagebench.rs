@@ -10,13 +10,13 @@
 //! (sizes fetched with nblocks first), keeping `--pipeline` requests in
 //! flight. Prints requests/s and latency percentiles, as text or as one JSON
 //! object. Exits with status 1 if any request got an error response.
-//! The work is done by `pageserver::page_service::bench::run_bench`.
+//! The work is done by `pageserver::pagestream::bench::run_bench`.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pageserver::page_service::bench::{parse_rels, run_bench, BenchConfig, BenchLimit};
+use pageserver::pagestream::bench::{parse_rels, run_bench, BenchConfig, BenchLimit};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::logging::{self, LogFormat};
 use zenith_utils::lsn::Lsn;

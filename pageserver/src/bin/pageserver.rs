@@ -17,9 +17,7 @@
 //! Fatal errors are printed as one line on stderr and exit with status 1.
 //! See docs/pageserver.md.
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -30,14 +28,12 @@ use pageserver::http::{self, ApiState};
 use pageserver::tenant::mgr::TenantManager;
 use pageserver::wal_sources::WalSources;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use zenith_utils::api::pageserver::PID_FILE_NAME;
 use zenith_utils::crashsafe;
+use zenith_utils::daemon::{self, one_line, PidFile};
 use zenith_utils::logging::{self, LogFormat};
-
-/// Name of the pid file in the workdir.
-const PID_FILE_NAME: &str = "pageserver.pid";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,15 +64,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A message on one line (TOML errors span several).
-fn one_line(msg: &str) -> String {
-    msg.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `--init`: create the workdir and write the configuration.
@@ -132,7 +119,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let conf = Arc::new(conf);
     pageserver::page_cache::init(conf.page_cache_size);
     logging::init(LogFormat::Plain, "info")?;
-    let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME))?;
+    let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME), "pageserver")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pageserver")
@@ -158,8 +145,9 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()> {
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Installed first, so that a signal during startup is not lost.
+    let signal = daemon::shutdown_signal().context("installing signal handlers")?;
+    tokio::pin!(signal);
 
     // Bind first: a port in use fails before anything is loaded or started.
     let http_listener = bind("HTTP", &conf.listen_http_addr).await?;
@@ -236,8 +224,7 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
     let mut failure: Option<anyhow::Error> = None;
     let (mut http_done, mut pg_done) = (false, false);
     tokio::select! {
-        _ = sigterm.recv() => info!("SIGTERM received, shutting down"),
-        _ = sigint.recv() => info!("SIGINT received, shutting down"),
+        sig = &mut signal => info!("{sig} received, shutting down"),
         r = &mut http_task => {
             http_done = true;
             failure = Some(server_ended("HTTP server", r));
@@ -247,15 +234,7 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
             failure = Some(server_ended("page service", r));
         }
     }
-    // A second signal during shutdown: leave now.
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = sigterm.recv() => {},
-            _ = sigint.recv() => {},
-        }
-        eprintln!("pageserver: second signal during shutdown, exiting immediately");
-        std::process::exit(1);
-    });
+    daemon::exit_on_second_signal("pageserver").context("installing signal handlers")?;
 
     let _ = shutdown_tx.send(true);
     if !http_done {
@@ -292,65 +271,4 @@ fn server_ended(
     };
     error!("{e:#}; shutting down");
     e
-}
-
-/// The pid file, locked (`flock`) while the process runs.
-struct PidFile {
-    path: PathBuf,
-    file: File,
-}
-
-impl PidFile {
-    /// Lock the pid file and write our pid. Refused while another live
-    /// process holds the lock; a file left by a dead process is taken over.
-    fn acquire(path: &Path) -> anyhow::Result<PidFile> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                let holder = text.trim();
-                bail!(
-                    "another pageserver (pid {}) is already running in {}",
-                    if holder.is_empty() { "unknown" } else { holder },
-                    path.parent().unwrap_or(Path::new(".")).display()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()))
-            }
-        }
-        let mut previous = String::new();
-        let _ = file.read_to_string(&mut previous);
-        if !previous.trim().is_empty() {
-            warn!(
-                "taking over the stale pid file {} (pid {} is gone)",
-                path.display(),
-                previous.trim()
-            );
-        }
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "{}", std::process::id())?;
-        file.sync_all()?;
-        Ok(PidFile {
-            path: path.to_path_buf(),
-            file,
-        })
-    }
-
-    /// Remove the file, then drop the lock.
-    fn release(self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            warn!("removing {}: {e}", self.path.display());
-        }
-        drop(self.file);
-    }
 }

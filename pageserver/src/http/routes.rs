@@ -1,49 +1,31 @@
 //! Routing and handlers of the HTTP API (see `openapi_spec.yml`).
 //!
-//! [`handle`] matches the path first (unknown path: 404), then the method
-//! (wrong method: 405), then parses ids and LSNs in the path (400) and looks
-//! the tenant and timeline up (404) before doing anything.
+//! [`router`] lists the routes; the shared [`Router`] answers unknown paths
+//! (404) and wrong methods (405). Each handler parses the ids and LSNs in
+//! the path (400) and looks the tenant and timeline up (404) before doing
+//! anything.
 
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
-use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
-use zenith_metrics::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+use hyper::StatusCode;
+use tracing::warn;
+use zenith_metrics::{register_int_gauge, register_int_gauge_vec, IntGauge, IntGaugeVec};
+use zenith_utils::api::pageserver::{
+    CheckpointResponse, CompactResponse, GcRequest, GcResponse, LsnByTimestampResponse,
+    LsnTimestampKind, TenantCreateRequest, TenantInfo, TimelineCreateRequest, TimelineDeleted,
+    TimelineInfo, WalSourceRequest, WalSourceResponse,
+};
+use zenith_utils::http::{
+    blocking, json_response, text_response, ApiError, ApiRequest, ApiResult, HttpConf, Router,
 };
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
-use super::{
-    blocking, json_response, parse_json, read_body, text_response, ApiError, ApiState, OPENAPI_SPEC,
-};
+use super::{ApiState, OPENAPI_SPEC};
 use crate::pgdatadir_mapping::DatadirReader;
 use crate::tenant::mgr::Tenant;
 use crate::tenant::timeline::{Timeline, TimelineError};
 use crate::wal_sources::{self, WalSourceError};
-
-static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "pageserver_http_requests_total",
-        "HTTP API requests by route, method and status",
-        &["route", "method", "status"]
-    )
-    .expect("registering pageserver_http_requests_total")
-});
-
-static HTTP_REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    register_histogram_vec!(
-        "pageserver_http_request_duration_seconds",
-        "Time to answer an HTTP API request, by route",
-        &["route"]
-    )
-    .expect("registering pageserver_http_request_duration_seconds")
-});
 
 static LAST_RECORD_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
@@ -85,62 +67,31 @@ static TENANTS: LazyLock<IntGauge> = LazyLock::new(|| {
         .expect("registering pageserver_tenants")
 });
 
-/// A matched route: its template (the metrics label) and what it captured.
-enum Route<'a> {
-    Metrics,
-    Status,
-    OpenApi,
-    Tenants,
-    Timelines(&'a str),
-    Timeline(&'a str, &'a str),
-    WalSource(&'a str, &'a str),
-    Checkpoint(&'a str, &'a str),
-    DoGc(&'a str, &'a str),
-    Compact(&'a str, &'a str),
-    LsnByTimestamp(&'a str, &'a str),
-}
-
-impl<'a> Route<'a> {
-    fn find(path: &'a str) -> Option<Route<'a>> {
-        let path = path.strip_prefix('/')?;
-        let path = path.strip_suffix('/').unwrap_or(path);
-        let segs: Vec<&str> = path.split('/').collect();
-        Some(match segs.as_slice() {
-            ["metrics"] => Route::Metrics,
-            ["v1", "status"] => Route::Status,
-            ["v1", "openapi.yml"] => Route::OpenApi,
-            ["v1", "tenant"] => Route::Tenants,
-            ["v1", "tenant", t, "timeline"] => Route::Timelines(t),
-            ["v1", "tenant", t, "timeline", tl] => Route::Timeline(t, tl),
-            ["v1", "tenant", t, "timeline", tl, action] => match *action {
-                "wal_source" => Route::WalSource(t, tl),
-                "checkpoint" => Route::Checkpoint(t, tl),
-                "do_gc" => Route::DoGc(t, tl),
-                "compact" => Route::Compact(t, tl),
-                "get_lsn_by_timestamp" => Route::LsnByTimestamp(t, tl),
-                _ => return None,
-            },
-            _ => return None,
+/// The pageserver's API: every route, with the per-timeline gauges
+/// refreshed on each `/metrics` scrape.
+pub fn router() -> Router<ApiState> {
+    const TL: &str = "/v1/tenant/{tenant_id}/timeline/{timeline_id}";
+    Router::new("pageserver", HttpConf::default())
+        .on_scrape(refresh_gauges)
+        .get("/v1/openapi.yml", |_, _| async {
+            Ok(text_response(
+                StatusCode::OK,
+                "application/yaml",
+                OPENAPI_SPEC.to_string(),
+            ))
         })
-    }
-
-    /// The route's template (metrics label) and its allowed methods.
-    fn describe(&self) -> (&'static str, &'static str) {
-        const TL: &str = "/v1/tenant/{tenant_id}/timeline/{timeline_id}";
-        match self {
-            Route::Metrics => ("/metrics", "GET"),
-            Route::Status => ("/v1/status", "GET"),
-            Route::OpenApi => ("/v1/openapi.yml", "GET"),
-            Route::Tenants => ("/v1/tenant", "GET, POST"),
-            Route::Timelines(..) => ("/v1/tenant/{tenant_id}/timeline", "GET, POST"),
-            Route::Timeline(..) => (TL, "GET, DELETE"),
-            Route::WalSource(..) => (tpl::WAL_SOURCE, "PUT, DELETE"),
-            Route::Checkpoint(..) => (tpl::CHECKPOINT, "PUT"),
-            Route::DoGc(..) => (tpl::DO_GC, "PUT"),
-            Route::Compact(..) => (tpl::COMPACT, "PUT"),
-            Route::LsnByTimestamp(..) => (tpl::LSN_BY_TIMESTAMP, "GET"),
-        }
-    }
+        .get("/v1/tenant", list_tenants)
+        .post("/v1/tenant", create_tenant)
+        .get("/v1/tenant/{tenant_id}/timeline", list_timelines)
+        .post("/v1/tenant/{tenant_id}/timeline", create_timeline)
+        .get(TL, timeline_detail)
+        .delete(TL, delete_timeline)
+        .put(tpl::WAL_SOURCE, set_wal_source)
+        .delete(tpl::WAL_SOURCE, remove_wal_source)
+        .put(tpl::CHECKPOINT, checkpoint)
+        .put(tpl::DO_GC, do_gc)
+        .put(tpl::COMPACT, compact)
+        .get(tpl::LSN_BY_TIMESTAMP, lsn_by_timestamp)
 }
 
 /// Route templates below a timeline.
@@ -151,104 +102,6 @@ mod tpl {
     pub const COMPACT: &str = "/v1/tenant/{tenant_id}/timeline/{timeline_id}/compact";
     pub const LSN_BY_TIMESTAMP: &str =
         "/v1/tenant/{tenant_id}/timeline/{timeline_id}/get_lsn_by_timestamp";
-}
-
-/// Every route template, for tests that compare the router with the spec.
-pub const ROUTE_TEMPLATES: &[&str] = &[
-    "/metrics",
-    "/v1/status",
-    "/v1/openapi.yml",
-    "/v1/tenant",
-    "/v1/tenant/{tenant_id}/timeline",
-    "/v1/tenant/{tenant_id}/timeline/{timeline_id}",
-    tpl::WAL_SOURCE,
-    tpl::CHECKPOINT,
-    tpl::DO_GC,
-    tpl::COMPACT,
-    tpl::LSN_BY_TIMESTAMP,
-];
-
-/// Answer one request. Never fails: errors become JSON error responses.
-pub async fn handle<B>(state: Arc<ApiState>, req: Request<B>) -> Response<Full<Bytes>>
-where
-    B: hyper::body::Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let route = Route::find(&path);
-    let template = route.as_ref().map(|r| r.describe().0).unwrap_or("unknown");
-    let resp = match route {
-        None => Err(ApiError::NotFound(format!("no such path: {path}"))),
-        Some(route) => {
-            let allow = route.describe().1;
-            if allow.split(", ").any(|m| m == method.as_str()) {
-                dispatch(&state, route, req).await
-            } else {
-                Err(ApiError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allow,
-                })
-            }
-        }
-    };
-    let resp = resp.unwrap_or_else(ApiError::into_response);
-    let status = resp.status();
-    let method_label = match method {
-        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::HEAD => method.as_str(),
-        _ => "other",
-    };
-    HTTP_REQUESTS
-        .with_label_values(&[template, method_label, status.as_str()])
-        .inc();
-    HTTP_REQUEST_SECONDS
-        .with_label_values(&[template])
-        .observe(started.elapsed().as_secs_f64());
-    if method == Method::GET && status.is_success() {
-        debug!(%method, %path, status = status.as_u16(), "HTTP request");
-    } else {
-        info!(%method, %path, status = status.as_u16(),
-              ms = started.elapsed().as_millis() as u64, "HTTP request");
-    }
-    resp
-}
-
-type ApiResult = Result<Response<Full<Bytes>>, ApiError>;
-
-async fn dispatch<B>(state: &Arc<ApiState>, route: Route<'_>, req: Request<B>) -> ApiResult
-where
-    B: hyper::body::Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let method = req.method().clone();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let body = req.into_body();
-    // `handle` has checked the method against the route's allowed methods,
-    // so `_` below stands for the one remaining method.
-    match (route, method) {
-        (Route::Metrics, _) => metrics(state).await,
-        (Route::Status, _) => Ok(status()),
-        (Route::OpenApi, _) => Ok(text_response(
-            StatusCode::OK,
-            "application/yaml",
-            OPENAPI_SPEC.to_string(),
-        )),
-        (Route::Tenants, Method::GET) => Ok(list_tenants(state)),
-        (Route::Tenants, _) => create_tenant(state, read_body(body).await?).await,
-        (Route::Timelines(t), Method::GET) => list_timelines(state, t).await,
-        (Route::Timelines(t), _) => create_timeline(state, t, read_body(body).await?).await,
-        (Route::Timeline(t, tl), Method::GET) => timeline_detail(state, t, tl).await,
-        (Route::Timeline(t, tl), _) => delete_timeline(state, t, tl).await,
-        (Route::WalSource(t, tl), Method::PUT) => {
-            set_wal_source(state, t, tl, read_body(body).await?).await
-        }
-        (Route::WalSource(t, tl), _) => remove_wal_source(state, t, tl).await,
-        (Route::Checkpoint(t, tl), _) => checkpoint(state, t, tl).await,
-        (Route::DoGc(t, tl), _) => do_gc(state, t, tl, read_body(body).await?).await,
-        (Route::Compact(t, tl), _) => compact(state, t, tl).await,
-        (Route::LsnByTimestamp(t, tl), _) => lsn_by_timestamp(state, t, tl, &query),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -276,7 +129,7 @@ fn find_tenant(state: &ApiState, t: &str) -> Result<Arc<Tenant>, ApiError> {
 fn find_timeline(state: &ApiState, t: &str, tl: &str) -> Result<Arc<Timeline>, ApiError> {
     let tenant_id = parse_tenant_id(t)?;
     let timeline_id = parse_timeline_id(tl)?;
-    let tenant = find_tenant(state, t)?;
+    let tenant = find_tenant(&state, t)?;
     tenant.get_timeline(timeline_id).ok_or_else(|| {
         ApiError::NotFound(format!(
             "timeline {timeline_id} not found in tenant {tenant_id}"
@@ -301,90 +154,57 @@ fn classify(e: anyhow::Error, otherwise: fn(String) -> ApiError) -> ApiError {
 // Status and metrics
 // ---------------------------------------------------------------------------
 
-#[derive(Serialize)]
-struct StatusResponse {
-    /// Process id of this pageserver.
-    id: u32,
-    version: &'static str,
-}
-
-fn status() -> Response<Full<Bytes>> {
-    json_response(
-        StatusCode::OK,
-        &StatusResponse {
-            id: std::process::id(),
-            version: env!("CARGO_PKG_VERSION"),
-        },
-    )
-}
-
 /// Serializes scrapes: the per-timeline gauges are reset and refilled.
 static SCRAPE_LOCK: Mutex<()> = Mutex::new(());
 
-async fn metrics(state: &Arc<ApiState>) -> ApiResult {
-    let state = Arc::clone(state);
-    blocking(move || {
-        let _scraping = SCRAPE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let tenants = state.mgr.list();
-        TENANTS.set(tenants.len() as i64);
-        WAL_RECEIVERS.set(state.wal_sources.running_count() as i64);
-        LAST_RECORD_LSN.reset();
-        DISK_CONSISTENT_LSN.reset();
-        PHYSICAL_SIZE.reset();
-        for tenant in tenants {
-            for tl in tenant.list_timelines() {
-                let (t, id) = (tl.tenant_id.to_string(), tl.timeline_id.to_string());
-                let labels = [t.as_str(), id.as_str()];
-                LAST_RECORD_LSN
-                    .with_label_values(&labels)
-                    .set(tl.last_record_lsn().0 as i64);
-                DISK_CONSISTENT_LSN
-                    .with_label_values(&labels)
-                    .set(tl.disk_consistent_lsn().0 as i64);
-                PHYSICAL_SIZE
-                    .with_label_values(&labels)
-                    .set(tl.physical_size() as i64);
-            }
+/// Refreshes the gauges that describe current state (runs on a blocking
+/// thread before each scrape).
+fn refresh_gauges(state: &ApiState) {
+    let _scraping = SCRAPE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let tenants = state.mgr.list();
+    TENANTS.set(tenants.len() as i64);
+    WAL_RECEIVERS.set(state.wal_sources.running_count() as i64);
+    LAST_RECORD_LSN.reset();
+    DISK_CONSISTENT_LSN.reset();
+    PHYSICAL_SIZE.reset();
+    for tenant in tenants {
+        for tl in tenant.list_timelines() {
+            let (t, id) = (tl.tenant_id.to_string(), tl.timeline_id.to_string());
+            let labels = [t.as_str(), id.as_str()];
+            LAST_RECORD_LSN
+                .with_label_values(&labels)
+                .set(tl.last_record_lsn().0 as i64);
+            DISK_CONSISTENT_LSN
+                .with_label_values(&labels)
+                .set(tl.disk_consistent_lsn().0 as i64);
+            PHYSICAL_SIZE
+                .with_label_values(&labels)
+                .set(tl.physical_size() as i64);
         }
-        zenith_metrics::gather_text()
-    })
-    .await?
-    .map(|text| text_response(StatusCode::OK, zenith_metrics::METRICS_CONTENT_TYPE, text))
-    .map_err(|e| ApiError::Internal(e.into()))
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Tenants
 // ---------------------------------------------------------------------------
 
-#[derive(Serialize)]
-struct TenantInfo {
-    id: TenantId,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CreateTenantRequest {
-    new_tenant_id: Option<TenantId>,
-}
-
-fn list_tenants(state: &ApiState) -> Response<Full<Bytes>> {
+async fn list_tenants(state: Arc<ApiState>, _req: ApiRequest) -> ApiResult {
     let list: Vec<TenantInfo> = state
         .mgr
         .list()
         .iter()
         .map(|t| TenantInfo { id: t.id })
         .collect();
-    json_response(StatusCode::OK, &list)
+    Ok(json_response(StatusCode::OK, &list))
 }
 
-async fn create_tenant(state: &Arc<ApiState>, body: Bytes) -> ApiResult {
-    let req: CreateTenantRequest = parse_json(&body)?.unwrap_or_default();
+async fn create_tenant(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let req: TenantCreateRequest = req.json()?.unwrap_or_default();
     let id = req.new_tenant_id.unwrap_or_else(TenantId::generate);
     if state.mgr.get(id).is_some() {
         return Err(ApiError::Conflict(format!("tenant {id} already exists")));
     }
-    let st = Arc::clone(state);
+    let st = Arc::clone(&state);
     blocking(move || st.mgr.create_tenant(id))
         .await?
         .map_err(|e| classify(e, |m| ApiError::Internal(anyhow::anyhow!(m))))?;
@@ -394,27 +214,6 @@ async fn create_tenant(state: &Arc<ApiState>, body: Bytes) -> ApiResult {
 // ---------------------------------------------------------------------------
 // Timelines
 // ---------------------------------------------------------------------------
-
-/// What `GET .../timeline/<id>` returns.
-#[derive(Serialize, Debug)]
-pub struct TimelineDetail {
-    pub timeline_id: TimelineId,
-    pub tenant_id: TenantId,
-    pub ancestor_timeline_id: Option<TimelineId>,
-    pub ancestor_lsn: Option<Lsn>,
-    pub last_record_lsn: Lsn,
-    pub prev_record_lsn: Lsn,
-    pub disk_consistent_lsn: Lsn,
-    pub latest_gc_cutoff_lsn: Lsn,
-    pub initdb_lsn: Lsn,
-    /// Sum of the databases' sizes at `last_record_lsn`; null if it could not
-    /// be computed.
-    pub current_logical_size: Option<u64>,
-    /// Sum of the sizes of the timeline's layer files.
-    pub current_physical_size: u64,
-    /// The persisted WAL source, password replaced by `***`.
-    pub wal_source: Option<String>,
-}
 
 fn logical_size(tl: &Timeline, lsn: Lsn) -> Result<u64, TimelineError> {
     let reader = DatadirReader::new(tl, lsn);
@@ -426,7 +225,7 @@ fn logical_size(tl: &Timeline, lsn: Lsn) -> Result<u64, TimelineError> {
 }
 
 /// The detail of a timeline. Blocks (reads layers for the logical size).
-pub fn describe_timeline(tl: &Timeline) -> TimelineDetail {
+pub fn describe_timeline(tl: &Timeline) -> TimelineInfo {
     let rl = tl.record_lsn();
     let md = tl.metadata();
     let current_logical_size = match logical_size(tl, rl.last) {
@@ -444,7 +243,7 @@ pub fn describe_timeline(tl: &Timeline) -> TimelineDetail {
             None
         }
     };
-    TimelineDetail {
+    TimelineInfo {
         timeline_id: tl.timeline_id,
         tenant_id: tl.tenant_id,
         ancestor_timeline_id: tl.ancestor().map(|(a, _)| a.timeline_id),
@@ -460,8 +259,9 @@ pub fn describe_timeline(tl: &Timeline) -> TimelineDetail {
     }
 }
 
-async fn list_timelines(state: &Arc<ApiState>, t: &str) -> ApiResult {
-    let tenant = find_tenant(state, t)?;
+async fn list_timelines(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let t = req.param("tenant_id")?;
+    let tenant = find_tenant(&state, t)?;
     let details = blocking(move || {
         tenant
             .list_timelines()
@@ -473,26 +273,17 @@ async fn list_timelines(state: &Arc<ApiState>, t: &str) -> ApiResult {
     Ok(json_response(StatusCode::OK, &details))
 }
 
-async fn timeline_detail(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
-    let tl = find_timeline(state, t, tl)?;
+async fn timeline_detail(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
+    let tl = find_timeline(&state, t, tl)?;
     let detail = blocking(move || describe_timeline(&tl)).await?;
     Ok(json_response(StatusCode::OK, &detail))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct CreateTimelineRequest {
-    new_timeline_id: Option<TimelineId>,
-    ancestor_timeline_id: Option<TimelineId>,
-    ancestor_start_lsn: Option<Lsn>,
-    /// Import this cleanly stopped PostgreSQL data directory (a path on the
-    /// pageserver's machine) instead of running initdb.
-    import_pgdata: Option<String>,
-}
-
-async fn create_timeline(state: &Arc<ApiState>, t: &str, body: Bytes) -> ApiResult {
-    let tenant = find_tenant(state, t)?;
-    let req: CreateTimelineRequest = parse_json(&body)?.unwrap_or_default();
+async fn create_timeline(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let t = req.param("tenant_id")?;
+    let tenant = find_tenant(&state, t)?;
+    let req: TimelineCreateRequest = req.json()?.unwrap_or_default();
     let id = req.new_timeline_id.unwrap_or_else(TimelineId::generate);
     if tenant.get_timeline(id).is_some() {
         return Err(ApiError::Conflict(format!(
@@ -546,16 +337,11 @@ async fn create_timeline(state: &Arc<ApiState>, t: &str, body: Bytes) -> ApiResu
     Ok(json_response(StatusCode::CREATED, &detail))
 }
 
-#[derive(Serialize)]
-struct DeletedTimeline {
-    tenant_id: TenantId,
-    timeline_id: TimelineId,
-}
-
-async fn delete_timeline(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
+async fn delete_timeline(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
     let serial = state.serialize().await;
-    let timeline = find_timeline(state, t, tl)?;
-    let tenant = find_tenant(state, t)?;
+    let timeline = find_timeline(&state, t, tl)?;
+    let tenant = find_tenant(&state, t)?;
     let (tenant_id, timeline_id) = (timeline.tenant_id, timeline.timeline_id);
     let children: Vec<String> = tenant
         .list_timelines()
@@ -590,7 +376,7 @@ async fn delete_timeline(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult 
     })?;
     Ok(json_response(
         StatusCode::OK,
-        &DeletedTimeline {
+        &TimelineDeleted {
             tenant_id,
             timeline_id,
         },
@@ -601,23 +387,12 @@ async fn delete_timeline(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult 
 // WAL source
 // ---------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetWalSourceRequest {
-    connstr: String,
-}
-
-#[derive(Serialize)]
-struct WalSourceResponse {
-    /// The connection string (password replaced by `***`), or null.
-    wal_source: Option<String>,
-}
-
-async fn set_wal_source(state: &Arc<ApiState>, t: &str, tl: &str, body: Bytes) -> ApiResult {
+async fn set_wal_source(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
     // Not while the timeline is being deleted (it would get a receiver again).
     let serial = state.serialize().await;
-    let timeline = find_timeline(state, t, tl)?;
-    let req: SetWalSourceRequest = parse_json(&body)?.ok_or_else(|| {
+    let timeline = find_timeline(&state, t, tl)?;
+    let req: WalSourceRequest = req.json()?.ok_or_else(|| {
         ApiError::BadRequest("expected a JSON body {\"connstr\": \"host=... port=...\"}".into())
     })?;
     let sources = Arc::clone(&state.wal_sources);
@@ -640,9 +415,10 @@ async fn set_wal_source(state: &Arc<ApiState>, t: &str, tl: &str, body: Bytes) -
     ))
 }
 
-async fn remove_wal_source(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
+async fn remove_wal_source(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
     let serial = state.serialize().await;
-    let timeline = find_timeline(state, t, tl)?;
+    let timeline = find_timeline(&state, t, tl)?;
     let sources = Arc::clone(&state.wal_sources);
     blocking(move || {
         let _serial = serial;
@@ -659,14 +435,9 @@ async fn remove_wal_source(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResul
 // Maintenance
 // ---------------------------------------------------------------------------
 
-#[derive(Serialize)]
-struct CheckpointResponse {
-    disk_consistent_lsn: Lsn,
-    last_record_lsn: Lsn,
-}
-
-async fn checkpoint(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
-    let timeline = find_timeline(state, t, tl)?;
+async fn checkpoint(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
+    let timeline = find_timeline(&state, t, tl)?;
     let resp = blocking(move || {
         timeline
             .freeze_and_flush()
@@ -680,29 +451,11 @@ async fn checkpoint(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
     Ok(json_response(StatusCode::OK, &resp))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct GcRequest {
-    /// Bytes of WAL history to keep below the last record (default: the
-    /// tenant configuration's `gc_horizon`).
-    gc_horizon: Option<u64>,
-    /// History to keep by age, e.g. "0s" or "1h" (default: the tenant
-    /// configuration's `pitr_interval`).
-    pitr_interval: Option<String>,
-}
-
-#[derive(Serialize)]
-struct GcResponse {
-    cutoff: Lsn,
-    layers_total: usize,
-    layers_removed: usize,
-    bytes_removed: u64,
-}
-
-async fn do_gc(state: &Arc<ApiState>, t: &str, tl: &str, body: Bytes) -> ApiResult {
-    let timeline = find_timeline(state, t, tl)?;
-    let tenant = find_tenant(state, t)?;
-    let req: GcRequest = parse_json(&body)?.unwrap_or_default();
+async fn do_gc(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
+    let timeline = find_timeline(&state, t, tl)?;
+    let tenant = find_tenant(&state, t)?;
+    let req: GcRequest = req.json()?.unwrap_or_default();
     let horizon = req
         .gc_horizon
         .unwrap_or(state.conf.tenant_config.gc_horizon);
@@ -734,16 +487,9 @@ async fn do_gc(state: &Arc<ApiState>, t: &str, tl: &str, body: Bytes) -> ApiResu
     ))
 }
 
-#[derive(Serialize)]
-struct CompactResponse {
-    /// L1 delta layers written by merging L0 layers (0: fewer than two L0s).
-    l1_layers_written: usize,
-    /// The image layer created, if enough deltas were above the last one.
-    image_layer: Option<String>,
-}
-
-async fn compact(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
-    let timeline = find_timeline(state, t, tl)?;
+async fn compact(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
+    let timeline = find_timeline(&state, t, tl)?;
     let resp = blocking(move || -> Result<CompactResponse, ApiError> {
         let l1_layers_written = timeline
             .compact(true)
@@ -765,61 +511,32 @@ async fn compact(state: &Arc<ApiState>, t: &str, tl: &str) -> ApiResult {
     Ok(json_response(StatusCode::OK, &resp))
 }
 
-fn lsn_by_timestamp(state: &ApiState, t: &str, tl: &str, query: &str) -> ApiResult {
-    let timeline = find_timeline(state, t, tl)?;
-    let ts = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "timestamp")
-        .map(|(_, v)| percent_decode(v))
-        .ok_or_else(|| {
-            ApiError::BadRequest(
-                "missing query parameter timestamp (ISO 8601, e.g. 2024-01-31T12:00:00Z)".into(),
-            )
-        })?;
+async fn lsn_by_timestamp(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
+    let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
+    let timeline = find_timeline(&state, t, tl)?;
+    let ts = req.query_param("timestamp").ok_or_else(|| {
+        ApiError::BadRequest(
+            "missing query parameter timestamp (ISO 8601, e.g. 2024-01-31T12:00:00Z)".into(),
+        )
+    })?;
     let time = humantime::parse_rfc3339_weak(&ts)
         .map_err(|e| ApiError::BadRequest(format!("invalid timestamp {ts:?}: {e}")))?;
     let pg_ts = postgres_ffi::xlog_utils::to_pg_timestamp(time);
     use crate::tenant::lsn_by_time::LsnForTimestamp::*;
-    let (kind, lsn) = match timeline
-        .find_lsn_for_timestamp(pg_ts)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("searching commit times: {e}")))?
-    {
-        Present(l) => ("present", l),
-        Future(l) => ("future", l),
-        Past(l) => ("past", l),
-        NoData(l) => ("nodata", l),
+    // A binary search over commit records: layer reads, maybe WAL redo.
+    let found = blocking(move || timeline.find_lsn_for_timestamp(pg_ts))
+        .await?
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("searching commit times: {e}")))?;
+    let (kind, lsn) = match found {
+        Present(l) => (LsnTimestampKind::Present, l),
+        Future(l) => (LsnTimestampKind::Future, l),
+        Past(l) => (LsnTimestampKind::Past, l),
+        NoData(l) => (LsnTimestampKind::NoData, l),
     };
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({ "lsn": lsn.to_string(), "kind": kind }),
+        &LsnByTimestampResponse { lsn, kind },
     ))
-}
-
-/// Decode `%XX` escapes and `+` (a query string value).
-fn percent_decode(s: &str) -> String {
-    fn hex(c: u8) -> Option<u8> {
-        (c as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -827,54 +544,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_match_templates() {
-        let t = "0123456789abcdef0123456789abcdef";
-        let cases = [
-            ("/metrics", "/metrics"),
-            ("/v1/status", "/v1/status"),
-            ("/v1/tenant/", "/v1/tenant"),
-            (
-                &*format!("/v1/tenant/{t}/timeline"),
-                "/v1/tenant/{tenant_id}/timeline",
-            ),
-            (
-                &*format!("/v1/tenant/{t}/timeline/{t}/checkpoint"),
-                tpl::CHECKPOINT,
-            ),
-        ];
-        for (path, template) in cases {
-            let r = Route::find(path).unwrap_or_else(|| panic!("{path} not routed"));
-            assert_eq!(r.describe().0, template);
-        }
-        for path in [
-            "",
-            "/",
-            "/v1",
-            "/v1/tenant/x/y",
-            "/v1/tenant/a/timeline/b/nope",
-            "//v1/status",
-        ] {
-            assert!(Route::find(path).is_none(), "{path} routed");
-        }
-    }
-
-    #[test]
     fn every_route_is_in_the_openapi_spec() {
-        for template in ROUTE_TEMPLATES {
+        for template in router().templates() {
             assert!(
                 OPENAPI_SPEC.contains(&format!("\n  {template}:\n")),
                 "{template} is missing from openapi_spec.yml"
             );
         }
-    }
-
-    #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(
-            percent_decode("2024-01-31T12%3A00%3A00Z"),
-            "2024-01-31T12:00:00Z"
-        );
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
     }
 }

@@ -74,6 +74,7 @@ impl SqlState {
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState::new(b"55000");
     pub const QUERY_CANCELED: SqlState = SqlState::new(b"57014");
     pub const ADMIN_SHUTDOWN: SqlState = SqlState::new(b"57P01");
+    pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState::new(b"57P05");
     pub const CANNOT_CONNECT_NOW: SqlState = SqlState::new(b"57P03");
     pub const IO_ERROR: SqlState = SqlState::new(b"58030");
     pub const UNDEFINED_FILE: SqlState = SqlState::new(b"58P01");
@@ -93,6 +94,16 @@ impl SqlState {
             i += 1;
         }
         SqlState(*code)
+    }
+
+    /// A code received from a peer: `None` unless it is five digits or
+    /// upper-case ASCII letters.
+    pub fn parse(code: &str) -> Option<SqlState> {
+        let bytes: [u8; 5] = code.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+            .then_some(SqlState(bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -289,6 +300,12 @@ pub enum BeMessage<'a> {
     AuthenticationOk,
     AuthenticationCleartextPassword,
     AuthenticationMD5Password([u8; 4]),
+    /// AuthenticationSASL: the mechanisms the server offers.
+    AuthenticationSasl(&'a [&'a str]),
+    /// AuthenticationSASLContinue: SASL data (server-first-message).
+    AuthenticationSaslContinue(&'a [u8]),
+    /// AuthenticationSASLFinal: SASL outcome (server-final-message).
+    AuthenticationSaslFinal(&'a [u8]),
     ParameterStatus {
         name: &'a str,
         value: &'a str,
@@ -327,7 +344,10 @@ impl<'a> BeMessage<'a> {
         match self {
             BeMessage::AuthenticationOk
             | BeMessage::AuthenticationCleartextPassword
-            | BeMessage::AuthenticationMD5Password(_) => b'R',
+            | BeMessage::AuthenticationMD5Password(_)
+            | BeMessage::AuthenticationSasl(_)
+            | BeMessage::AuthenticationSaslContinue(_)
+            | BeMessage::AuthenticationSaslFinal(_) => b'R',
             BeMessage::ParameterStatus { .. } => b'S',
             BeMessage::BackendKeyData(_) => b'K',
             BeMessage::ReadyForQuery(_) => b'Z',
@@ -358,6 +378,26 @@ impl<'a> BeMessage<'a> {
             BeMessage::AuthenticationMD5Password(salt) => {
                 buf.put_i32(5);
                 buf.put_slice(salt);
+            }
+            BeMessage::AuthenticationSasl(mechanisms) => {
+                buf.put_i32(10);
+                for m in mechanisms.iter() {
+                    if m.is_empty() {
+                        return Err(ProtocolError::Unserializable(
+                            "an empty SASL mechanism name",
+                        ));
+                    }
+                    put_cstr(buf, m, "SASL mechanism")?;
+                }
+                buf.put_u8(0);
+            }
+            BeMessage::AuthenticationSaslContinue(data) => {
+                buf.put_i32(11);
+                buf.put_slice(data);
+            }
+            BeMessage::AuthenticationSaslFinal(data) => {
+                buf.put_i32(12);
+                buf.put_slice(data);
             }
             BeMessage::ParameterStatus { name, value } => {
                 put_cstr(buf, name, "parameter name")?;

@@ -103,12 +103,17 @@ pub enum FeStartupPacket {
 }
 
 /// A typed message after the startup phase. Only what our servers handle:
-/// the simple query protocol, COPY, and password authentication.
+/// the simple query protocol, COPY, and authentication.
 #[derive(Clone, PartialEq, Eq)]
 pub enum FeMessage {
-    /// PasswordMessage ('p'): a cleartext or MD5-hashed password (for us,
-    /// usually a JWT). Its `Debug` output is redacted.
-    Password(String),
+    /// PasswordMessage, SASLInitialResponse or SASLResponse: one type byte
+    /// ('p') whose body only the server's last authentication request
+    /// explains, so it is kept raw. Build it with [`FeMessage::password`],
+    /// [`FeMessage::sasl_initial_response`] or [`FeMessage::sasl_response`];
+    /// read it with [`parse_password`] or [`parse_sasl_initial_response`]
+    /// (a SASLResponse body is the raw SASL data). Its `Debug` output is
+    /// redacted.
+    AuthResponse(Bytes),
     /// Query ('Q'): a simple query string.
     Query(String),
     /// CopyData ('d').
@@ -126,7 +131,9 @@ pub enum FeMessage {
 impl fmt::Debug for FeMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FeMessage::Password(p) => write!(f, "Password(<redacted, {} bytes>)", p.len()),
+            FeMessage::AuthResponse(p) => {
+                write!(f, "AuthResponse(<redacted, {} bytes>)", p.len())
+            }
             FeMessage::Query(q) => f.debug_tuple("Query").field(q).finish(),
             FeMessage::CopyData(d) => f.debug_tuple("CopyData").field(d).finish(),
             FeMessage::CopyDone => f.write_str("CopyDone"),
@@ -268,7 +275,7 @@ impl FeDecoder {
         buf.advance(5);
         let body = buf.split_to(body_len).freeze();
         let msg = match tag {
-            b'p' => FeMessage::Password(parse_cstr_body(&body, "password message")?),
+            b'p' => FeMessage::AuthResponse(body),
             b'Q' => FeMessage::Query(parse_cstr_body(&body, "query message")?),
             b'd' => FeMessage::CopyData(body),
             b'f' => FeMessage::CopyFail(parse_cstr_body(&body, "CopyFail message")?),
@@ -339,7 +346,7 @@ impl FeMessage {
     /// The message's type byte.
     pub fn tag(&self) -> u8 {
         match self {
-            FeMessage::Password(_) => b'p',
+            FeMessage::AuthResponse(_) => b'p',
             FeMessage::Query(_) => b'Q',
             FeMessage::CopyData(_) => b'd',
             FeMessage::CopyDone => b'c',
@@ -352,7 +359,10 @@ impl FeMessage {
     /// Serializes the message as a client would send it.
     pub fn write(&self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
         write_message(buf, self.tag(), |buf| match self {
-            FeMessage::Password(s) => put_cstr(buf, s, "password"),
+            FeMessage::AuthResponse(d) => {
+                buf.put_slice(d);
+                Ok(())
+            }
             FeMessage::Query(s) => put_cstr(buf, s, "query"),
             FeMessage::CopyFail(s) => put_cstr(buf, s, "CopyFail message"),
             FeMessage::CopyData(d) => {
@@ -364,14 +374,79 @@ impl FeMessage {
     }
 }
 
+impl FeMessage {
+    /// A PasswordMessage: a cleartext or MD5-hashed password (for us often
+    /// a JWT), as a NUL-terminated string.
+    pub fn password(password: &str) -> Result<FeMessage, ProtocolError> {
+        let mut body = BytesMut::with_capacity(password.len() + 1);
+        put_cstr(&mut body, password, "password")?;
+        Ok(FeMessage::AuthResponse(body.freeze()))
+    }
+
+    /// SASLInitialResponse: the chosen mechanism and the client's first
+    /// message (`None` sends length -1: no initial response).
+    pub fn sasl_initial_response(
+        mechanism: &str,
+        data: Option<&[u8]>,
+    ) -> Result<FeMessage, ProtocolError> {
+        let mut body = BytesMut::with_capacity(mechanism.len() + 5 + data.map_or(0, <[u8]>::len));
+        put_cstr(&mut body, mechanism, "SASL mechanism")?;
+        match data {
+            None => body.put_i32(-1),
+            Some(d) => {
+                let len = i32::try_from(d.len()).map_err(|_| ProtocolError::TooMany {
+                    what: "SASL data bytes",
+                    count: d.len(),
+                })?;
+                body.put_i32(len);
+                body.put_slice(d);
+            }
+        }
+        Ok(FeMessage::AuthResponse(body.freeze()))
+    }
+
+    /// SASLResponse: the raw SASL data.
+    pub fn sasl_response(data: &[u8]) -> FeMessage {
+        FeMessage::AuthResponse(Bytes::copy_from_slice(data))
+    }
+}
+
+/// The password of a PasswordMessage body (one NUL-terminated UTF-8
+/// string, at most [`MAX_PASSWORD_LENGTH`] bytes as the decoder enforces).
+pub fn parse_password(body: &[u8]) -> Result<&str, ProtocolError> {
+    let (s, rest) = split_cstr(body, "password message")?;
+    if !rest.is_empty() {
+        return Err(ProtocolError::TrailingBytes("password message"));
+    }
+    Ok(s)
+}
+
+/// The mechanism and initial data of a SASLInitialResponse body (`None`:
+/// the client sent no initial response, length -1).
+pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&str, Option<&[u8]>), ProtocolError> {
+    const WHAT: &str = "SASLInitialResponse";
+    let (mechanism, rest) = split_cstr(body, WHAT)?;
+    let len = peek_i32(rest, 0).ok_or(ProtocolError::Truncated(WHAT))?;
+    let data = &rest[4..];
+    match len {
+        -1 if data.is_empty() => Ok((mechanism, None)),
+        -1 => Err(ProtocolError::TrailingBytes(WHAT)),
+        l if usize::try_from(l) == Ok(data.len()) => Ok((mechanism, Some(data))),
+        l if l < -1 || usize::try_from(l).is_ok_and(|l| l > data.len()) => {
+            Err(ProtocolError::Truncated(WHAT))
+        }
+        _ => Err(ProtocolError::TrailingBytes(WHAT)),
+    }
+}
+
 /// Big-endian i32 at `pos`, if the buffer holds it.
-fn peek_i32(buf: &[u8], pos: usize) -> Option<i32> {
+pub(super) fn peek_i32(buf: &[u8], pos: usize) -> Option<i32> {
     let bytes = buf.get(pos..pos + 4)?;
     Some(i32::from_be_bytes(bytes.try_into().ok()?))
 }
 
 /// The body must be exactly one NUL-terminated UTF-8 string.
-fn parse_cstr_body(body: &[u8], what: &'static str) -> Result<String, ProtocolError> {
+pub(super) fn parse_cstr_body(body: &[u8], what: &'static str) -> Result<String, ProtocolError> {
     let (s, rest) = split_cstr(body, what)?;
     if !rest.is_empty() {
         return Err(ProtocolError::TrailingBytes(what));
@@ -380,7 +455,7 @@ fn parse_cstr_body(body: &[u8], what: &'static str) -> Result<String, ProtocolEr
 }
 
 /// Splits a NUL-terminated UTF-8 string off the front of `data`.
-fn split_cstr<'a>(
+pub(super) fn split_cstr<'a>(
     data: &'a [u8],
     what: &'static str,
 ) -> Result<(&'a str, &'a [u8]), ProtocolError> {

@@ -1,16 +1,27 @@
-//! Server side of the PostgreSQL v3 frontend/backend wire protocol, as a
-//! synchronous codec over [`bytes::BytesMut`].
+//! The PostgreSQL v3 frontend/backend wire protocol, both directions, as a
+//! synchronous codec over [`bytes::BytesMut`]. Every process of the project
+//! that speaks the protocol (the page service, the WAL receiver, the control
+//! plane, pagebench, tests; later the walkeeper and the proxy) reads and
+//! writes messages only through this module.
 //!
 //! The format is documented in the PostgreSQL manual, chapter "Frontend/Backend
-//! Protocol" (§55.7 "Message Formats" in the PostgreSQL 15 docs). This module
-//! only turns bytes into typed messages and back; the connection state machine
-//! (which message is allowed when, authentication, TLS) lives with each server.
+//! Protocol" (§55.7 "Message Formats" in the PostgreSQL 15 docs) and, for the
+//! replication sub-protocol, §55.4 "Streaming Replication Protocol". This
+//! module only turns bytes into typed messages and back; connection state
+//! machines live in [`crate::postgres_backend`] (server side) and
+//! [`crate::postgres_client`] (client side).
 //!
 //! - [`FeDecoder`] parses what a client sends: first a startup-phase packet
 //!   ([`FeStartupPacket`]: StartupMessage, SSLRequest, GSSENCRequest,
 //!   CancelRequest; no type byte), then typed messages ([`FeMessage`]).
 //!   The caller knows the phase and calls the matching method.
-//! - [`BeMessage`] serializes what a server sends.
+//!   [`FeStartupPacket::write`] and [`FeMessage::write`] serialize the same
+//!   messages for clients.
+//! - [`BeMessage`] serializes what a server sends; [`BeDecoder`] parses it
+//!   back into an owned [`BackendMessage`] for clients.
+//! - [`replication`]: the messages inside the CopyData of a physical
+//!   replication stream (XLogData, keepalive, standby status update,
+//!   hot-standby feedback), for both ends.
 //!
 //! Invariants:
 //! - Decoding returns `Ok(None)` and consumes nothing while the buffer holds
@@ -32,7 +43,11 @@
 //! are the constants [`SSL_REFUSED`], [`SSL_ACCEPTED`], [`GSSENC_REFUSED`].
 
 mod backend;
+mod backend_decode;
+#[cfg(test)]
+mod decode_tests;
 mod frontend;
+pub mod replication;
 #[cfg(test)]
 mod tests;
 
@@ -40,7 +55,13 @@ pub use backend::{
     oid, write_single_row_text_result, write_text_result, BeMessage, CopyResponse, ErrorFields,
     Format, RowDescriptor, Severity, SqlState, TransactionStatus,
 };
-pub use frontend::{FeDecoder, FeMessage, FeStartupPacket, StartupParams};
+pub use backend_decode::{
+    AuthRequest, BackendMessage, BeDecoder, CopyFormat, ErrorNotice, RowField,
+};
+pub use frontend::{
+    parse_password, parse_sasl_initial_response, FeDecoder, FeMessage, FeStartupPacket,
+    StartupParams,
+};
 
 /// The text of an ErrorResponse (or NoticeResponse) body as a client shows
 /// it: the message field ('M') and the SQLSTATE ('C'). Fields that are not
@@ -100,7 +121,7 @@ pub struct CancelKeyData {
     pub cancel_key: i32,
 }
 
-/// Malformed input from a client, or a message that cannot be serialized.
+/// Malformed input from the peer, or a message that cannot be serialized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error("invalid length of startup packet: {0}")]
@@ -115,6 +136,14 @@ pub enum ProtocolError {
     MessageTooLarge { tag: u8, len: usize, max: usize },
     #[error("invalid frontend message type {:?}", char::from(*.0))]
     UnknownMessageType(u8),
+    #[error("invalid backend message type {:?}", char::from(*.0))]
+    UnknownBackendMessageType(u8),
+    #[error("unsupported authentication request {0} ({name}): only trust, cleartext, MD5 and SCRAM-SHA-256 are supported", name = auth_method_name(*.0))]
+    UnsupportedAuthentication(i32),
+    #[error("invalid {0}: the message ends too early")]
+    Truncated(&'static str),
+    #[error("invalid {what}: {value}")]
+    InvalidValue { what: &'static str, value: i64 },
     #[error(
         "unsupported frontend message type {:?}: only the simple query protocol is supported",
         char::from(*.0)
@@ -128,10 +157,31 @@ pub enum ProtocolError {
     TrailingBytes(&'static str),
     #[error("cannot send {0}: it contains a NUL byte")]
     InteriorNul(&'static str),
+    #[error("cannot send {0}")]
+    Unserializable(&'static str),
     #[error("cannot send {what}: {count} is more than the protocol allows")]
     TooMany { what: &'static str, count: usize },
     #[error("data row has {got} values but the row description has {expected} columns")]
     ColumnCountMismatch { expected: usize, got: usize },
+}
+
+/// The name of an authentication request code (`AUTH_REQ_*` in
+/// PostgreSQL's `libpq/pqcomm.h`), for error messages.
+fn auth_method_name(code: i32) -> &'static str {
+    match code {
+        0 => "ok",
+        2 => "Kerberos V5",
+        3 => "cleartext password",
+        5 => "MD5 password",
+        6 => "SCM credentials",
+        7 => "GSSAPI",
+        8 => "GSSAPI continue",
+        9 => "SSPI",
+        10 => "SASL",
+        11 => "SASL continue",
+        12 => "SASL final",
+        _ => "unknown",
+    }
 }
 
 impl ProtocolError {
@@ -142,6 +192,7 @@ impl ProtocolError {
             | ProtocolError::UnsupportedMessageType(_) => SqlState::FEATURE_NOT_SUPPORTED,
             ProtocolError::MessageTooLarge { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
             ProtocolError::InteriorNul(_)
+            | ProtocolError::Unserializable(_)
             | ProtocolError::TooMany { .. }
             | ProtocolError::ColumnCountMismatch { .. } => SqlState::INTERNAL_ERROR,
             _ => SqlState::PROTOCOL_VIOLATION,

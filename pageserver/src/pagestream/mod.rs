@@ -3,7 +3,9 @@
 //! `pagestream <tenant> <timeline>` query. Full description: `docs/pagestream.md`.
 //!
 //! This module only turns bytes into typed messages and back; it knows nothing
-//! about connections or storage. Each CopyData payload holds exactly one
+//! about connections or storage. [`client`] is the pagestream client over
+//! the shared PostgreSQL client, and [`bench`] the load generator of the
+//! `pagebench` binary built on it; the server side is `crate::page_service`. Each CopyData payload holds exactly one
 //! message, so parsers take the whole payload and reject trailing bytes.
 //!
 //! # Wire format
@@ -26,9 +28,8 @@
 //! | db_size | 3 | u32 dbnode | 29 |
 //! | get_slru_segment | 4 | u8 kind (0 clog, 1 multixact offsets, 2 multixact members), u32 segno | 30 |
 //!
-//! A response is `u8 tag`, `u64 reqid`, then a body. §5's "tag + 100" would
-//! give db_size the error tag 103, so 103 is reserved for errors and the
-//! db_size and get_slru_segment responses are shifted by one to 104 and 105:
+//! A response is `u8 tag`, `u64 reqid`, then a body. 103 is the error tag,
+//! so the db_size and get_slru_segment responses are 104 and 105:
 //!
 //! | response | tag | body | total size |
 //! |---|---|---|---|
@@ -51,6 +52,9 @@
 //!   LSN rules of §5; its [`RequestLsnError`] is a distinct type because the
 //!   server answers it with an error response and keeps the stream open, while
 //!   a [`PagestreamError`] on a request closes the connection.
+
+pub mod bench;
+pub mod client;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_ffi::pg_constants::{BLCKSZ, INIT_FORKNUM};

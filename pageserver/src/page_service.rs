@@ -1,9 +1,9 @@
 //! The page service (docs/architecture.md §5): the pageserver's PostgreSQL-protocol
 //! endpoint, where computes fetch pages (`pagestream`) and basebackups.
 //!
-//! [`serve`] accepts connections and runs each in its own task. A connection
-//! goes through the startup phase (SSL and GSS encryption are refused, no
-//! authentication yet), then runs simple queries:
+//! Connections are accepted and driven by [`zenith_utils::postgres_backend`]
+//! (startup, SSL/GSS refusal, limits and timeouts, shutdown); this module is
+//! its [`Handler`]: the simple queries of the page service.
 //!
 //! | query | answer |
 //! |---|---|
@@ -27,38 +27,31 @@
 //!   an error response and the stream goes on.
 //! - Pagestream requests of one connection are answered concurrently (at most
 //!   [`PIPELINE_DEPTH`] in flight, then reading stops: backpressure), but the
-//!   responses are sent in request order. Storage reads run on blocking
-//!   threads: they do file I/O and may run WAL redo.
+//!   responses are sent in request order. Reads that need file I/O or WAL
+//!   redo run on blocking threads; reads the in-memory layers and the page
+//!   cache can answer are answered in the connection's task.
 //! - A basebackup is produced on a blocking thread and streamed through a
 //!   bounded channel, so a connection never holds more than a few chunks of
 //!   it in memory.
-//! - Shutdown: when the `shutdown` watch turns true (or its sender is
-//!   dropped), [`serve`] stops accepting; idle connections and pagestreams end
-//!   at their next message boundary with FATAL 57P01; [`serve`] returns once
-//!   they are gone (or after [`SHUTDOWN_GRACE`]).
-//!
-//! [`client`] is a small pagestream client and [`bench`] the load generator of
-//! the `pagebench` binary built on it.
+//! - Shutdown: idle connections and pagestreams end at their next message
+//!   boundary with FATAL 57P01 (the backend's rule).
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use postgres_ffi::pg_constants::DEFAULTTABLESPACE_OID;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tracing::{debug, error, field, info, info_span, warn, Instrument, Span};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
-use zenith_utils::pq_proto::{
-    write_text_result, BeMessage, CancelKeyData, CopyResponse, ErrorFields, FeDecoder, FeMessage,
-    FeStartupPacket, ProtocolError, SqlState, TransactionStatus, GSSENC_REFUSED, SSL_REFUSED,
+use zenith_utils::postgres_backend::{
+    self, truncated, BackendConf, BackendReader, BackendWriter, Handler, HandlerError,
+    PostgresBackend,
 };
+use zenith_utils::pq_proto::{write_text_result, BeMessage, CopyResponse, FeMessage, SqlState};
 
 use crate::basebackup::send_basebackup;
 use crate::config::PageServerConf;
@@ -89,8 +82,17 @@ const BASEBACKUP_CHANNEL_DEPTH: usize = 4;
 /// How long [`serve`] waits for connections to end after shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The PostgreSQL version we announce in ParameterStatus.
-const SERVER_VERSION: &str = "15.18";
+/// The backend settings of the page service.
+pub fn backend_conf(conf: &PageServerConf) -> BackendConf {
+    BackendConf {
+        max_message_size: MAX_MESSAGE_SIZE,
+        startup_timeout: conf.pg_startup_timeout,
+        idle_timeout: Some(conf.pg_idle_timeout),
+        max_connections: conf.pg_max_connections,
+        shutdown_grace: SHUTDOWN_GRACE,
+        ..BackendConf::new("page service")
+    }
+}
 
 /// Serves the page service on `listener` until `shutdown` becomes true (or
 /// its sender is dropped). Each connection runs in its own task; their errors
@@ -99,102 +101,29 @@ pub async fn serve(
     listener: TcpListener,
     mgr: Arc<TenantManager>,
     conf: Arc<PageServerConf>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    info!(addr = ?listener.local_addr().ok(), "page service listening");
-    let mut conns = JoinSet::new();
-    loop {
-        if *shutdown.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = shutdown.changed() => {
-                if changed.is_err() {
-                    break; // The sender is gone: nobody can keep us running.
-                }
-            }
-            Some(res) = conns.join_next(), if !conns.is_empty() => log_task_end(res),
-            accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => {
-                    let span = info_span!(
-                        "page_service",
-                        %peer,
-                        tenant_id = field::Empty,
-                        timeline_id = field::Empty,
-                    );
-                    let conn = handle_connection(
-                        sock,
-                        Arc::clone(&mgr),
-                        Arc::clone(&conf),
-                        shutdown.clone(),
-                    );
-                    conns.spawn(conn.instrument(span));
-                }
-                Err(e) => {
-                    // E.g. out of file descriptors: transient, do not spin.
-                    warn!("page service accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    info!(
-        connections = conns.len(),
-        "page service stopped accepting connections"
-    );
-    let drain = async {
-        while let Some(res) = conns.join_next().await {
-            log_task_end(res);
-        }
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        warn!(
-            connections = conns.len(),
-            "page service connections still busy after {SHUTDOWN_GRACE:?}; aborting them"
-        );
-        conns.abort_all();
-    }
-    Ok(())
-}
-
-fn log_task_end(res: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = res {
-        if e.is_panic() {
-            error!("page service connection task panicked: {e}");
-        }
-    }
-}
-
-async fn handle_connection(
-    sock: TcpStream,
-    mgr: Arc<TenantManager>,
-    conf: Arc<PageServerConf>,
     shutdown: watch::Receiver<bool>,
-) {
-    debug!("connection accepted");
-    if let Err(e) = sock.set_nodelay(true) {
-        debug!("cannot set TCP_NODELAY: {e}");
-    }
-    let (rd, wr) = sock.into_split();
-    let mut conn = Connection {
-        reader: Reader {
-            rd,
-            buf: BytesMut::with_capacity(8192),
-            decoder: FeDecoder::new(MAX_MESSAGE_SIZE),
-            shutdown,
+) -> anyhow::Result<()> {
+    let backend = Arc::new(backend_conf(&conf));
+    postgres_backend::serve(
+        listener,
+        backend,
+        move |peer| {
+            let span = info_span!(
+                "page_service",
+                %peer,
+                tenant_id = field::Empty,
+                timeline_id = field::Empty,
+            );
+            let handler = PageServiceHandler {
+                mgr: Arc::clone(&mgr),
+                conf: Arc::clone(&conf),
+            };
+            (handler, span)
         },
-        writer: Writer {
-            wr,
-            buf: BytesMut::with_capacity(8192),
-        },
-        mgr,
-        conf,
-    };
-    match conn.run().await {
-        Ok(()) => debug!("connection closed"),
-        Err(e) => warn!("connection closed after an error: {e:#}"),
-    }
+        shutdown,
+    )
+    .await?;
+    Ok(())
 }
 
 /// A parsed simple query.
@@ -215,47 +144,24 @@ enum Command {
     },
 }
 
-/// A query that fails: answered with ERROR and ReadyForQuery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct QueryError {
-    code: SqlState,
-    message: String,
-}
-
-impl QueryError {
-    fn new(code: SqlState, message: impl Into<String>) -> Self {
-        QueryError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(SqlState::INVALID_PARAMETER_VALUE, message)
-    }
-}
-
-/// At most `max` characters of `s`, for echoing client input in messages.
-fn truncated(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
+/// A failed query with an invalid parameter.
+fn invalid(message: impl Into<String>) -> HandlerError {
+    HandlerError::query(SqlState::INVALID_PARAMETER_VALUE, message)
 }
 
 fn parse_ids(
     cmd: &str,
     tenant: &str,
     timeline: &str,
-) -> Result<(TenantId, TimelineId), QueryError> {
+) -> Result<(TenantId, TimelineId), HandlerError> {
     let tenant_id = tenant.parse().map_err(|e| {
-        QueryError::invalid(format!(
+        invalid(format!(
             "{cmd}: invalid tenant id {:?}: {e}",
             truncated(tenant, 40)
         ))
     })?;
     let timeline_id = timeline.parse().map_err(|e| {
-        QueryError::invalid(format!(
+        invalid(format!(
             "{cmd}: invalid timeline id {:?}: {e}",
             truncated(timeline, 40)
         ))
@@ -265,14 +171,14 @@ fn parse_ids(
 
 /// Parses a simple query. Keywords are case-insensitive; a trailing `;` is
 /// allowed.
-fn parse_command(query: &str) -> Result<Command, QueryError> {
+fn parse_command(query: &str) -> Result<Command, HandlerError> {
     let q = query.trim().trim_end_matches(';').trim_end();
     let mut words = q.split_whitespace();
     let Some(first) = words.next() else {
         return Ok(Command::Empty);
     };
     let args: Vec<&str> = words.collect();
-    let usage = |u: &str| QueryError::new(SqlState::SYNTAX_ERROR, format!("usage: {u}"));
+    let usage = |u: &str| HandlerError::query(SqlState::SYNTAX_ERROR, format!("usage: {u}"));
     match first.to_ascii_lowercase().as_str() {
         "pagestream" => match args[..] {
             [tenant, timeline] => {
@@ -298,7 +204,7 @@ fn parse_command(query: &str) -> Result<Command, QueryError> {
                     return Err(usage(USAGE));
                 } else {
                     lsn = Some(arg.parse::<Lsn>().map_err(|_| {
-                        QueryError::invalid(format!(
+                        invalid(format!(
                             "basebackup: invalid LSN {:?}: expected X/Y in hex",
                             truncated(arg, 40)
                         ))
@@ -314,7 +220,7 @@ fn parse_command(query: &str) -> Result<Command, QueryError> {
         }
         "identify_system" if args.is_empty() => Ok(Command::IdentifySystem),
         "set" => Ok(Command::Set),
-        _ => Err(QueryError::new(
+        _ => Err(HandlerError::query(
             SqlState::SYNTAX_ERROR,
             format!(
                 "unsupported command {:?}: the page service runs pagestream, basebackup, identify_system and set",
@@ -324,134 +230,12 @@ fn parse_command(query: &str) -> Result<Command, QueryError> {
     }
 }
 
-/// What the next read from the client produced.
-enum Input<T> {
-    Message(T),
-    /// The client closed the connection between messages.
-    Eof,
-    /// The server is shutting down.
-    Shutdown,
-    /// The bytes are not a valid message: framing is lost.
-    Malformed(ProtocolError),
-}
-
-/// The receiving half of a connection.
-struct Reader {
-    rd: OwnedReadHalf,
-    buf: BytesMut,
-    decoder: FeDecoder,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Reader {
-    async fn next_startup(&mut self) -> anyhow::Result<Input<FeStartupPacket>> {
-        loop {
-            match self.decoder.decode_startup(&mut self.buf) {
-                Ok(Some(p)) => return Ok(Input::Message(p)),
-                Ok(None) => {}
-                Err(e) => return Ok(Input::Malformed(e)),
-            }
-            if let Some(end) = self.fill().await? {
-                return Ok(end);
-            }
-        }
-    }
-
-    async fn next_message(&mut self) -> anyhow::Result<Input<FeMessage>> {
-        loop {
-            match self.decoder.decode_message(&mut self.buf) {
-                Ok(Some(m)) => return Ok(Input::Message(m)),
-                Ok(None) => {}
-                Err(e) => return Ok(Input::Malformed(e)),
-            }
-            if let Some(end) = self.fill().await? {
-                return Ok(end);
-            }
-        }
-    }
-
-    /// Reads more bytes; `Some` when the connection or the server ends.
-    async fn fill<T>(&mut self) -> anyhow::Result<Option<Input<T>>> {
-        let shutdown = &mut self.shutdown;
-        tokio::select! {
-            // read_buf is cancel safe: nothing is lost if shutdown wins.
-            n = self.rd.read_buf(&mut self.buf) => {
-                if n? > 0 {
-                    Ok(None)
-                } else if self.buf.is_empty() {
-                    Ok(Some(Input::Eof))
-                } else {
-                    anyhow::bail!("the client closed the connection in the middle of a message")
-                }
-            }
-            _ = shutdown.wait_for(|stop| *stop) => Ok(Some(Input::Shutdown)),
-        }
-    }
-}
-
-/// The sending half of a connection: messages are queued in a buffer and
-/// written by `flush`.
-struct Writer {
-    wr: OwnedWriteHalf,
-    buf: BytesMut,
-}
-
-impl Writer {
-    fn queue(&mut self, msg: &BeMessage) -> anyhow::Result<()> {
-        msg.write(&mut self.buf)?;
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.wr.write_all(&self.buf).await?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, msg: &BeMessage<'_>) -> anyhow::Result<()> {
-        self.queue(msg)?;
-        Ok(self.flush().await?)
-    }
-
-    /// ERROR, then ReadyForQuery: the query failed, the session goes on.
-    async fn query_error(&mut self, e: &QueryError) -> anyhow::Result<()> {
-        self.queue(&BeMessage::error(e.code, &e.message))?;
-        self.ready().await
-    }
-
-    async fn ready(&mut self) -> anyhow::Result<()> {
-        self.send(&BeMessage::ReadyForQuery(TransactionStatus::Idle))
-            .await
-    }
-
-    /// FATAL: sent just before the server closes the connection. Errors are
-    /// ignored: the client may be gone already.
-    async fn fatal(&mut self, code: SqlState, message: &str) {
-        let message = message.replace('\0', "\u{FFFD}");
-        let msg = BeMessage::ErrorResponse(ErrorFields::fatal(code, &message));
-        if self.queue(&msg).is_ok() {
-            let _ = self.flush().await;
-        }
-    }
-}
-
-/// How a query left the connection.
-enum Flow {
-    Continue,
-    Close,
-}
-
 /// How a pagestream ended.
 enum StreamEnd {
     /// CopyDone: the client goes back to queries.
     CopyDone,
     /// Terminate, CopyFail, EOF, or a malformed request already answered.
     Close,
-    Shutdown,
-    /// Framing lost, or a message that has no place in a copy stream.
-    Violation(SqlState, String),
 }
 
 /// A response the pagestream writer sends, in request order.
@@ -463,181 +247,32 @@ enum Pending {
     Ready(PagestreamResponse),
 }
 
-struct Connection {
-    reader: Reader,
-    writer: Writer,
+/// The page service's side of one connection.
+struct PageServiceHandler {
     mgr: Arc<TenantManager>,
     conf: Arc<PageServerConf>,
 }
 
-impl Connection {
-    async fn run(&mut self) -> anyhow::Result<()> {
-        if !self.startup().await? {
-            return Ok(());
-        }
-        loop {
-            let msg = match self.reader.next_message().await? {
-                Input::Message(m) => m,
-                Input::Eof => return Ok(()),
-                Input::Shutdown => return self.shutdown_close().await,
-                Input::Malformed(e) => {
-                    self.writer.fatal(e.sql_state(), &e.to_string()).await;
-                    return Err(e.into());
-                }
-            };
-            match msg {
-                FeMessage::Query(q) => {
-                    if let Flow::Close = self.query(&q).await? {
-                        return Ok(());
-                    }
-                }
-                FeMessage::Terminate => return Ok(()),
-                // Outside COPY these are ignored, as PostgreSQL does.
-                FeMessage::Sync
-                | FeMessage::CopyData(_)
-                | FeMessage::CopyDone
-                | FeMessage::CopyFail(_) => {}
-                FeMessage::Password(_) => {
-                    let msg = "unexpected password message: no authentication was requested";
-                    self.writer.fatal(SqlState::PROTOCOL_VIOLATION, msg).await;
-                    anyhow::bail!(msg);
-                }
-            }
-        }
-    }
-
-    async fn shutdown_close(&mut self) -> anyhow::Result<()> {
-        debug!("closing the connection: the pageserver is shutting down");
-        let msg = "terminating connection due to pageserver shutdown";
-        self.writer.fatal(SqlState::ADMIN_SHUTDOWN, msg).await;
-        Ok(())
-    }
-
-    /// The startup phase. Returns false if the connection ends in it.
-    async fn startup(&mut self) -> anyhow::Result<bool> {
-        let (mut ssl_refused, mut gss_refused) = (false, false);
-        loop {
-            let packet = match self.reader.next_startup().await? {
-                Input::Message(p) => p,
-                Input::Eof => return Ok(false),
-                Input::Shutdown => {
-                    self.shutdown_close().await?;
-                    return Ok(false);
-                }
-                Input::Malformed(e) => {
-                    self.writer.fatal(e.sql_state(), &e.to_string()).await;
-                    return Err(e.into());
-                }
-            };
-            match packet {
-                FeStartupPacket::SslRequest if !ssl_refused => {
-                    ssl_refused = true;
-                    self.writer.wr.write_all(&[SSL_REFUSED]).await?;
-                }
-                FeStartupPacket::GssEncRequest if !gss_refused => {
-                    gss_refused = true;
-                    self.writer.wr.write_all(&[GSSENC_REFUSED]).await?;
-                }
-                FeStartupPacket::SslRequest | FeStartupPacket::GssEncRequest => {
-                    let msg = "repeated encryption negotiation request";
-                    self.writer.fatal(SqlState::PROTOCOL_VIOLATION, msg).await;
-                    anyhow::bail!(msg);
-                }
-                FeStartupPacket::CancelRequest(_) => {
-                    debug!("ignoring a cancel request: page service queries cannot be canceled");
-                    return Ok(false);
-                }
-                FeStartupPacket::StartupMessage {
-                    minor_version,
-                    params,
-                    ..
-                } => {
-                    debug!(
-                        user = params.user().unwrap_or(""),
-                        application_name = params.get("application_name").unwrap_or(""),
-                        "startup"
-                    );
-                    let unknown: Vec<&str> = params
-                        .iter()
-                        .map(|(k, _)| k)
-                        .filter(|k| k.starts_with("_pq_."))
-                        .collect();
-                    if minor_version > 0 || !unknown.is_empty() {
-                        self.writer.queue(&BeMessage::NegotiateProtocolVersion {
-                            newest_minor: 0,
-                            unrecognized_options: &unknown,
-                        })?;
-                    }
-                    self.writer.queue(&BeMessage::AuthenticationOk)?;
-                    for (name, value) in [
-                        ("server_version", SERVER_VERSION),
-                        ("server_encoding", "UTF8"),
-                        ("client_encoding", "UTF8"),
-                        ("DateStyle", "ISO"),
-                        ("integer_datetimes", "on"),
-                        ("standard_conforming_strings", "on"),
-                    ] {
-                        self.writer
-                            .queue(&BeMessage::ParameterStatus { name, value })?;
-                    }
-                    let key = random_u64();
-                    self.writer
-                        .queue(&BeMessage::BackendKeyData(CancelKeyData {
-                            backend_pid: (key >> 32) as i32 & i32::MAX,
-                            cancel_key: key as i32,
-                        }))?;
-                    self.writer.ready().await?;
-                    return Ok(true);
-                }
-            }
-        }
-    }
-
-    async fn query(&mut self, q: &str) -> anyhow::Result<Flow> {
-        debug!(query = %truncated(q, 200), "query");
-        let res = match parse_command(q) {
-            Ok(cmd) => self.command(cmd).await?,
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(flow) => Ok(flow),
-            Err(e) => {
-                info!("query failed: {}", e.message);
-                self.writer.query_error(&e).await?;
-                Ok(Flow::Continue)
-            }
-        }
-    }
-
-    /// Runs a command. The inner error is a failed query; the outer one ends
-    /// the connection.
-    async fn command(&mut self, cmd: Command) -> anyhow::Result<Result<Flow, QueryError>> {
-        match cmd {
-            Command::Empty => {
-                self.writer.queue(&BeMessage::EmptyQueryResponse)?;
-                self.writer.ready().await?;
-            }
-            Command::Set => {
-                self.writer.queue(&BeMessage::CommandComplete("SET"))?;
-                self.writer.ready().await?;
-            }
-            Command::IdentifySystem => {
-                write_text_result(
-                    &mut self.writer.buf,
-                    &["systemid", "timeline", "xlogpos", "dbname"],
-                    &[&[Some("0"), Some("1"), Some("0/0"), None]],
-                )?;
-                self.writer.ready().await?;
-            }
+impl Handler for PageServiceHandler {
+    async fn process_query(
+        &mut self,
+        pgb: &mut PostgresBackend,
+        query: &str,
+    ) -> Result<(), HandlerError> {
+        match parse_command(query)? {
+            Command::Empty => pgb.write_message(&BeMessage::EmptyQueryResponse),
+            Command::Set => pgb.write_message(&BeMessage::CommandComplete("SET")),
+            Command::IdentifySystem => Ok(write_text_result(
+                pgb.writer.buf_mut(),
+                &["systemid", "timeline", "xlogpos", "dbname"],
+                &[&[Some("0"), Some("1"), Some("0/0"), None]],
+            )?),
             Command::Pagestream {
                 tenant_id,
                 timeline_id,
             } => {
-                let tl = match self.timeline(tenant_id, timeline_id) {
-                    Ok(tl) => tl,
-                    Err(e) => return Ok(Err(e)),
-                };
-                return self.pagestream(tl).await.map(Ok);
+                let tl = self.timeline(tenant_id, timeline_id)?;
+                self.pagestream(pgb, tl).await
             }
             Command::Basebackup {
                 tenant_id,
@@ -645,25 +280,23 @@ impl Connection {
                 lsn,
                 full,
             } => {
-                let tl = match self.timeline(tenant_id, timeline_id) {
-                    Ok(tl) => tl,
-                    Err(e) => return Ok(Err(e)),
-                };
-                return self.basebackup(tl, lsn, full).await;
+                let tl = self.timeline(tenant_id, timeline_id)?;
+                self.basebackup(pgb, tl, lsn, full).await
             }
         }
-        Ok(Ok(Flow::Continue))
     }
+}
 
+impl PageServiceHandler {
     fn timeline(
         &self,
         tenant_id: TenantId,
         timeline_id: TimelineId,
-    ) -> Result<Arc<Timeline>, QueryError> {
+    ) -> Result<Arc<Timeline>, HandlerError> {
         let span = Span::current();
         span.record("tenant_id", field::display(tenant_id));
         span.record("timeline_id", field::display(timeline_id));
-        let not_found = |what: String| QueryError::new(SqlState::INVALID_CATALOG_NAME, what);
+        let not_found = |what: String| HandlerError::query(SqlState::INVALID_CATALOG_NAME, what);
         let tenant = self
             .mgr
             .get(tenant_id)
@@ -675,66 +308,61 @@ impl Connection {
         })
     }
 
-    async fn pagestream(&mut self, tl: Arc<Timeline>) -> anyhow::Result<Flow> {
+    async fn pagestream(
+        &mut self,
+        pgb: &mut PostgresBackend,
+        tl: Arc<Timeline>,
+    ) -> Result<(), HandlerError> {
         info!("pagestream started");
-        self.writer
+        pgb.writer
             .send(&BeMessage::CopyBothResponse(CopyResponse::TEXT))
             .await?;
         let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
         let wait_timeout = self.conf.wait_lsn_timeout;
-        let reader = read_requests(&mut self.reader, &tl, wait_timeout, tx);
-        let writer = write_responses(&mut self.writer, rx);
-        let (end, ()) = tokio::try_join!(reader, writer)?;
+        let (reader, writer) = pgb.split();
+        let reading = read_requests(reader, &tl, wait_timeout, tx);
+        let writing = write_responses(writer, rx);
+        let (end, ()) = tokio::try_join!(reading, writing)?;
         match end {
             StreamEnd::CopyDone => {
                 debug!("pagestream ended by the client");
-                self.writer.queue(&BeMessage::CopyDone)?;
-                self.writer
-                    .queue(&BeMessage::CommandComplete("PAGESTREAM"))?;
-                self.writer.ready().await?;
-                Ok(Flow::Continue)
+                pgb.write_message(&BeMessage::CopyDone)?;
+                pgb.write_message(&BeMessage::CommandComplete("PAGESTREAM"))
             }
-            StreamEnd::Close => Ok(Flow::Close),
-            StreamEnd::Shutdown => {
-                self.shutdown_close().await?;
-                Ok(Flow::Close)
-            }
-            StreamEnd::Violation(code, msg) => {
-                self.writer.fatal(code, &msg).await;
-                anyhow::bail!(msg)
-            }
+            StreamEnd::Close => Err(HandlerError::ClientGone),
         }
     }
 
     async fn basebackup(
         &mut self,
+        pgb: &mut PostgresBackend,
         tl: Arc<Timeline>,
         lsn: Option<Lsn>,
         full: bool,
-    ) -> anyhow::Result<Result<Flow, QueryError>> {
+    ) -> Result<(), HandlerError> {
         let last = tl.last_record_lsn();
         let lsn = lsn.unwrap_or(last);
         if lsn > last {
             let timeout = self.conf.wait_lsn_timeout;
             if tl.wait_lsn(lsn, timeout).await.is_err() {
-                return Ok(Err(QueryError::new(
+                return Err(HandlerError::query(
                     SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
                     format!(
                         "basebackup: timed out after {} waiting for WAL up to {lsn}; the timeline has reached {}",
                         humantime::format_duration(timeout),
                         tl.last_record_lsn()
                     ),
-                )));
+                ));
             }
         }
         let cutoff = tl.gc_cutoff_lsn();
         if lsn < cutoff {
-            return Ok(Err(QueryError::invalid(format!(
+            return Err(invalid(format!(
                 "basebackup: LSN {lsn} is below the GC cutoff {cutoff}"
-            ))));
+            )));
         }
         info!(%lsn, full, "basebackup started");
-        self.writer
+        pgb.writer
             .send(&BeMessage::CopyOutResponse(CopyResponse::TEXT))
             .await?;
 
@@ -752,40 +380,36 @@ impl Connection {
         let mut bytes = 0usize;
         while let Some(chunk) = rx.recv().await {
             bytes += chunk.len();
-            self.writer.send(&BeMessage::CopyData(&chunk)).await?;
+            pgb.writer.send(&BeMessage::CopyData(&chunk)).await?;
         }
         let res = match producer.await {
             Ok(res) => res,
             Err(e) => Err(anyhow::anyhow!("basebackup task failed: {e}")),
         };
         if let Err(e) = res {
-            let msg = format!("basebackup at {lsn} failed: {e:#}");
-            self.writer.fatal(SqlState::INTERNAL_ERROR, &msg).await;
-            anyhow::bail!(msg);
+            return Err(HandlerError::fatal(
+                SqlState::INTERNAL_ERROR,
+                format!("basebackup at {lsn} failed: {e:#}"),
+            ));
         }
-        self.writer.queue(&BeMessage::CopyDone)?;
-        self.writer
-            .queue(&BeMessage::CommandComplete("BASEBACKUP"))?;
-        self.writer.ready().await?;
+        pgb.write_message(&BeMessage::CopyDone)?;
+        pgb.write_message(&BeMessage::CommandComplete("BASEBACKUP"))?;
         info!(%lsn, full, bytes, "basebackup sent");
-        Ok(Ok(Flow::Continue))
+        Ok(())
     }
 }
 
 /// The reading side of a pagestream: parses requests and starts a task for
 /// each, queueing it for the writer in request order.
 async fn read_requests(
-    reader: &mut Reader,
+    reader: &mut BackendReader,
     tl: &Arc<Timeline>,
     wait_timeout: Duration,
     tx: mpsc::Sender<Pending>,
-) -> anyhow::Result<StreamEnd> {
+) -> Result<StreamEnd, HandlerError> {
     loop {
-        let msg = match reader.next_message().await? {
-            Input::Message(m) => m,
-            Input::Eof => return Ok(StreamEnd::Close),
-            Input::Shutdown => return Ok(StreamEnd::Shutdown),
-            Input::Malformed(e) => return Ok(StreamEnd::Violation(e.sql_state(), e.to_string())),
+        let Some(msg) = reader.read_message().await? else {
+            return Ok(StreamEnd::Close);
         };
         let data = match msg {
             FeMessage::CopyData(data) => data,
@@ -796,11 +420,13 @@ async fn read_requests(
             }
             FeMessage::Terminate => return Ok(StreamEnd::Close),
             other => {
-                let msg = format!(
-                    "unexpected message type {:?} in a pagestream",
-                    char::from(other.tag())
-                );
-                return Ok(StreamEnd::Violation(SqlState::PROTOCOL_VIOLATION, msg));
+                return Err(HandlerError::fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!(
+                        "unexpected message type {:?} in a pagestream",
+                        char::from(other.tag())
+                    ),
+                ));
             }
         };
         let pending = match PagestreamRequest::parse(&data) {
@@ -840,9 +466,9 @@ async fn read_requests(
 /// The writing side of a pagestream: sends responses in request order,
 /// flushing whenever the next one is not ready yet.
 async fn write_responses(
-    writer: &mut Writer,
+    writer: &mut BackendWriter,
     mut rx: mpsc::Receiver<Pending>,
-) -> anyhow::Result<()> {
+) -> Result<(), HandlerError> {
     let mut payload = BytesMut::with_capacity(16 * 1024);
     loop {
         if rx.is_empty() {
@@ -870,10 +496,11 @@ async fn write_responses(
                 "cannot serialize a pagestream response: {e}"
             );
             PagestreamResponse::error(resp.reqid, format!("internal error: {e}"))
-                .serialize(&mut payload)?;
+                .serialize(&mut payload)
+                .map_err(|e| HandlerError::fatal(SqlState::INTERNAL_ERROR, e.to_string()))?;
         }
         writer.queue(&BeMessage::CopyData(&payload))?;
-        if writer.buf.len() >= FLUSH_THRESHOLD {
+        if writer.buffered() >= FLUSH_THRESHOLD {
             writer.flush().await?;
         }
     }
@@ -1094,21 +721,6 @@ impl std::io::Write for ChunkWriter {
     }
 }
 
-/// 64 unpredictable bits (for BackendKeyData and benchmark seeds) without a
-/// random-number crate: std's hasher keys are random per process.
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    h.write_u128(nanos);
-    h.finish()
-}
-
-pub mod client;
-
-pub mod bench;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1164,7 +776,10 @@ mod tests {
 
     #[test]
     fn bad_commands_have_the_right_sqlstate() {
-        let code = |q: &str| parse_command(q).unwrap_err().code;
+        let code = |q: &str| match parse_command(q).unwrap_err() {
+            HandlerError::Query { code, .. } => code,
+            e => panic!("{e}"),
+        };
         assert_eq!(code("select 1"), SqlState::SYNTAX_ERROR);
         assert_eq!(code("identify_system now"), SqlState::SYNTAX_ERROR);
         assert_eq!(code(&format!("pagestream {T}")), SqlState::SYNTAX_ERROR);
@@ -1192,14 +807,12 @@ mod tests {
             code(&format!("basebackup {T} {TL} --slim")),
             SqlState::SYNTAX_ERROR
         );
-        let e = parse_command(&format!("basebackup {T} zz")).unwrap_err();
-        assert!(
-            e.message.contains("invalid timeline id \"zz\""),
-            "{}",
-            e.message
-        );
+        let e = parse_command(&format!("basebackup {T} zz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid timeline id \"zz\""), "{e}");
         let long = "x".repeat(500);
-        assert!(parse_command(&long).unwrap_err().message.len() < 250);
+        assert!(parse_command(&long).unwrap_err().to_string().len() < 250);
     }
 
     #[test]

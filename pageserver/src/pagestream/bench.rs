@@ -14,7 +14,7 @@ use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
 use super::client::PagestreamClient;
-use crate::pagestream::{PagestreamRequest, PagestreamRequestBody, PagestreamResponseBody};
+use super::{PagestreamRequest, PagestreamRequestBody, PagestreamResponseBody};
 
 /// When the benchmark stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +220,7 @@ pub async fn run_bench(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
             BenchLimit::Duration(d) => Some(start + d),
             BenchLimit::Requests(_) => None,
         };
-        let seed = super::random_u64() ^ i as u64;
+        let seed = rand::random::<u64>() ^ i as u64;
         let (blocks, depth) = (std::sync::Arc::clone(&blocks), cfg.pipeline);
         tasks.push(tokio::spawn(async move {
             let lsns = (request_lsn, not_modified_since);
