@@ -4,7 +4,7 @@
 #   make postgres   build and install the patched PostgreSQL 15 into tmp_install/
 #   make test       everything CI runs: fmt, clippy, cargo tests, pytest
 #   make run        build, then start a local cluster (see README)
-#   make fuzz       run the WAL decoder fuzz target for FUZZ_SECONDS (default 60)
+#   make fuzz       run every fuzz target for FUZZ_SECONDS each (default 60)
 #   make bench      run the benchmarks at full size
 #   make clean      remove build outputs
 

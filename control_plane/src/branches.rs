@@ -2,13 +2,12 @@
 //! and the branch tree.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
-use crate::compute::{self, ComputeStatus};
+use crate::compute::catch_up;
 use crate::local_env::LocalEnv;
 use crate::pageserver::{PageServerNode, TimelineInfo};
 use zenith_utils::api::pageserver::LsnTimestampKind;
@@ -80,27 +79,6 @@ pub fn resolve_point(
         }
         PointSpec::Latest => catch_up(env, ps, tenant, timeline),
     }
-}
-
-/// If a read-write compute runs on `timeline`, wait until the pageserver
-/// has its WAL up to the compute's flush position and return that LSN.
-pub fn catch_up(
-    env: &LocalEnv,
-    ps: &PageServerNode<'_>,
-    tenant: TenantId,
-    timeline: TimelineId,
-) -> anyhow::Result<Option<Lsn>> {
-    for c in compute::list(env)? {
-        if c.spec.tenant_id == tenant
-            && c.spec.timeline_id == timeline
-            && !c.read_only()
-            && c.status() == ComputeStatus::Running
-        {
-            let lsn = c.wait_pageserver_caught_up(ps, Duration::from_secs(120))?;
-            return Ok(Some(lsn));
-        }
-    }
-    Ok(None)
 }
 
 /// `zenith branch NEW SOURCE`: create the branch and record its name.

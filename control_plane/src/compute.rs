@@ -167,7 +167,7 @@ pub fn create<'a>(
     if let Some(l) = lsn {
         // An LSN the writer has produced but the pageserver not yet ingested.
         if ps.timeline_info(tenant, timeline)?.last_record_lsn < l {
-            crate::branches::catch_up(env, ps, tenant, timeline)?;
+            catch_up(env, ps, tenant, timeline)?;
         }
     }
     let info = ps.timeline_info(tenant, timeline)?;
@@ -509,4 +509,25 @@ impl ComputeNode<'_> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// If a read-write compute runs on `timeline`, wait until the pageserver
+/// has its WAL up to the compute's flush position and return that LSN.
+pub fn catch_up(
+    env: &LocalEnv,
+    ps: &PageServerNode<'_>,
+    tenant: TenantId,
+    timeline: TimelineId,
+) -> anyhow::Result<Option<Lsn>> {
+    for c in list(env)? {
+        if c.spec.tenant_id == tenant
+            && c.spec.timeline_id == timeline
+            && !c.read_only()
+            && c.status() == ComputeStatus::Running
+        {
+            let lsn = c.wait_pageserver_caught_up(ps, Duration::from_secs(120))?;
+            return Ok(Some(lsn));
+        }
+    }
+    Ok(None)
 }

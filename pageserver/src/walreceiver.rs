@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use bytes::BytesMut;
 use postgres_ffi::controlfile::ControlFileData;
 use postgres_ffi::{WalStreamDecoder, WAL_SEGMENT_SIZE};

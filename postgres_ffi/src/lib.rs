@@ -2,6 +2,7 @@
 //!
 //! - [`waldecoder`]: a streaming decoder from WAL bytes to whole records,
 //!   with page-header, prev-link and CRC checks (`xlogreader.c`);
+//! - [`wal_decode_error`]: the error of both decoders;
 //! - [`xlog_record`]: the parts of a record: header, block references
 //!   (with image decompression), main data (`DecodeXLogRecord`);
 //! - [`walrecord`]: the bodies of the records the pageserver interprets;
@@ -22,11 +23,13 @@ pub mod pglz;
 pub mod relfile;
 pub mod rmgr_desc;
 pub mod slru;
+pub mod wal_decode_error;
 pub mod waldecoder;
 pub mod walrecord;
 pub mod xlog_record;
 pub mod xlog_utils;
 
 pub use pg_constants::{BLCKSZ, WAL_SEGMENT_SIZE, XLOG_BLCKSZ};
-pub use waldecoder::{RawRecord, WalDecodeError, WalStreamDecoder};
+pub use wal_decode_error::WalDecodeError;
+pub use waldecoder::{RawRecord, WalStreamDecoder};
 pub use xlog_record::{DecodedBkpBlock, DecodedWALRecord, XLogRecordHeader};

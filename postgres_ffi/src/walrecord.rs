@@ -11,7 +11,7 @@ use zenith_utils::lsn::Lsn;
 use crate::controlfile::CheckPoint;
 use crate::pg_constants::*;
 use crate::relfile::RelFileNode;
-use crate::waldecoder::WalDecodeError;
+use crate::wal_decode_error::WalDecodeError;
 use crate::xlog_record::DecodedWALRecord;
 
 /// Little-endian reader over a record body with bounds checks.

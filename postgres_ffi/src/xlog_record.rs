@@ -11,7 +11,7 @@ use zenith_utils::lsn::Lsn;
 
 use crate::pg_constants::*;
 use crate::relfile::RelFileNode;
-use crate::waldecoder::WalDecodeError;
+use crate::wal_decode_error::WalDecodeError;
 
 /// `XLogRecord`: the fixed 24-byte header of every WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

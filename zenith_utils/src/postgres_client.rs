@@ -258,9 +258,9 @@ pub enum ClientError {
         what: &'static str,
         context: &'static str,
     },
-    /// An ErrorResponse.
+    /// An ErrorResponse (boxed: it is much larger than the other variants).
     #[error("{0}")]
-    Server(ErrorNotice),
+    Server(Box<ErrorNotice>),
     /// Authentication failed on our side (no password to give, a SCRAM
     /// server signature that does not verify, ...).
     #[error("authentication failed: {0}")]
@@ -378,7 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             match c.next_message().await? {
                 BackendMessage::ReadyForQuery(_) => return Ok(c),
                 BackendMessage::BackendKeyData(k) => c.cancel_key = Some(k),
-                BackendMessage::ErrorResponse(e) => return Err(ClientError::Server(e)),
+                BackendMessage::ErrorResponse(e) => return Err(ClientError::Server(Box::new(e))),
                 // ParameterStatus and notices are handled by next_message.
                 m => return Err(unexpected(&m, "after authentication")),
             }
@@ -398,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         loop {
             let req = match self.next_message().await? {
                 BackendMessage::Authentication(req) => req,
-                BackendMessage::ErrorResponse(e) => return Err(ClientError::Server(e)),
+                BackendMessage::ErrorResponse(e) => return Err(ClientError::Server(Box::new(e))),
                 BackendMessage::NegotiateProtocolVersion { .. } => continue,
                 m => return Err(unexpected(&m, "during authentication")),
             };
@@ -533,7 +533,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 | BackendMessage::CommandComplete(_)
                 | BackendMessage::EmptyQueryResponse => {}
                 BackendMessage::ErrorResponse(e) if is_fatal(&e) => {
-                    return Err(ClientError::Server(e))
+                    return Err(ClientError::Server(Box::new(e)))
                 }
                 BackendMessage::ErrorResponse(e) => error = Some(e),
                 BackendMessage::ReadyForQuery(_) => break,
@@ -541,7 +541,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         match error {
-            Some(e) => Err(ClientError::Server(e)),
+            Some(e) => Err(ClientError::Server(Box::new(e))),
             None => Ok(rows),
         }
     }
@@ -556,7 +556,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Let the server finish the query so that the error is all
                 // that remains of it.
                 self.wait_ready().await?;
-                Err(ClientError::Server(e))
+                Err(ClientError::Server(Box::new(e)))
             }
             m => Err(unexpected(&m, "instead of a COPY response")),
         }
@@ -569,14 +569,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             match self.next_message().await? {
                 BackendMessage::ReadyForQuery(_) => break,
                 BackendMessage::ErrorResponse(e) if is_fatal(&e) => {
-                    return Err(ClientError::Server(e))
+                    return Err(ClientError::Server(Box::new(e)))
                 }
                 BackendMessage::ErrorResponse(e) => error = Some(e),
                 _ => {}
             }
         }
         match error {
-            Some(e) => Err(ClientError::Server(e)),
+            Some(e) => Err(ClientError::Server(Box::new(e))),
             None => Ok(()),
         }
     }
@@ -659,7 +659,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> CopyBoth<S> {
                 self.server_done = true;
                 Ok(None)
             }
-            BackendMessage::ErrorResponse(e) => Err(ClientError::Server(e)),
+            BackendMessage::ErrorResponse(e) => Err(ClientError::Server(Box::new(e))),
             m => Err(unexpected(&m, "in a CopyBoth stream")),
         }
     }
@@ -698,7 +698,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> CopyOut<S> {
             BackendMessage::ErrorResponse(e) => {
                 self.done = true;
                 self.conn.wait_ready().await.ok();
-                Err(ClientError::Server(e))
+                Err(ClientError::Server(Box::new(e)))
             }
             m => Err(unexpected(&m, "in a CopyOut stream")),
         }

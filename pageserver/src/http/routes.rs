@@ -129,7 +129,7 @@ fn find_tenant(state: &ApiState, t: &str) -> Result<Arc<Tenant>, ApiError> {
 fn find_timeline(state: &ApiState, t: &str, tl: &str) -> Result<Arc<Timeline>, ApiError> {
     let tenant_id = parse_tenant_id(t)?;
     let timeline_id = parse_timeline_id(tl)?;
-    let tenant = find_tenant(&state, t)?;
+    let tenant = find_tenant(state, t)?;
     tenant.get_timeline(timeline_id).ok_or_else(|| {
         ApiError::NotFound(format!(
             "timeline {timeline_id} not found in tenant {tenant_id}"
