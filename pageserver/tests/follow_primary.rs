@@ -7,7 +7,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{initdb, pg_install, pg_tool, Server};
 use pageserver::basebackup::send_basebackup;
@@ -137,15 +137,7 @@ fn full_basebackup_after_following_a_primary_matches_its_dump() {
         .psql("postgres", "SELECT pg_current_wal_insert_lsn()")
         .parse()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while tl.last_record_lsn() < lsn {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {lsn}, at {}",
-            tl.last_record_lsn()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_lsn(&tl, lsn, Duration::from_secs(120));
     // Changes after the snapshot must not show up in it.
     server.psql("postgres", "DROP TABLE gone");
     server.psql("postgres", "COMMIT PREPARED 'gx'");

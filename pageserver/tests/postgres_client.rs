@@ -195,10 +195,7 @@ async fn physical_replication_stream_as_a_scram_user() {
     );
     let mut received = start;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let target: Lsn = server
-        .psql("postgres", "SELECT pg_current_wal_flush_lsn()")
-        .parse()
-        .unwrap();
+    let target = server.flush_lsn();
     while received < target {
         assert!(
             Instant::now() < deadline,
@@ -256,40 +253,9 @@ fn pageserver_follows_a_primary_that_requires_scram() {
         "postgres",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g",
     );
-    let flush: Lsn = server
-        .psql("postgres", "SELECT pg_current_wal_flush_lsn()")
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tl.last_record_lsn() < flush {
-        assert!(
-            Instant::now() < deadline,
-            "the timeline reached {} of {flush}",
-            tl.last_record_lsn()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_lsn(&tl, server.flush_lsn(), Duration::from_secs(60));
     receiver.stop();
-    let relnode: u32 = server
-        .psql(
-            "postgres",
-            "SELECT relfilenode FROM pg_class WHERE relname = 't'",
-        )
-        .parse()
-        .unwrap();
-    let dboid: u32 = server
-        .psql(
-            "postgres",
-            "SELECT oid FROM pg_database WHERE datname = 'postgres'",
-        )
-        .parse()
-        .unwrap();
-    let rel = postgres_ffi::relfile::RelTag {
-        spcnode: 1663,
-        dbnode: dboid,
-        relnode,
-        forknum: 0,
-    };
+    let rel = server.rel_tag("postgres", "t");
     let blocks = DatadirReader::new(&tl, tl.last_record_lsn())
         .rel_size(rel)
         .unwrap();

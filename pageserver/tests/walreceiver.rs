@@ -14,7 +14,7 @@ use pageserver::import_datadir::import_datadir;
 use pageserver::pgdatadir_mapping::DatadirReader;
 use pageserver::walreceiver::{WalReceiver, WalSource};
 use pageserver::walredo::NativeOnlyRedoManager;
-use postgres_ffi::relfile::{relation_segment_path, RelTag};
+use postgres_ffi::relfile::relation_segment_path;
 use postgres_ffi::slru::{slru_segment_filename, SlruKind};
 use zenith_utils::lsn::Lsn;
 
@@ -92,26 +92,7 @@ fn follows_a_primary_through_a_slot() {
 
     let lsn = tl.last_record_lsn();
     let r = DatadirReader::new(&tl, lsn);
-    let relnode: u32 = server
-        .psql(
-            "postgres",
-            "SELECT relfilenode FROM pg_class WHERE relname = 't'",
-        )
-        .parse()
-        .unwrap();
-    let dboid: u32 = server
-        .psql(
-            "postgres",
-            "SELECT oid FROM pg_database WHERE datname = 'postgres'",
-        )
-        .parse()
-        .unwrap();
-    let rel = RelTag {
-        spcnode: 1663,
-        dbnode: dboid,
-        relnode,
-        forknum: 0,
-    };
+    let rel = server.rel_tag("postgres", "t");
     let file_len = std::fs::metadata(pgdata.join(relation_segment_path(rel.rnode(), 0, 0)))
         .unwrap()
         .len();

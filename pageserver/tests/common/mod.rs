@@ -82,6 +82,19 @@ pub fn initdb(dir: &Path) -> PathBuf {
     pgdata
 }
 
+/// Waits until the timeline has ingested WAL up to `lsn`.
+pub fn wait_for_lsn(tl: &Timeline, lsn: Lsn, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while tl.last_record_lsn() < lsn {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {lsn}, at {}",
+            tl.last_record_lsn()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -165,6 +178,37 @@ impl Server {
             ],
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The main fork of table `table` in database `db` (default tablespace).
+    pub fn rel_tag(&self, db: &str, table: &str) -> postgres_ffi::relfile::RelTag {
+        let relnode = self
+            .psql(
+                db,
+                &format!("SELECT relfilenode FROM pg_class WHERE relname = '{table}'"),
+            )
+            .parse()
+            .unwrap_or_else(|e| panic!("no relation {table} in {db}: {e}"));
+        let dbnode = self
+            .psql(
+                db,
+                &format!("SELECT oid FROM pg_database WHERE datname = '{db}'"),
+            )
+            .parse()
+            .unwrap();
+        postgres_ffi::relfile::RelTag {
+            spcnode: postgres_ffi::pg_constants::DEFAULTTABLESPACE_OID,
+            dbnode,
+            relnode,
+            forknum: postgres_ffi::pg_constants::MAIN_FORKNUM,
+        }
+    }
+
+    /// `pg_current_wal_flush_lsn()`.
+    pub fn flush_lsn(&self) -> Lsn {
+        self.psql("postgres", "SELECT pg_current_wal_flush_lsn()")
+            .parse()
+            .unwrap()
     }
 
     pub fn stop(self) {

@@ -16,8 +16,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::backend::{
     BeMessage, CopyResponse, Format, RowDescriptor, Severity, SqlState, TransactionStatus,
 };
-use super::frontend::{peek_i32, split_cstr};
-use super::{put_cstr, write_message, CancelKeyData, ProtocolError, DEFAULT_MAX_MESSAGE_SIZE};
+use super::frontend::split_cstr;
+use super::{
+    put_cstr, split_message, write_message, CancelKeyData, ProtocolError, DEFAULT_MAX_MESSAGE_SIZE,
+};
 
 /// An authentication request ('R') from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,25 +244,9 @@ impl BeDecoder {
             b'I' | b'c' => 0,
             _ => return Err(ProtocolError::UnknownBackendMessageType(tag)),
         };
-        let Some(len) = peek_i32(buf, 1) else {
+        let Some(body) = split_message(buf, tag, limit)? else {
             return Ok(None);
         };
-        let body_len = match usize::try_from(len) {
-            Ok(l) if l >= 4 => l - 4,
-            _ => return Err(ProtocolError::InvalidMessageLength { tag, len }),
-        };
-        if body_len > limit {
-            return Err(ProtocolError::MessageTooLarge {
-                tag,
-                len: body_len,
-                max: limit,
-            });
-        }
-        if buf.len() - 5 < body_len {
-            return Ok(None);
-        }
-        buf.advance(5);
-        let body = buf.split_to(body_len).freeze();
         parse_body(tag, body).map(Some)
     }
 }

@@ -12,7 +12,7 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
-    put_cstr, write_message, CancelKeyData, ProtocolError, CANCEL_REQUEST_CODE,
+    put_cstr, split_message, write_message, CancelKeyData, ProtocolError, CANCEL_REQUEST_CODE,
     DEFAULT_MAX_MESSAGE_SIZE, MAX_PASSWORD_LENGTH, MAX_STARTUP_PACKET_LENGTH, NEGOTIATE_GSS_CODE,
     NEGOTIATE_SSL_CODE,
 };
@@ -251,29 +251,9 @@ impl FeDecoder {
             }
             _ => return Err(ProtocolError::UnknownMessageType(tag)),
         };
-        let Some(len) = peek_i32(buf, 1) else {
+        let Some(body) = split_message(buf, tag, limit)? else {
             return Ok(None);
         };
-        let body_len = match usize::try_from(len) {
-            Ok(l) if l >= 4 => l - 4,
-            _ => return Err(ProtocolError::InvalidMessageLength { tag, len }),
-        };
-        if body_len > limit {
-            return Err(if limit == 0 {
-                ProtocolError::InvalidMessageLength { tag, len }
-            } else {
-                ProtocolError::MessageTooLarge {
-                    tag,
-                    len: body_len,
-                    max: limit,
-                }
-            });
-        }
-        if buf.len() - 5 < body_len {
-            return Ok(None);
-        }
-        buf.advance(5);
-        let body = buf.split_to(body_len).freeze();
         let msg = match tag {
             b'p' => FeMessage::AuthResponse(body),
             b'Q' => FeMessage::Query(parse_cstr_body(&body, "query message")?),

@@ -200,6 +200,43 @@ impl ProtocolError {
     }
 }
 
+/// Cuts one typed message (`tag`, length word, body) off the front of
+/// `buf` once it is all there, and returns its body. `limit` is the largest
+/// body allowed for `tag` (0: the body must be empty); the length is checked
+/// against it as soon as it arrives, before the body is waited for. Consumes
+/// nothing while the message is incomplete.
+fn split_message(
+    buf: &mut bytes::BytesMut,
+    tag: u8,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, ProtocolError> {
+    use bytes::Buf;
+
+    let Some(len) = frontend::peek_i32(buf, 1) else {
+        return Ok(None);
+    };
+    let body_len = match usize::try_from(len) {
+        Ok(l) if l >= 4 => l - 4,
+        _ => return Err(ProtocolError::InvalidMessageLength { tag, len }),
+    };
+    if body_len > limit {
+        return Err(if limit == 0 {
+            ProtocolError::InvalidMessageLength { tag, len }
+        } else {
+            ProtocolError::MessageTooLarge {
+                tag,
+                len: body_len,
+                max: limit,
+            }
+        });
+    }
+    if buf.len() - 5 < body_len {
+        return Ok(None);
+    }
+    buf.advance(5);
+    Ok(Some(buf.split_to(body_len).freeze()))
+}
+
 /// Appends one typed message: `tag`, a length word, and whatever `body`
 /// writes, then patches the length. On error nothing is left behind.
 fn write_message(
