@@ -6,8 +6,8 @@
 //! - [`PidFile`]: `<workdir>/<name>.pid`, locked with `flock` for the life of
 //!   the process. A second instance on the same workdir is refused; a file
 //!   left by a dead process is taken over (the kernel dropped its lock).
-//!   [`running_pid`] tells other processes (the control plane) whether a
-//!   daemon runs, by the lock rather than by a pid that may be reused.
+//!   [`running_pid`] tells another process whether a daemon runs, by the
+//!   lock rather than by a pid that may have been reused.
 //! - [`parse_config`]: a TOML file's text plus overrides (`key=value`, the
 //!   value in TOML syntax, dotted keys for nested tables), applied after the
 //!   file, into any `serde` type; errors name the key.

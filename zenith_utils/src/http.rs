@@ -334,9 +334,9 @@ pub struct StatusResponse {
 
 impl<S: Send + Sync + 'static> Router<S> {
     /// A router whose metrics are named `<metrics_prefix>_http_...`, with
-    /// `/metrics` and `/v1/status` already routed. Routers with the same
-    /// prefix in one process share their metrics.
-    pub fn new(metrics_prefix: &str, conf: HttpConf) -> Router<S> {
+    /// `/metrics` and `/v1/status` (reporting `version`) already routed.
+    /// Routers with the same prefix in one process share their metrics.
+    pub fn new(metrics_prefix: &str, version: &'static str, conf: HttpConf) -> Router<S> {
         let (requests, durations) = request_metrics(metrics_prefix);
         let router = Router {
             routes: Vec::new(),
@@ -345,12 +345,12 @@ impl<S: Send + Sync + 'static> Router<S> {
             scrape: None,
             conf,
         };
-        router.get("/v1/status", |_state, _req| async {
+        router.get("/v1/status", move |_state, _req| async move {
             Ok(json_response(
                 StatusCode::OK,
                 &StatusResponse {
                     id: std::process::id(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    version: version.to_string(),
                 },
             ))
         })

@@ -214,6 +214,10 @@ where
             Some(res) = conns.join_next(), if !conns.is_empty() => log_task_end(conf.name, res),
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
+                    // Ended connections must not count against the limit.
+                    while let Some(res) = conns.try_join_next() {
+                        log_task_end(conf.name, res);
+                    }
                     let over_limit = conns.len() >= conf.max_connections;
                     let (handler, span) = new_connection(peer);
                     let conn = run_connection(

@@ -11,7 +11,9 @@
 //! - [`Config`] says where and as whom to connect; [`Config::parse`] reads a
 //!   libpq `key=value` connection string.
 //! - [`Connection`] is one session, generic over its byte stream (TCP by
-//!   default; any `AsyncRead + AsyncWrite`, e.g. TLS, works).
+//!   default). The client does not negotiate TLS itself (it never sends
+//!   SSLRequest); [`Connection::startup`] runs on any stream a caller has
+//!   already set up.
 //! - [`Connection::copy_both`] and [`Connection::copy_out`] consume the
 //!   connection and give it back when the stream ends, so a stream can be
 //!   owned by whoever reads it.
@@ -22,7 +24,8 @@
 //!
 //! Reading ([`Connection::next_message`], [`CopyBoth::recv`],
 //! [`CopyOut::recv`]) is cancel safe: dropping the future loses no bytes,
-//! so a caller may race it against a timer.
+//! so a caller may race it against a timer. Writing (`flush`) is not: a
+//! session whose flush was cancelled must be dropped.
 
 use std::collections::HashMap;
 use std::time::Duration;

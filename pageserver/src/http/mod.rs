@@ -10,7 +10,7 @@
 //!
 //! Conventions:
 //! - A malformed id, LSN or JSON body is 400, an unknown tenant or timeline
-//!   404, a conflict with existing state 409, what is not built yet 501,
+//!   404, a conflict with existing state 409,
 //!   anything else 500.
 //! - Ids are 32 hex characters, LSNs `X/Y` strings, in paths and bodies alike.
 //! - Work that blocks (initdb and import, flushing layers, stopping a WAL
