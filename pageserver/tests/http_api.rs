@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use pageserver::config::PageServerConf;
 use pageserver::http::{self, ApiState};
+use zenith_utils::api::pageserver::{CONFIG_FILE_NAME, PID_FILE_NAME};
 use pageserver::tenant::mgr::TenantManager;
 use pageserver::wal_sources::{WalSources, WAL_SOURCE_FILE_NAME};
 use serde_json::{json, Value};
@@ -959,7 +960,7 @@ fn daemon_runs_refuses_a_second_instance_and_stops_on_sigterm() {
     let workdir = dir.path().join("pageserver");
     let (http_port, pg_port) = (common::free_port(), common::free_port());
     init_workdir(&workdir, http_port, pg_port);
-    let toml = std::fs::read_to_string(workdir.join("pageserver.toml")).unwrap();
+    let toml = std::fs::read_to_string(workdir.join(CONFIG_FILE_NAME)).unwrap();
     assert!(toml.contains(&format!("127.0.0.1:{http_port}")), "{toml}");
     assert!(
         toml.contains(&common::pg_install().display().to_string()),
@@ -973,7 +974,7 @@ fn daemon_runs_refuses_a_second_instance_and_stops_on_sigterm() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     // A stale pid file (no process holds it) is taken over.
-    let pid_file = workdir.join("pageserver.pid");
+    let pid_file = workdir.join(PID_FILE_NAME);
     std::fs::write(&pid_file, "4194303\n").unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let mut d = Daemon::start(&workdir, dir.path().join("ps1.log"));
@@ -1048,7 +1049,7 @@ fn daemon_startup_errors_are_one_line() {
             && line.contains(&busy_port.to_string()),
         "{line}"
     );
-    assert!(!workdir.join("pageserver.pid").exists());
+    assert!(!workdir.join(PID_FILE_NAME).exists());
     drop(busy);
 
     // An invalid configuration override names the key.

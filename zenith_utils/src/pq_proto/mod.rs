@@ -63,27 +63,6 @@ pub use frontend::{
     StartupParams,
 };
 
-/// The text of an ErrorResponse (or NoticeResponse) body as a client shows
-/// it: the message field ('M') and the SQLSTATE ('C'). Fields that are not
-/// NUL-terminated or not UTF-8 are shown lossily; nothing here can fail.
-pub fn error_response_text(body: &[u8]) -> String {
-    let (mut code, mut msg) = (None, None);
-    for field in body.split(|&b| b == 0) {
-        if let Some((&t, v)) = field.split_first() {
-            match t {
-                b'C' => code = Some(String::from_utf8_lossy(v).into_owned()),
-                b'M' => msg = Some(String::from_utf8_lossy(v).into_owned()),
-                _ => {}
-            }
-        }
-    }
-    let msg = msg.unwrap_or_else(|| "unknown error".to_string());
-    match code {
-        Some(c) => format!("{msg} (SQLSTATE {c})"),
-        None => msg,
-    }
-}
-
 /// Default limit for one frontend message body (CopyData can be large):
 /// 1 GiB, PostgreSQL's `PQ_LARGE_MESSAGE_LIMIT` rounded.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;

@@ -951,14 +951,3 @@ proptest! {
         prop_assert_eq!(found, expected);
     }
 }
-
-#[test]
-fn error_response_text_shows_message_and_code() {
-    let body = b"SERROR\0C42P01\0Mrelation \"x\" does not exist\0\0";
-    assert_eq!(
-        super::error_response_text(body),
-        "relation \"x\" does not exist (SQLSTATE 42P01)"
-    );
-    assert_eq!(super::error_response_text(b""), "unknown error");
-    assert_eq!(super::error_response_text(b"Mhalf"), "half");
-}
