@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use pageserver::config::PageServerConf;
 use pageserver::http::{self, ApiState};
-use zenith_utils::api::pageserver::{CONFIG_FILE_NAME, PID_FILE_NAME};
 use pageserver::tenant::mgr::TenantManager;
 use pageserver::wal_sources::{WalSources, WAL_SOURCE_FILE_NAME};
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use zenith_utils::api::pageserver::{CONFIG_FILE_NAME, PID_FILE_NAME};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 

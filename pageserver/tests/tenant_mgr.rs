@@ -71,3 +71,51 @@ fn bootstrap_branch_and_reload() {
         .to_string()
         .contains("not found"));
 }
+
+/// Defect: a branch read its parent's data below the branch point from the
+/// parent's in-memory layer; after a crash the parent restarted from its
+/// `disk_consistent_lsn` and, with its WAL source gone, the branch lost it.
+#[test]
+fn branch_keeps_the_parents_data_across_a_crash() {
+    use bytes::Bytes;
+    use pageserver::key::Key;
+    use pageserver::value::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = Arc::new(PageServerConf {
+        pg_distrib_dir: common::pg_install(),
+        ..PageServerConf::default()
+    });
+    let mgr = TenantManager::load(dir.path(), Arc::clone(&conf)).unwrap();
+    let tenant_id = TenantId::generate();
+    let tenant = mgr.create_tenant(tenant_id).unwrap();
+    let main_id = TimelineId::generate();
+    let main = tenant.bootstrap_timeline(main_id).unwrap();
+    // WAL the parent ingested after its last flush: in memory only.
+    let key = Key::MIN.add(12345);
+    let start = main.last_record_lsn();
+    let w = main.writer();
+    w.put(
+        key,
+        start + 0x28,
+        Value::Image(Bytes::from(vec![7u8; 8192])),
+    )
+    .unwrap();
+    w.finish_write(start, start + 0x28);
+    assert!(main.disk_consistent_lsn() < main.last_record_lsn());
+
+    let child_id = TimelineId::generate();
+    tenant.branch_timeline(child_id, main_id, None).unwrap();
+    // kill -9: nothing is flushed, and the parent's WAL never comes back.
+    drop((w, main, tenant));
+    std::mem::forget(mgr);
+
+    let mgr = TenantManager::load(dir.path(), conf).unwrap();
+    let child = mgr.get_timeline(tenant_id, child_id).unwrap();
+    let at = child.last_record_lsn();
+    assert_eq!(at, start + 0x28);
+    let page = child
+        .get(key, at)
+        .expect("the branch reads the parent's data at the branch point");
+    assert_eq!(page[..], [7u8; 8192][..]);
+}

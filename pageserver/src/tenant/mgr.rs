@@ -169,6 +169,14 @@ impl Tenant {
         if lsn < cutoff {
             bail!("branch LSN {lsn} is below the ancestor's GC cutoff {cutoff}");
         }
+        // Reads below the branch point go to the ancestor: its data up to
+        // there must be in layer files before the branch exists, or a crash
+        // would lose it whenever the ancestor's WAL source does not come back.
+        if ancestor.disk_consistent_lsn() < lsn {
+            ancestor
+                .freeze_and_flush()
+                .context("flushing the ancestor up to the branch point")?;
+        }
         let prev = if lsn == last.last { last.prev } else { Lsn(0) };
         let tmp = self
             .timelines_dir()

@@ -530,21 +530,33 @@ impl Timeline {
         }
     }
 
-    /// Freeze the open layer (if it holds anything) at `last_record_lsn`.
+    /// Freeze the open layer (if it holds any complete record) at
+    /// `last_record_lsn`. Values of a record still being filed (above
+    /// `last_record_lsn`: its `finish_write` has not happened yet) move to
+    /// the next open layer, so a frozen layer always ends at a record
+    /// boundary and holds only complete records.
     pub fn freeze(&self) {
-        let last = self.last_record_lsn();
         let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut open) = layers.open.take() {
-            if open.is_empty() {
-                layers.open = Some(open);
-                return;
-            }
-            // Values are filed at their record's end LSN, so the layer holds
-            // LSNs up to and including `last`.
-            open.freeze(last + 1);
-            layers.next_open_start = last + 1;
-            layers.frozen.push(Arc::new(open));
+        // Read under the layers lock: every value at or below `last` is in
+        // the open layer already (puts take the lock), and no value of a
+        // record ending at or below `last` can arrive later.
+        let last = self.last_record_lsn();
+        let Some(mut open) = layers.open.take() else {
+            return;
+        };
+        let in_progress = open.split_above(last);
+        if open.is_empty() {
+            // Nothing complete to freeze: the in-progress values stay open
+            // (from `last + 1`, which is not below `next_open_start`).
+            layers.open = in_progress;
+            return;
         }
+        // Values are filed at their record's end LSN, so the layer holds
+        // LSNs up to and including `last`.
+        open.freeze(last + 1);
+        layers.next_open_start = last + 1;
+        layers.frozen.push(Arc::new(open));
+        layers.open = in_progress;
     }
 
     /// Freeze the open layer and write every frozen layer to disk, advancing
@@ -845,6 +857,37 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("0/300"), "{e}");
+    }
+
+    /// Defect: a checkpoint (freeze) between the puts of one record and its
+    /// `finish_write` cut the open layer at the previous record, leaving the
+    /// record's values above the frozen layer's end: every later flush
+    /// failed, and `disk_consistent_lsn` never advanced again.
+    #[test]
+    fn freeze_in_the_middle_of_a_record_keeps_flushing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let w = tl.writer();
+        w.put(key(1), Lsn(0x110), page(1)).unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        // The record ending at 0x180 is half filed when a checkpoint comes.
+        w.put(key(2), Lsn(0x180), page(2)).unwrap();
+        tl.freeze_and_flush().unwrap();
+        assert_eq!(tl.disk_consistent_lsn(), Lsn(0x110));
+        w.put(key(3), Lsn(0x180), page(3)).unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x180));
+        tl.freeze_and_flush().unwrap();
+        assert_eq!(tl.disk_consistent_lsn(), Lsn(0x180));
+        for (k, v) in [(1, 1), (2, 2), (3, 3)] {
+            assert_eq!(tl.get(key(k), Lsn(0x180)).unwrap()[0], v);
+        }
+        // The half-filed record is invisible below its end.
+        assert!(tl.get(key(2), Lsn(0x17F)).is_err());
+        // More records flush as usual.
+        w.put(key(1), Lsn(0x200), page(9)).unwrap();
+        w.finish_write(Lsn(0x180), Lsn(0x200));
+        tl.freeze_and_flush().unwrap();
+        assert_eq!(tl.disk_consistent_lsn(), Lsn(0x200));
     }
 
     #[test]

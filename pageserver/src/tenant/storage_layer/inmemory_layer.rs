@@ -27,6 +27,8 @@ pub struct InMemoryLayer {
     index: BTreeMap<Key, Vec<(Lsn, Value)>>,
     /// Approximate bytes held.
     size: u64,
+    /// The highest LSN of any value (`None` while empty).
+    max_lsn: Option<Lsn>,
 }
 
 impl InMemoryLayer {
@@ -36,6 +38,7 @@ impl InMemoryLayer {
             end_lsn: None,
             index: BTreeMap::new(),
             size: 0,
+            max_lsn: None,
         }
     }
 
@@ -82,10 +85,43 @@ impl InMemoryLayer {
             }
             _ => {
                 vals.push((lsn, value));
-                self.size += size + 48;
+                self.size += size + ENTRY_OVERHEAD;
             }
         }
+        self.max_lsn = self.max_lsn.max(Some(lsn));
         Ok(())
+    }
+
+    /// Moves the values above `lsn` into a new open layer that starts at
+    /// `lsn + 1` (`None` if there are none). Freezing at a record boundary
+    /// uses it: values of a record still being filed belong to the next
+    /// layer.
+    pub fn split_above(&mut self, lsn: Lsn) -> Option<InMemoryLayer> {
+        if self.max_lsn.is_none_or(|m| m <= lsn) {
+            return None;
+        }
+        let mut rest = InMemoryLayer::new(lsn + 1);
+        for (key, vals) in self.index.iter_mut() {
+            let at = vals.partition_point(|(l, _)| *l <= lsn);
+            if at == vals.len() {
+                continue;
+            }
+            let moved = vals.split_off(at);
+            for (l, v) in &moved {
+                let s = value_size(v) + ENTRY_OVERHEAD;
+                self.size -= s.min(self.size);
+                rest.size += s;
+                rest.max_lsn = rest.max_lsn.max(Some(*l));
+            }
+            rest.index.insert(*key, moved);
+        }
+        self.index.retain(|_, vals| !vals.is_empty());
+        self.max_lsn = if self.index.is_empty() {
+            None
+        } else {
+            Some(lsn)
+        };
+        Some(rest)
     }
 
     /// Values of `key` with LSN in `lsn_range`, ascending.
@@ -140,6 +176,9 @@ impl InMemoryLayer {
         Ok(Some((w.finish()?, name)))
     }
 }
+
+/// Bookkeeping bytes counted per stored value besides the value itself.
+const ENTRY_OVERHEAD: u64 = 48;
 
 fn value_size(v: &Value) -> u64 {
     match v {
