@@ -1,22 +1,32 @@
 //! A process-wide cache of reconstructed pages.
 //!
 //! A page rebuilt by WAL redo depends only on the timeline's versions of its
-//! key up to the newest one used, so it is cached under (tenant, timeline,
-//! key, LSN of that newest version) and serves every later read of the key
-//! until a newer version arrives. Capacity is `page_cache_size` pages
+//! key up to the newest one used, so it is cached under (timeline
+//! incarnation, key, LSN of that newest version) and serves every later read
+//! of the key until a newer version arrives. The incarnation
+//! ([`new_incarnation`]) is unique to one `Timeline` object in this process,
+//! so a timeline deleted and created again with the same id never sees the
+//! old one's pages. Capacity is `page_cache_size` pages
 //! ([`init`], default 8192); eviction is second-chance (clock) over insertion
 //! order, so recently hit pages survive a sweep.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
-use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
 use crate::key::Key;
 
-type CacheKey = (TenantId, TimelineId, Key, Lsn);
+/// (timeline incarnation, key, LSN of the newest version used).
+pub type CacheKey = (u64, Key, Lsn);
+
+/// A number no other timeline object of this process has.
+pub fn new_incarnation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 struct Inner {
     capacity: usize,
@@ -110,8 +120,8 @@ mod tests {
     #[test]
     fn evicts_unreferenced_first_and_keeps_capacity() {
         let c = PageCache::new(2);
-        let (t, tl) = (TenantId::generate(), TimelineId::generate());
-        let k = |n: u32| (t, tl, Key::MIN.add(n), Lsn(1));
+        let tl = new_incarnation();
+        let k = |n: u32| (tl, Key::MIN.add(n), Lsn(1));
         c.insert(k(1), Bytes::from_static(b"1"));
         c.insert(k(2), Bytes::from_static(b"2"));
         assert!(c.lookup(&k(1)).is_some()); // referenced: survives the next sweep

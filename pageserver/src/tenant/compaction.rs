@@ -6,13 +6,13 @@
 //! `compaction_threshold` of them pile up, their values are merged in (key,
 //! LSN) order and rewritten as L1 delta layers that each hold a key range for
 //! the L0s' whole LSN range, cut at about `checkpoint_distance` bytes. The new
-//! layers are durable before the old ones are removed; a crash in between
-//! leaves both, which reads tolerate (the values are the same).
+//! layers are durable before the old ones leave the layer map; the old files
+//! are deleted once no read holds them. A crash in between leaves both,
+//! which reads tolerate (the values are the same).
 
 use std::sync::Arc;
 
 use tracing::info;
-use zenith_utils::crashsafe;
 use zenith_utils::lsn::Lsn;
 
 use super::layer_map::PersistentLayer;
@@ -103,14 +103,9 @@ impl Timeline {
             }
             for old in &l0 {
                 Arc::make_mut(&mut l.map).remove(old);
+                // Deleted when the last read holding it lets go.
+                old.doom();
             }
-        }
-        for old in &l0 {
-            crashsafe::remove_file_durable(&old.path).map_err(|source| TimelineError::Io {
-                what: "removing compacted layer",
-                path: old.path.display().to_string(),
-                source,
-            })?;
         }
         info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id,
               l0 = l0.len(), l1 = written.len(), lsn_start = %lsn_range.start, lsn_end = %lsn_range.end, "compacted");

@@ -16,7 +16,9 @@
 //!   older than the cutoff, a newer image layer at or below the cutoff covers
 //!   its key range (so every key it holds has a newer version), and no child
 //!   branch point lies between the layer and that image (the branch still
-//!   reads through it).
+//!   reads through it). The cutoff rises and the layers leave the map in one
+//!   critical section of the layers lock; a removed layer's file is deleted
+//!   when the last read that holds it is done.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -25,7 +27,6 @@ use std::time::{Duration, SystemTime};
 use postgres_ffi::xlog_utils::to_pg_timestamp;
 
 use tracing::info;
-use zenith_utils::crashsafe;
 use zenith_utils::lsn::Lsn;
 
 use super::layer_map::PersistentLayer;
@@ -158,19 +159,23 @@ impl Timeline {
             md.save(&self.path.join(METADATA_FILE_NAME))?;
             *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) = md;
         }
-        let layers = self.layer_snapshot();
+        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+        // From here on, reads below the cutoff are refused; reads that took
+        // their snapshot earlier keep the layers (and files) they hold.
+        layers.gc_cutoff = layers.gc_cutoff.max(cutoff);
+        let snapshot = Arc::clone(&layers.map);
         let mut result = GcResult {
             cutoff,
-            layers_total: layers.len(),
+            layers_total: snapshot.len(),
             ..Default::default()
         };
-        for l in layers.iter() {
+        for l in snapshot.iter() {
             let r = l.lsn_range();
             if r.end > cutoff {
                 continue; // holds data at or above the cutoff
             }
             // A newer image at or below the cutoff that covers this layer's keys.
-            let covering = layers.iter().filter(|i| {
+            let covering = snapshot.iter().filter(|i| {
                 !i.is_delta()
                     && !Arc::ptr_eq(i, l)
                     && i.lsn_range().start <= cutoff
@@ -185,18 +190,13 @@ impl Timeline {
             if branch_points.iter().any(|b| *b >= r.start && *b < img_lsn) {
                 continue;
             }
-            {
-                let mut lm = self.layers.write().unwrap_or_else(|e| e.into_inner());
-                Arc::make_mut(&mut lm.map).remove(l);
-            }
-            crashsafe::remove_file_durable(&l.path).map_err(|source| TimelineError::Io {
-                what: "removing layer file",
-                path: l.path.display().to_string(),
-                source,
-            })?;
+            Arc::make_mut(&mut layers.map).remove(l);
+            // Deleted when the last read holding it lets go.
+            l.doom();
             result.layers_removed += 1;
             result.bytes_removed += l.file_size;
         }
+        drop(layers);
         info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, %cutoff,
               removed = result.layers_removed, total = result.layers_total, "GC done");
         Ok(result)
@@ -211,6 +211,82 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Set by the one thread whose reads stop at the failpoint.
+        static STOP_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Defect: a read checked the GC cutoff, then took its layer snapshot;
+    /// GC raising the cutoff and deleting layers in between made the read
+    /// miss versions (an error or an older page). A read now works on one
+    /// snapshot (layers and cutoff) and the files it holds outlive GC.
+    #[test]
+    fn gc_between_a_reads_cutoff_check_and_its_walk_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl =
+            crate::tenant::timeline::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+        let k = Key::MIN.add(0xD1CE);
+        let w = tl.writer();
+        w.put(k, Lsn(0x110), page(1)).unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        tl.freeze_and_flush().unwrap();
+        w.put(k, Lsn(0x210), page(2)).unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x210));
+        tl.freeze_and_flush().unwrap();
+        tl.create_image_layer(true)
+            .unwrap()
+            .expect("an image at 0x210");
+
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let b = Arc::clone(&barrier);
+        fail::cfg_callback("read-after-snapshot", move || {
+            if STOP_HERE.with(|s| s.get()) {
+                b.wait(); // the read has passed its cutoff check
+                b.wait(); // GC is done
+            }
+        })
+        .unwrap();
+        let t2 = Arc::clone(&tl);
+        let reader = std::thread::spawn(move || {
+            STOP_HERE.with(|s| s.set(true));
+            t2.get(k, Lsn(0x150)).map(|p| p[0])
+        });
+        let files = |tl: &Timeline| {
+            std::fs::read_dir(&tl.path)
+                .unwrap()
+                .filter(|e| {
+                    LayerFileName::parse(&e.as_ref().unwrap().file_name().to_string_lossy())
+                        .is_some()
+                })
+                .count()
+        };
+        barrier.wait();
+        let before = files(&tl);
+        let r = tl.gc(0, Duration::ZERO, &[]).unwrap();
+        assert_eq!(r.cutoff, Lsn(0x210));
+        assert!(r.layers_removed >= 1, "{r:?}");
+        assert_eq!(files(&tl), before, "files the read holds are still there");
+        barrier.wait();
+        let got = reader.join().unwrap();
+        fail::remove("read-after-snapshot");
+        assert_eq!(
+            got.unwrap(),
+            1,
+            "the read at 0x150 sees the version of 0x110"
+        );
+        assert_eq!(
+            files(&tl),
+            before - r.layers_removed,
+            "deleted once released"
+        );
+        // Reads that start after GC see the new cutoff.
+        assert!(matches!(
+            tl.get(k, Lsn(0x150)),
+            Err(TimelineError::BelowGcCutoff { .. })
+        ));
+        assert_eq!(tl.get(k, Lsn(0x210)).unwrap()[0], 2);
+    }
     use crate::config::TenantConf;
 
     use bytes::Bytes;

@@ -14,7 +14,9 @@
 //! timeline has between compactions.
 
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use zenith_utils::lsn::Lsn;
@@ -24,12 +26,39 @@ use super::storage_layer::layer_file::{LayerError, LayerReader};
 use crate::key::Key;
 
 /// A layer file of a timeline. Its index is read on first use.
+///
+/// Removing a layer (GC, compaction) takes it out of the layer map and marks
+/// it [`doomed`](PersistentLayer::doom); the file is deleted when the last
+/// reference goes, so a read that took its snapshot before the removal
+/// still finds every file of that snapshot. A crash before the deletion
+/// leaves the file, which the next GC removes again.
 #[derive(Debug)]
 pub struct PersistentLayer {
     pub name: LayerFileName,
     pub path: PathBuf,
     pub file_size: u64,
     reader: Mutex<Option<Arc<LayerReader>>>,
+    doomed: AtomicBool,
+    /// The file's inode when this object was made: a doomed layer deletes
+    /// its path only if it still names that file (a new layer of the same
+    /// name may have replaced it).
+    inode: Option<u64>,
+}
+
+impl Drop for PersistentLayer {
+    fn drop(&mut self) {
+        if !self.doomed.load(Ordering::Acquire) {
+            return;
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) if Some(m.ino()) == self.inode => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    tracing::warn!("removing layer file {}: {e}", self.path.display());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl std::fmt::Debug for LayerReader {
@@ -40,12 +69,21 @@ impl std::fmt::Debug for LayerReader {
 
 impl PersistentLayer {
     pub fn new(name: LayerFileName, path: PathBuf, file_size: u64) -> PersistentLayer {
+        let inode = std::fs::metadata(&path).ok().map(|m| m.ino());
         PersistentLayer {
             name,
             path,
             file_size,
             reader: Mutex::new(None),
+            doomed: AtomicBool::new(false),
+            inode,
         }
+    }
+
+    /// Delete the file once nothing references this layer any more (the
+    /// caller has taken it out of the layer map).
+    pub fn doom(&self) {
+        self.doomed.store(true, Ordering::Release);
     }
 
     /// The opened, verified file.

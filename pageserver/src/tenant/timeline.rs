@@ -35,6 +35,7 @@ use super::storage_layer::inmemory_layer::InMemoryLayer;
 use super::storage_layer::layer_file::{IndexEntry, LayerError, LayerReader};
 use crate::config::TenantConf;
 use crate::key::Key;
+use crate::page_cache::CacheKey;
 use crate::value::{Value, ZenithWalRecord};
 use crate::walredo::{WalRedoError, WalRedoManager};
 
@@ -76,7 +77,16 @@ enum VersionSource<'a> {
     File(&'a LayerReader, &'a [IndexEntry]),
 }
 
-/// Where the newest version of a key is ([`Timeline::newest_version`]).
+/// How [`Timeline::get`]'s walk ended.
+enum Reconstruct {
+    /// The page cache had the page for the newest version.
+    Cached(Bytes),
+    /// The base image (`None`: a record initializes the page) under the
+    /// collected records.
+    Base(Option<(Lsn, Bytes)>),
+}
+
+/// Where the newest version of a key is ([`Timeline::get_cached`]).
 enum Newest {
     /// An image in an in-memory layer: the value itself.
     MemoryImage(Bytes),
@@ -106,6 +116,11 @@ pub(crate) struct Layers {
     /// LSN where the next open layer starts (= end of the last frozen one,
     /// i.e. one past the last LSN it holds).
     next_open_start: Lsn,
+    /// Reads below this LSN are refused. Kept with the layer map, so that a
+    /// read checks the cutoff against the very layers it then walks: GC
+    /// raises it (after persisting it) in the same critical section that
+    /// takes layers out of the map.
+    pub(crate) gc_cutoff: Lsn,
 }
 
 /// A timeline of a tenant.
@@ -124,6 +139,9 @@ pub struct Timeline {
     /// other but not flushes, so ingest does not wait for them.
     pub(crate) maintenance_lock: Mutex<()>,
     walredo: Arc<dyn WalRedoManager>,
+    /// This object's key space in the page cache
+    /// ([`crate::page_cache::new_incarnation`]).
+    incarnation: u64,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -204,12 +222,14 @@ impl Timeline {
                 frozen: Vec::new(),
                 map: Arc::new(map),
                 next_open_start: metadata.disk_consistent_lsn + 1,
+                gc_cutoff: metadata.latest_gc_cutoff_lsn,
             }),
             record_lsn_tx,
             metadata: Mutex::new(metadata),
             flush_lock: Mutex::new(()),
             maintenance_lock: Mutex::new(()),
             walredo,
+            incarnation: crate::page_cache::new_incarnation(),
         })
     }
 
@@ -324,7 +344,10 @@ impl Timeline {
     }
 
     pub fn gc_cutoff_lsn(&self) -> Lsn {
-        self.metadata().latest_gc_cutoff_lsn
+        self.layers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .gc_cutoff
     }
 
     /// Bytes held by the open in-memory layer.
@@ -356,45 +379,81 @@ impl Timeline {
     }
 
     /// The value of `key` at `lsn` (at or below `last_record_lsn`).
+    ///
+    /// One walk over one snapshot of the layers (with the GC cutoff it was
+    /// taken with) collects the key's versions, newest first, down to an
+    /// image or a record that initializes the page. A page read from a
+    /// layer file or rebuilt by redo is cached under the newest version's
+    /// LSN: the value depends only on the versions up to it, so a hit costs
+    /// no value read, no decompression and no redo. (Versions still in
+    /// memory are cheap to read.)
     pub fn get(&self, key: Key, lsn: Lsn) -> Result<Bytes, TimelineError> {
-        let cutoff = self.gc_cutoff_lsn();
-        if lsn < cutoff {
-            return Err(TimelineError::BelowGcCutoff { lsn, cutoff });
-        }
-        // The value depends only on the versions up to the newest one, so a
-        // page read from a layer file or rebuilt by redo is cached under the
-        // newest version's LSN: a hit costs no value read, no decompression
-        // and no redo. (Versions still in memory are cheap to read.)
-        let cache_key = match self.newest_version(key, lsn)? {
-            None => return Err(TimelineError::MissingKey { key, lsn }),
-            Some(Newest::MemoryImage(img)) => return Ok(img),
-            Some(Newest::Memory) => None,
-            Some(Newest::File(l)) => Some((self.tenant_id, self.timeline_id, key, l)),
-        };
-        if let Some(ck) = &cache_key {
-            if let Some(page) = crate::page_cache::get().lookup(ck) {
-                return Ok(page);
-            }
-        }
+        let cache = crate::page_cache::get();
         let mut records: Vec<(Lsn, ZenithWalRecord)> = Vec::new();
-        let base = self.collect(key, lsn, &mut records)?;
+        // The cache key of the newest version, when it is in a layer file.
+        let mut file_newest: Option<CacheKey> = None;
+        let mut seen_any = false;
+        let found = self.walk_versions(key, lsn, true, &mut |src| {
+            // Some(base) ends the walk: nothing older is needed.
+            let mut take = |l: Lsn, v: Value| match v {
+                Value::Image(img) => Some(Reconstruct::Base(Some((l, img)))),
+                Value::WalRecord(r) => {
+                    let init = r.will_init();
+                    records.push((l, r));
+                    init.then_some(Reconstruct::Base(None))
+                }
+            };
+            match src {
+                VersionSource::Memory(vals) => {
+                    for (l, v) in vals.iter().rev() {
+                        seen_any = true;
+                        if let Some(done) = take(*l, v.clone()) {
+                            return Ok(Some(done));
+                        }
+                    }
+                }
+                VersionSource::File(reader, entries) => {
+                    if !seen_any {
+                        if let Some(newest) = entries.last() {
+                            let ck = (self.incarnation, key, newest.lsn);
+                            if let Some(page) = cache.lookup(&ck) {
+                                return Ok(Some(Reconstruct::Cached(page)));
+                            }
+                            file_newest = Some(ck);
+                        }
+                    }
+                    for e in entries.iter().rev() {
+                        seen_any = true;
+                        if let Some(done) = take(e.lsn, reader.read_value(e)?) {
+                            return Ok(Some(done));
+                        }
+                    }
+                }
+            }
+            Ok(None)
+        })?;
+        let base = match found {
+            Some(Reconstruct::Cached(page)) => return Ok(page),
+            Some(Reconstruct::Base(base)) => base,
+            None => None,
+        };
         records.reverse();
         let page = match base {
             Some((_, img)) if records.is_empty() => img,
             None if records.is_empty() => return Err(TimelineError::MissingKey { key, lsn }),
             base => {
                 let newest = records.last().map(|(l, _)| *l).unwrap_or(lsn);
-                let ck = (self.tenant_id, self.timeline_id, key, newest);
-                if let Some(page) = crate::page_cache::get().lookup(&ck) {
+                let ck = (self.incarnation, key, newest);
+                if let Some(page) = cache.lookup(&ck) {
                     return Ok(page);
                 }
                 let page = self.walredo.request_redo(key, lsn, base, records)?;
-                crate::page_cache::get().insert(ck, page.clone());
+                cache.insert(ck, page.clone());
                 return Ok(page);
             }
         };
-        if let Some(ck) = cache_key {
-            crate::page_cache::get().insert(ck, page.clone());
+        if let Some(ck) = file_newest {
+            cache.insert(ck, page.clone());
         }
         Ok(page)
     }
@@ -403,34 +462,48 @@ impl Timeline {
     /// and the page cache only; `WouldBlock` if a layer file must be read or
     /// WAL redo run.
     pub fn get_cached(&self, key: Key, lsn: Lsn) -> Result<Bytes, TimelineError> {
-        let cutoff = self.gc_cutoff_lsn();
-        if lsn < cutoff {
-            return Err(TimelineError::BelowGcCutoff { lsn, cutoff });
-        }
-        match self.newest_version(key, lsn)? {
+        let newest = self.walk_versions(key, lsn, true, &mut |src| {
+            Ok(match src {
+                VersionSource::Memory(vals) => vals.last().map(|(_, v)| match v {
+                    Value::Image(img) => Newest::MemoryImage(img.clone()),
+                    Value::WalRecord(_) => Newest::Memory,
+                }),
+                VersionSource::File(_, entries) => entries.last().map(|e| Newest::File(e.lsn)),
+            })
+        })?;
+        match newest {
             None => Err(TimelineError::MissingKey { key, lsn }),
             Some(Newest::MemoryImage(img)) => Ok(img),
             Some(Newest::Memory) => Err(TimelineError::WouldBlock),
             Some(Newest::File(l)) => crate::page_cache::get()
-                .lookup(&(self.tenant_id, self.timeline_id, key, l))
+                .lookup(&(self.incarnation, key, l))
                 .ok_or(TimelineError::WouldBlock),
         }
     }
 
     /// Visit the places holding versions of `key` at or below `lsn`, newest
     /// first: the open layer, frozen layers newest to oldest (under the
-    /// layers lock), layer files as the layer map's search rule finds them,
-    /// then the ancestor below the branch point. `visit` returns `Some` to
-    /// stop the walk with that result.
+    /// layers lock), layer files as the layer map's search rule finds them
+    /// (the map as of that same lock hold), then the ancestor below the
+    /// branch point. With `check_cutoff`, an `lsn` below the GC cutoff of
+    /// that same snapshot is refused. `visit` returns `Some` to stop the
+    /// walk with that result.
     fn walk_versions<R>(
         &self,
         key: Key,
         lsn: Lsn,
+        check_cutoff: bool,
         visit: &mut dyn FnMut(VersionSource<'_>) -> Result<Option<R>, TimelineError>,
     ) -> Result<Option<R>, TimelineError> {
         let mut cont = lsn + 1;
         let map = {
             let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
+            if check_cutoff && lsn < layers.gc_cutoff {
+                return Err(TimelineError::BelowGcCutoff {
+                    lsn,
+                    cutoff: layers.gc_cutoff,
+                });
+            }
             let open = layers.open.iter().map(|l| l as &InMemoryLayer);
             let frozen = layers.frozen.iter().rev().map(|l| l.as_ref());
             let mut floor = cont;
@@ -448,6 +521,7 @@ impl Timeline {
             cont = floor;
             Arc::clone(&layers.map)
         };
+        fail::fail_point!("read-after-snapshot");
         while let Some(found) = map.search(key, cont) {
             let reader = found.layer.reader()?;
             let entries = reader.entries_for(key, found.lsn_range.clone());
@@ -458,66 +532,12 @@ impl Timeline {
         }
         match &self.ancestor {
             Some((anc, branch_lsn)) => {
+                // The ancestor's GC keeps what this branch point needs.
                 let below = Lsn(cont.0.saturating_sub(1)).min(*branch_lsn);
-                anc.walk_versions(key, below, visit)
+                anc.walk_versions(key, below, false, visit)
             }
             None => Ok(None),
         }
-    }
-
-    /// Where the newest version of `key` at or below `lsn` is; reads no
-    /// values from files.
-    fn newest_version(&self, key: Key, lsn: Lsn) -> Result<Option<Newest>, TimelineError> {
-        self.walk_versions(key, lsn, &mut |src| {
-            Ok(match src {
-                VersionSource::Memory(vals) => vals.last().map(|(_, v)| match v {
-                    Value::Image(img) => Newest::MemoryImage(img.clone()),
-                    Value::WalRecord(_) => Newest::Memory,
-                }),
-                VersionSource::File(_, entries) => entries.last().map(|e| Newest::File(e.lsn)),
-            })
-        })
-    }
-
-    /// Collect versions of `key` at or below `lsn`, newest first, into
-    /// `records`, down to an image (returned) or an initializing record.
-    /// Values are cloned or read only that far (a hot key has thousands of
-    /// versions).
-    fn collect(
-        &self,
-        key: Key,
-        lsn: Lsn,
-        records: &mut Vec<(Lsn, ZenithWalRecord)>,
-    ) -> Result<Option<(Lsn, Bytes)>, TimelineError> {
-        // Some(base) when reconstruction needs nothing older.
-        let mut take = |l: Lsn, v: Value| match v {
-            Value::Image(img) => Some(Some((l, img))),
-            Value::WalRecord(r) => {
-                let init = r.will_init();
-                records.push((l, r));
-                init.then_some(None)
-            }
-        };
-        let found = self.walk_versions(key, lsn, &mut |src| {
-            match src {
-                VersionSource::Memory(vals) => {
-                    for (l, v) in vals.iter().rev() {
-                        if let Some(done) = take(*l, v.clone()) {
-                            return Ok(Some(done));
-                        }
-                    }
-                }
-                VersionSource::File(reader, entries) => {
-                    for e in entries.iter().rev() {
-                        if let Some(done) = take(e.lsn, reader.read_value(e)?) {
-                            return Ok(Some(done));
-                        }
-                    }
-                }
-            }
-            Ok(None)
-        })?;
-        Ok(found.flatten())
     }
 
     /// Compact, then create an image layer, when their thresholds are reached.
