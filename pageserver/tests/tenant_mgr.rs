@@ -119,3 +119,170 @@ fn branch_keeps_the_parents_data_across_a_crash() {
         .expect("the branch reads the parent's data at the branch point");
     assert_eq!(page[..], [7u8; 8192][..]);
 }
+
+fn new_manager(dir: &std::path::Path) -> (Arc<PageServerConf>, TenantManager) {
+    let conf = Arc::new(PageServerConf {
+        pg_distrib_dir: common::pg_install(),
+        ..PageServerConf::default()
+    });
+    let mgr = TenantManager::load(dir, Arc::clone(&conf)).unwrap();
+    (conf, mgr)
+}
+
+/// Defect: deleting a timeline did not stop writers holding the old
+/// object; a flush that ran after the deletion (the WAL receiver's last
+/// flush, a checkpoint) wrote its layer and metadata into the directory of
+/// a new timeline created with the same id.
+#[test]
+fn a_deleted_timeline_never_writes_into_its_successor() {
+    use bytes::Bytes;
+    use pageserver::key::Key;
+    use pageserver::value::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, mgr) = new_manager(dir.path());
+    let tenant_id = TenantId::generate();
+    let tenant = mgr.create_tenant(tenant_id).unwrap();
+    let id = TimelineId::generate();
+    let old = tenant.bootstrap_timeline(id).unwrap();
+    let start = old.last_record_lsn();
+    let w = old.writer();
+    w.put(
+        Key::MIN.add(1),
+        start + 0x1000,
+        Value::Image(Bytes::from(vec![1u8; 8192])),
+    )
+    .unwrap();
+    w.finish_write(start, start + 0x1000);
+
+    tenant.remove_timeline(id).unwrap();
+    let new = tenant.bootstrap_timeline(id).unwrap();
+    let new_lsn = new.last_record_lsn();
+    let files = |p: &std::path::Path| std::fs::read_dir(p).unwrap().count();
+    let before = files(&new.path);
+    // The old object's flush after the deletion: refused, nothing written.
+    assert!(old.freeze_and_flush().is_err());
+    assert!(old.is_deleted());
+    assert_eq!(files(&new.path), before);
+    drop((w, old, new, tenant));
+    mgr.shutdown().unwrap();
+    drop(mgr);
+
+    let mgr = TenantManager::load(dir.path(), conf).unwrap();
+    let tl = mgr.get_timeline(tenant_id, id).unwrap();
+    assert_eq!(
+        tl.last_record_lsn(),
+        new_lsn,
+        "the new timeline's own metadata"
+    );
+    assert!(tl.get(Key::MIN.add(1), new_lsn).is_err());
+}
+
+thread_local! {
+    static STOP_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Deletion waits for a flush in progress; the flush, seeing the deletion,
+/// stops before it records anything.
+#[test]
+fn deletion_waits_for_a_flush_in_progress() {
+    use bytes::Bytes;
+    use pageserver::key::Key;
+    use pageserver::value::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_conf, mgr) = new_manager(dir.path());
+    let tenant = mgr.create_tenant(TenantId::generate()).unwrap();
+    let id = TimelineId::generate();
+    let tl = tenant.bootstrap_timeline(id).unwrap();
+    let start = tl.last_record_lsn();
+    let w = tl.writer();
+    w.put(
+        Key::MIN.add(1),
+        start + 8,
+        Value::Image(Bytes::from(vec![1u8; 8192])),
+    )
+    .unwrap();
+    w.finish_write(start, start + 8);
+
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let b = Arc::clone(&barrier);
+    fail::cfg_callback("flush-after-layer-write", move || {
+        if STOP_HERE.with(|s| s.get()) {
+            b.wait();
+            b.wait();
+        }
+    })
+    .unwrap();
+    let t2 = Arc::clone(&tl);
+    let flusher = std::thread::spawn(move || {
+        STOP_HERE.with(|s| s.set(true));
+        t2.freeze_and_flush()
+    });
+    barrier.wait(); // the flush has written its layer file
+    let t3 = Arc::clone(&tenant);
+    let deleter = std::thread::spawn(move || t3.remove_timeline(id));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !tl.is_deleted() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert!(!deleter.is_finished(), "deletion waits for the flush");
+    barrier.wait();
+    let flushed = flusher.join().unwrap();
+    fail::remove("flush-after-layer-write");
+    assert!(flushed.is_err(), "the flush stopped: {flushed:?}");
+    deleter.join().unwrap().unwrap();
+    assert!(tenant.get_timeline(id).is_none());
+    assert!(!tl.path.exists());
+}
+
+/// Defect: two creations of one timeline id shared a temporary directory
+/// and clobbered each other. The second is now refused while the first
+/// runs.
+#[test]
+fn a_second_creation_of_the_same_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_conf, mgr) = new_manager(dir.path());
+    let tenant = mgr.create_tenant(TenantId::generate()).unwrap();
+    let id = TimelineId::generate();
+
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let b = Arc::clone(&barrier);
+    fail::cfg_callback("timeline-create-before-rename", move || {
+        if STOP_HERE.with(|s| s.get()) {
+            b.wait();
+            b.wait();
+        }
+    })
+    .unwrap();
+    let t2 = Arc::clone(&tenant);
+    let first = std::thread::spawn(move || {
+        STOP_HERE.with(|s| s.set(true));
+        t2.bootstrap_timeline(id).map(|_| ())
+    });
+    barrier.wait(); // the first creation is about to rename its directory
+    let second = tenant.bootstrap_timeline(id);
+    barrier.wait();
+    first.join().unwrap().unwrap();
+    fail::remove("timeline-create-before-rename");
+    let e = second
+        .err()
+        .expect("the second creation is refused")
+        .to_string();
+    assert!(e.contains("already exists"), "{e}");
+    assert!(tenant.get_timeline(id).is_some());
+    // And two tenants of one id: one wins.
+    let tid = TenantId::generate();
+    let wins = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| mgr.create_tenant(tid).is_ok()))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count()
+    });
+    assert_eq!(wins, 1);
+}

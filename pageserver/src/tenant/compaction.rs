@@ -29,6 +29,7 @@ impl Timeline {
             .maintenance_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        self.check_not_deleted()?;
         let mut l0: Vec<Arc<PersistentLayer>> = {
             let l = self.layers.read().unwrap_or_else(|e| e.into_inner());
             l.map.level0_deltas()

@@ -71,6 +71,7 @@ impl Timeline {
             .maintenance_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        self.check_not_deleted()?;
         if !force && self.deltas_above_last_image() < self.conf.image_creation_threshold {
             return Ok(None);
         }
@@ -146,6 +147,7 @@ impl Timeline {
             .unwrap_or_else(|e| e.into_inner());
         // Also against flushes: both rewrite the metadata file.
         let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_not_deleted()?;
         let last = self.last_record_lsn();
         let mut md = self.metadata();
         let mut cutoff = Lsn(last.0.saturating_sub(horizon)).min(md.disk_consistent_lsn);

@@ -10,7 +10,7 @@
 //! leftover temporary directories. Branches are O(1): a new metadata file
 //! naming the ancestor and the branch LSN, no data copied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -33,9 +33,30 @@ pub struct Tenant {
     conf: Arc<PageServerConf>,
     walredo: Arc<dyn WalRedoManager>,
     timelines: RwLock<HashMap<TimelineId, Arc<Timeline>>>,
+    /// Ids of timelines being created: a second creation of the same id is
+    /// refused instead of sharing (and clobbering) the first one's
+    /// temporary directory.
+    creating: std::sync::Mutex<HashSet<TimelineId>>,
     /// Held while branching and while GC runs, so that a branch can never be
     /// created below a cutoff that GC is acting on.
     gc_lock: std::sync::Mutex<()>,
+}
+
+/// The reservation of a timeline id during its creation
+/// ([`Tenant::reserve`]); released when dropped.
+struct Creating<'t> {
+    tenant: &'t Tenant,
+    id: TimelineId,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.tenant
+            .creating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Tenant {
@@ -63,12 +84,30 @@ impl Tenant {
         v
     }
 
-    /// Create a timeline by importing `pgdata` (a cleanly stopped PostgreSQL 15
-    /// data directory).
-    pub fn import_timeline(&self, id: TimelineId, pgdata: &Path) -> anyhow::Result<Arc<Timeline>> {
+    /// Reserve `id` for a creation: refused if the timeline exists or is
+    /// being created.
+    fn reserve(&self, id: TimelineId) -> anyhow::Result<Creating<'_>> {
+        let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         if self.get_timeline(id).is_some() {
             bail!("timeline {id} already exists in tenant {}", self.id);
         }
+        if !creating.insert(id) {
+            bail!(
+                "timeline {id} already exists in tenant {} (it is being created)",
+                self.id
+            );
+        }
+        Ok(Creating { tenant: self, id })
+    }
+
+    /// Create a timeline by importing `pgdata` (a cleanly stopped PostgreSQL 15
+    /// data directory).
+    pub fn import_timeline(&self, id: TimelineId, pgdata: &Path) -> anyhow::Result<Arc<Timeline>> {
+        let _reserved = self.reserve(id)?;
+        self.import_reserved(id, pgdata)
+    }
+
+    fn import_reserved(&self, id: TimelineId, pgdata: &Path) -> anyhow::Result<Arc<Timeline>> {
         let tmp = self
             .timelines_dir()
             .join(format!("{id}{}", crashsafe::TEMP_FILE_SUFFIX));
@@ -93,6 +132,7 @@ impl Tenant {
         md.latest_gc_cutoff_lsn = point.end_lsn;
         md.save(&tmp.join(METADATA_FILE_NAME))?;
         drop(tl);
+        fail::fail_point!("timeline-create-before-rename");
         let dst = self.timelines_dir().join(id.to_string());
         crashsafe::rename_durable(&tmp, &dst)?;
         let tl = Timeline::load(
@@ -113,6 +153,7 @@ impl Tenant {
 
     /// Bootstrap a timeline: run initdb into a temporary directory and import it.
     pub fn bootstrap_timeline(&self, id: TimelineId) -> anyhow::Result<Arc<Timeline>> {
+        let _reserved = self.reserve(id)?;
         let pgdata = self
             .path
             .join(format!("initdb-{id}{}", crashsafe::TEMP_FILE_SUFFIX));
@@ -135,7 +176,7 @@ impl Tenant {
             let _ = std::fs::remove_dir_all(&pgdata);
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let res = self.import_timeline(id, &pgdata);
+        let res = self.import_reserved(id, &pgdata);
         let _ = std::fs::remove_dir_all(&pgdata);
         res
     }
@@ -147,9 +188,7 @@ impl Tenant {
         ancestor_id: TimelineId,
         lsn: Option<Lsn>,
     ) -> anyhow::Result<Arc<Timeline>> {
-        if self.get_timeline(id).is_some() {
-            bail!("timeline {id} already exists in tenant {}", self.id);
-        }
+        let _reserved = self.reserve(id)?;
         let _gc = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let ancestor = self.get_timeline(ancestor_id).with_context(|| {
             format!(
@@ -193,6 +232,7 @@ impl Tenant {
             md.initdb_lsn,
             Arc::clone(&self.walredo),
         )?);
+        fail::fail_point!("branch-create-before-rename");
         let dst = self.timelines_dir().join(id.to_string());
         crashsafe::rename_durable(&tmp, &dst)?;
         let tl = Timeline::load(
@@ -313,6 +353,9 @@ impl Tenant {
 impl Tenant {
     /// Forget timeline `id` and delete its directory. Refused when another
     /// timeline has it as ancestor. The caller stops its WAL receiver first.
+    /// The timeline's writers are stopped for good before its directory goes
+    /// ([`Timeline::shutdown_for_deletion`]), so a timeline created later
+    /// with the same id never receives a file or metadata of this one.
     ///
     /// Crash safety: the directory is first renamed to `<id>.deleting.___temp`,
     /// which [`Tenant::load`] removes like a half-created timeline, and then
@@ -335,8 +378,9 @@ impl Tenant {
                     children.join(", ")
                 );
             }
-            timelines.remove(&id);
+            timelines.remove(&id)
         }
+        .map(|tl| tl.shutdown_for_deletion());
         let dir = self.timelines_dir().join(id.to_string());
         let doomed = self
             .timelines_dir()
@@ -366,6 +410,8 @@ pub struct TenantManager {
     workdir: PathBuf,
     conf: Arc<PageServerConf>,
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
+    /// Ids of tenants being created (see [`TenantManager::create_tenant`]).
+    creating: std::sync::Mutex<HashSet<TenantId>>,
 }
 
 impl TenantManager {
@@ -375,6 +421,7 @@ impl TenantManager {
             workdir: workdir.to_path_buf(),
             conf,
             tenants: RwLock::new(HashMap::new()),
+            creating: std::sync::Mutex::new(HashSet::new()),
         };
         let dir = mgr.tenants_dir();
         crashsafe::create_dir_all_durable(&dir)?;
@@ -410,23 +457,37 @@ impl TenantManager {
             conf: Arc::clone(&self.conf),
             walredo,
             timelines: RwLock::new(HashMap::new()),
+            creating: std::sync::Mutex::new(HashSet::new()),
             gc_lock: std::sync::Mutex::new(()),
         })
     }
 
-    /// Create an empty tenant.
+    /// Create an empty tenant. Two concurrent creations of one id: one
+    /// wins, the other is refused (the id is reserved while its directory
+    /// is made, without blocking lookups of other tenants).
     pub fn create_tenant(&self, id: TenantId) -> anyhow::Result<Arc<Tenant>> {
-        if self.get(id).is_some() {
-            bail!("tenant {id} already exists");
+        {
+            let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+            if self.get(id).is_some() || !creating.insert(id) {
+                bail!("tenant {id} already exists");
+            }
         }
-        let t = self.make_tenant(id);
-        crashsafe::create_dir_all_durable(t.timelines_dir())?;
-        self.tenants
-            .write()
+        let created = (|| {
+            let t = self.make_tenant(id);
+            fail::fail_point!("tenant-create", |_| bail!("failpoint tenant-create"));
+            crashsafe::create_dir_all_durable(t.timelines_dir())?;
+            self.tenants
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Arc::clone(&t));
+            info!(tenant_id = %id, "created tenant");
+            Ok(t)
+        })();
+        self.creating
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::clone(&t));
-        info!(tenant_id = %id, "created tenant");
-        Ok(t)
+            .remove(&id);
+        created
     }
 
     pub fn get(&self, id: TenantId) -> Option<Arc<Tenant>> {

@@ -19,6 +19,7 @@
 //! layer file; `disk_consistent_lsn <= last_record_lsn`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -57,6 +58,9 @@ pub enum TimelineError {
     Redo(#[from] WalRedoError),
     #[error("timeline {0}: {1}")]
     Invalid(TimelineId, String),
+    /// The timeline has been deleted: nothing more is written for it.
+    #[error("timeline {0} has been deleted")]
+    Deleted(TimelineId),
     /// A cached-only read ([`Timeline::get_cached`]) that needs file I/O or
     /// WAL redo.
     #[error("the read needs file I/O or WAL redo")]
@@ -142,6 +146,11 @@ pub struct Timeline {
     /// This object's key space in the page cache
     /// ([`crate::page_cache::new_incarnation`]).
     incarnation: u64,
+    /// Set once deletion starts: flush, compaction, image creation and GC
+    /// check it under their locks before they write anything, so nothing
+    /// of this object lands in a directory that a new timeline with the
+    /// same id may own by then.
+    deleted: AtomicBool,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -230,6 +239,7 @@ impl Timeline {
             maintenance_lock: Mutex::new(()),
             walredo,
             incarnation: crate::page_cache::new_incarnation(),
+            deleted: AtomicBool::new(false),
         })
     }
 
@@ -292,6 +302,34 @@ impl Timeline {
             map,
             walredo,
         ))
+    }
+
+    /// Stops every writer of this timeline for good: marks it deleted,
+    /// then waits for a flush, compaction, image creation or GC in
+    /// progress to end (each sees the mark at its next write and stops).
+    /// Afterwards this object never writes a file again; its directory is
+    /// the caller's to remove.
+    pub fn shutdown_for_deletion(&self) {
+        self.deleted.store(true, Ordering::Release);
+        let _maintenance = self
+            .maintenance_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let _flush = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// `Err(Deleted)` once deletion has started (see
+    /// [`shutdown_for_deletion`](Self::shutdown_for_deletion)).
+    pub(crate) fn check_not_deleted(&self) -> Result<(), TimelineError> {
+        if self.is_deleted() {
+            Err(TimelineError::Deleted(self.timeline_id))
+        } else {
+            Ok(())
+        }
     }
 
     /// The branch point, if this timeline has an ancestor.
@@ -593,7 +631,9 @@ impl Timeline {
                 }
             };
             let end = frozen.lsn_range().end - 1;
+            self.check_not_deleted()?;
             let written = frozen.write_delta_layer(&self.path, self.tenant_id, self.timeline_id)?;
+            fail::fail_point!("flush-after-layer-write");
             {
                 let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
                 if let Some((path, name)) = written {
@@ -609,6 +649,7 @@ impl Timeline {
     }
 
     fn advance_disk_consistent_lsn(&self, lsn: Lsn) -> Result<(), TimelineError> {
+        self.check_not_deleted()?;
         let rl = self.record_lsn();
         let mut md = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
         if lsn <= md.disk_consistent_lsn {
