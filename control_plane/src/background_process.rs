@@ -20,51 +20,19 @@ use nix::unistd::Pid;
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Read a pid file: `None` if it does not exist or holds no pid.
-pub fn read_pid_file(path: &Path) -> anyhow::Result<Option<i32>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-            .filter(|&p| p > 0)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-/// Is `pid` a live (not zombie) process whose command line mentions
-/// `program`? The name check keeps a recycled pid from passing for ours.
-pub fn process_alive(pid: i32, program: &str) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the parenthesized command name.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, Some('Z') | Some('X')) {
-        return false;
-    }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmd) => String::from_utf8_lossy(&cmd).contains(program),
-        Err(_) => false,
-    }
-}
-
-/// The pid of a running daemon from its pid file; a stale file (the process
-/// is gone) is removed and reported as not running.
-pub fn running_pid(pid_file: &Path, program: &str) -> anyhow::Result<Option<i32>> {
-    match read_pid_file(pid_file)? {
-        Some(pid) if process_alive(pid, program) => Ok(Some(pid)),
-        Some(_) => {
+/// The pid of a running daemon from its pid file. Zenith's daemons hold
+/// their pid file locked (`flock`) while they run, so the lock, not the pid
+/// (which the kernel may have given to an unrelated process since), says
+/// whether one runs. A file nobody holds is stale: it is removed.
+pub fn running_pid(pid_file: &Path) -> anyhow::Result<Option<i32>> {
+    match zenith_utils::daemon::running_pid(pid_file)
+        .with_context(|| format!("checking the pid file {}", pid_file.display()))?
+    {
+        Some(pid) => Ok(Some(pid)),
+        None => {
             remove_if_exists(pid_file)?;
             Ok(None)
         }
-        None => Ok(None),
     }
 }
 
@@ -117,8 +85,7 @@ pub fn start_daemon(
     timeout: Duration,
     mut ready: impl FnMut() -> bool,
 ) -> anyhow::Result<i32> {
-    let prog_name = program_name(d.program);
-    if let Some(pid) = running_pid(&d.pid_file, &prog_name)? {
+    if let Some(pid) = running_pid(&d.pid_file)? {
         bail!(
             "the {} is already running (pid {pid}); stop it first with `zenith stop`",
             d.name
@@ -183,18 +150,19 @@ pub enum Stopped {
     NotRunning,
 }
 
-/// Stop the daemon whose pid is in `pid_file`: SIGTERM (SIGKILL at once if
-/// `immediate`), wait up to `timeout`, then SIGKILL. The pid file is removed.
-pub fn stop_daemon(
-    pid_file: &Path,
-    program: &Path,
-    immediate: bool,
-    timeout: Duration,
-) -> anyhow::Result<Stopped> {
-    let prog_name = program_name(program);
-    let Some(pid) = running_pid(pid_file, &prog_name)? else {
+/// Stop the daemon that holds `pid_file`: SIGTERM (SIGKILL at once if
+/// `immediate`), wait up to `timeout` for it to let go of the file, then
+/// SIGKILL. The pid file is removed.
+pub fn stop_daemon(pid_file: &Path, immediate: bool, timeout: Duration) -> anyhow::Result<Stopped> {
+    let Some(pid) = running_pid(pid_file)? else {
         return Ok(Stopped::NotRunning);
     };
+    if pid <= 0 {
+        bail!(
+            "{} is locked by a process that has not written its pid yet; try again",
+            pid_file.display()
+        );
+    }
     let target = Pid::from_raw(pid);
     let sig = if immediate {
         Signal::SIGKILL
@@ -203,10 +171,10 @@ pub fn stop_daemon(
     };
     let _ = kill(target, sig);
     let mut result = Stopped::Stopped(pid);
-    if !wait_gone(pid, &prog_name, timeout) {
+    if !wait_released(pid_file, timeout)? {
         let _ = kill(target, Signal::SIGKILL);
         result = Stopped::Killed(pid);
-        if !wait_gone(pid, &prog_name, Duration::from_secs(10)) {
+        if !wait_released(pid_file, Duration::from_secs(10))? {
             bail!("process {pid} did not exit even after SIGKILL");
         }
     }
@@ -214,21 +182,16 @@ pub fn stop_daemon(
     Ok(result)
 }
 
-fn wait_gone(pid: i32, prog_name: &str, timeout: Duration) -> bool {
+/// Waits until no process holds `pid_file` (its holder has exited).
+fn wait_released(pid_file: &Path, timeout: Duration) -> anyhow::Result<bool> {
     let start = Instant::now();
-    while process_alive(pid, prog_name) {
+    while zenith_utils::daemon::running_pid(pid_file)?.is_some() {
         if start.elapsed() > timeout {
-            return false;
+            return Ok(false);
         }
         std::thread::sleep(POLL);
     }
-    true
-}
-
-fn program_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -239,34 +202,50 @@ mod tests {
     fn stale_and_garbage_pid_files() {
         let dir = tempfile::tempdir().unwrap();
         let pf = dir.path().join("x.pid");
-        assert_eq!(running_pid(&pf, "sleep").unwrap(), None);
+        assert_eq!(running_pid(&pf).unwrap(), None);
         std::fs::write(&pf, "garbage\n").unwrap();
-        assert_eq!(read_pid_file(&pf).unwrap(), None);
-        // Our own pid exists but is not a "no-such-program" process.
+        assert_eq!(running_pid(&pf).unwrap(), None);
+        assert!(!pf.exists(), "stale pid file removed");
+        // Our own, live pid in a file nobody locks: stale all the same
+        // (a recycled pid must not pass for a running daemon).
         std::fs::write(&pf, format!("{}\n", std::process::id())).unwrap();
-        assert_eq!(running_pid(&pf, "no-such-program").unwrap(), None);
+        assert_eq!(running_pid(&pf).unwrap(), None);
         assert!(!pf.exists(), "stale pid file removed");
     }
 
-    /// `sleep 30` as a daemon with its files in `dir`.
+    /// `sleep 30` as a daemon that holds its pid file locked like ours do
+    /// (`flock --no-fork` execs the shell, which writes its pid and execs
+    /// sleep: one process, holding the lock).
     fn sleeper(dir: &Path) -> Daemon<'static> {
+        let pid_file = dir.join("sleep.pid");
         Daemon {
             name: "sleeper",
-            program: Path::new("/bin/sleep"),
-            args: vec!["30".into()],
+            program: Path::new("/usr/bin/flock"),
+            args: vec![
+                "--no-fork".into(),
+                pid_file.to_string_lossy().into_owned(),
+                "sh".into(),
+                "-c".into(),
+                "echo $$ > \"$0\"; exec sleep 30".into(),
+                pid_file.to_string_lossy().into_owned(),
+            ],
             envs: vec![],
             log_file: dir.join("sleep.log"),
-            pid_file: dir.join("sleep.pid"),
+            pid_file,
         }
     }
 
     #[test]
     fn start_wait_and_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let pf = dir.path().join("sleep.pid");
         let d = sleeper(dir.path());
-        let pid = start_daemon(&d, Duration::from_secs(5), || true).unwrap();
-        std::fs::write(&pf, format!("{pid}\n")).unwrap();
+        let pid = start_daemon(
+            &d,
+            Duration::from_secs(5),
+            || matches!(running_pid(&d.pid_file), Ok(Some(p)) if p > 0),
+        )
+        .unwrap();
+        assert_eq!(running_pid(&d.pid_file).unwrap(), Some(pid));
         assert!(start_daemon(&d, Duration::from_secs(5), || true)
             .unwrap_err()
             .to_string()
@@ -275,9 +254,10 @@ mod tests {
         std::thread::spawn(move || {
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         });
-        let st = stop_daemon(&pf, Path::new("/bin/sleep"), false, Duration::from_secs(5)).unwrap();
+        let st = stop_daemon(&d.pid_file, false, Duration::from_secs(5)).unwrap();
         assert_eq!(st, Stopped::Stopped(pid));
-        assert!(!pf.exists());
+        assert!(!d.pid_file.exists());
+        assert_eq!(running_pid(&d.pid_file).unwrap(), None);
     }
 
     #[test]

@@ -315,12 +315,10 @@ impl ComputeNode<'_> {
     }
 
     pub fn status(&self) -> ComputeStatus {
-        let pidfile = self.pgdata().join("postmaster.pid");
-        match background_process::read_pid_file(&pidfile) {
-            Ok(Some(pid)) if background_process::process_alive(pid, "postgres") => {
-                ComputeStatus::Running
-            }
-            _ => ComputeStatus::Stopped,
+        if postmaster_running(&self.pgdata()) {
+            ComputeStatus::Running
+        } else {
+            ComputeStatus::Stopped
         }
     }
 
@@ -530,4 +528,29 @@ pub fn catch_up(
         }
     }
     Ok(None)
+}
+
+/// Whether the postmaster named in `pgdata/postmaster.pid` runs. PostgreSQL
+/// does not lock that file, but a postmaster works in its data directory:
+/// the pid must be alive with `pgdata` as its current directory, which a
+/// recycled pid of an unrelated process (or a zombie) never has.
+fn postmaster_running(pgdata: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
+        return false;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+        .filter(|&p| p > 0)
+    else {
+        return false;
+    };
+    match (
+        std::fs::read_link(format!("/proc/{pid}/cwd")),
+        pgdata.canonicalize(),
+    ) {
+        (Ok(cwd), Ok(dir)) => cwd == dir,
+        _ => false,
+    }
 }

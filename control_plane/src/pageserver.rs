@@ -117,7 +117,7 @@ impl<'a> PageServerNode<'a> {
 
     /// The pid of the running pageserver, if any (stale pid files removed).
     pub fn pid(&self) -> anyhow::Result<Option<i32>> {
-        background_process::running_pid(&self.pid_file(), "pageserver")
+        background_process::running_pid(&self.pid_file())
     }
 
     /// Start in the background; returns when `/v1/status` answers OK.
@@ -151,7 +151,7 @@ impl<'a> PageServerNode<'a> {
     }
 
     pub fn stop(&self, immediate: bool) -> anyhow::Result<Stopped> {
-        background_process::stop_daemon(&self.pid_file(), &self.program(), immediate, STOP_TIMEOUT)
+        background_process::stop_daemon(&self.pid_file(), immediate, STOP_TIMEOUT)
     }
 
     fn status_ok(&self) -> bool {

@@ -114,9 +114,9 @@ impl WalSources {
         let src = WalSource::parse(connstr).map_err(WalSourceError::Invalid)?;
         let _changing = self.lock_changes();
         let path = wal_source_path(&tl.path);
-        crashsafe::write_file_atomic(&path, format!("{connstr}\n").as_bytes())
+        // It may hold a password: readable by the owner only, from creation.
+        crashsafe::write_file_atomic_mode(&path, format!("{connstr}\n").as_bytes(), 0o600)
             .with_context(|| format!("persisting the WAL source of {}", tl.timeline_id))?;
-        restrict_permissions(&path);
         self.stop_locked(tl.tenant_id, tl.timeline_id);
         self.spawn_locked(tl, src, connstr.to_string())?;
         info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
@@ -233,19 +233,6 @@ impl WalSources {
             None => false,
         }
     }
-}
-
-/// Make a file readable by its owner only (it may hold a password). Best effort.
-fn restrict_permissions(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
-            tracing::warn!("cannot restrict permissions of {}: {e}", path.display());
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
 }
 
 #[cfg(test)]

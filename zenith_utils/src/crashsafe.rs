@@ -68,6 +68,17 @@ pub fn fsync_file(path: impl AsRef<Path>) -> io::Result<()> {
 /// renamed over `path`, and the directory is fsynced. Readers see either the
 /// old or the new contents; after a crash the file is either old or new.
 pub fn write_file_atomic(path: impl AsRef<Path>, contents: &[u8]) -> io::Result<()> {
+    write_file_atomic_mode(path, contents, 0o644)
+}
+
+/// [`write_file_atomic`] with the file created with permission bits `mode`
+/// (before `umask`): a file that holds a secret is never readable by others,
+/// not even for a moment.
+pub fn write_file_atomic_mode(
+    path: impl AsRef<Path>,
+    contents: &[u8],
+    mode: u32,
+) -> io::Result<()> {
     let path = path.as_ref();
     let Some(file_name) = path.file_name() else {
         return Err(io::Error::new(
@@ -77,7 +88,7 @@ pub fn write_file_atomic(path: impl AsRef<Path>, contents: &[u8]) -> io::Result<
     };
     let dir = parent_dir(path);
 
-    let (tmp_path, mut file) = create_temp_file(dir, &file_name.to_string_lossy())?;
+    let (tmp_path, mut file) = create_temp_file(dir, &file_name.to_string_lossy(), mode)?;
     let written = file
         .write_all(contents)
         .and_then(|()| file.sync_all())
@@ -100,7 +111,8 @@ pub fn write_file_atomic(path: impl AsRef<Path>, contents: &[u8]) -> io::Result<
 }
 
 /// Creates a new, uniquely named temporary file for `file_name` in `dir`.
-fn create_temp_file(dir: &Path, file_name: &str) -> io::Result<(PathBuf, File)> {
+fn create_temp_file(dir: &Path, file_name: &str, mode: u32) -> io::Result<(PathBuf, File)> {
+    use std::os::unix::fs::OpenOptionsExt;
     const ATTEMPTS: usize = 8;
     let mut last_err = None;
     for _ in 0..ATTEMPTS {
@@ -111,6 +123,7 @@ fn create_temp_file(dir: &Path, file_name: &str) -> io::Result<(PathBuf, File)> 
         match OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp_path)
         {
             Ok(file) => return Ok((tmp_path, file)),
@@ -229,6 +242,19 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_secret_file_is_never_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        write_file_atomic_mode(&path, b"password", 0o600).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        // Replacing an existing file keeps the new mode too.
+        write_file_atomic_mode(&path, b"other", 0o600).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0);
     }
 
     #[test]
