@@ -362,7 +362,7 @@ impl Tenant {
     /// deleted;
     /// a crash at any point leaves either the whole timeline or nothing.
     pub fn remove_timeline(&self, id: TimelineId) -> anyhow::Result<()> {
-        {
+        let removed = {
             let mut timelines = self.timelines.write().unwrap_or_else(|e| e.into_inner());
             if !timelines.contains_key(&id) {
                 bail!("timeline {id} not found in tenant {}", self.id);
@@ -379,8 +379,10 @@ impl Tenant {
                 );
             }
             timelines.remove(&id)
+        };
+        if let Some(tl) = removed {
+            tl.shutdown_for_deletion();
         }
-        .map(|tl| tl.shutdown_for_deletion());
         let dir = self.timelines_dir().join(id.to_string());
         let doomed = self
             .timelines_dir()
