@@ -266,10 +266,10 @@ fn a_second_creation_of_the_same_id_is_refused() {
     barrier.wait();
     first.join().unwrap().unwrap();
     fail::remove("timeline-create-before-rename");
-    let e = second
-        .err()
-        .expect("the second creation is refused")
-        .to_string();
+    let e = match second {
+        Ok(_) => panic!("the second creation is not refused"),
+        Err(e) => e.to_string(),
+    };
     assert!(e.contains("already exists"), "{e}");
     assert!(tenant.get_timeline(id).is_some());
     // And two tenants of one id: one wins.
