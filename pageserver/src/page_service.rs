@@ -301,11 +301,17 @@ impl PageServiceHandler {
             .mgr
             .get(tenant_id)
             .ok_or_else(|| not_found(format!("tenant {tenant_id} not found")))?;
-        tenant.get_timeline(timeline_id).ok_or_else(|| {
-            not_found(format!(
-                "timeline {timeline_id} not found in tenant {tenant_id}"
-            ))
-        })
+        tenant
+            .get_timeline(timeline_id)
+            .ok_or_else(|| match tenant.broken_reason(timeline_id) {
+                Some(reason) => HandlerError::query(
+                    SqlState::DATA_CORRUPTED,
+                    format!("timeline {timeline_id} of tenant {tenant_id} is broken: {reason}"),
+                ),
+                None => not_found(format!(
+                    "timeline {timeline_id} not found in tenant {tenant_id}"
+                )),
+            })
     }
 
     async fn pagestream(

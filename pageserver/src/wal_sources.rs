@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use tracing::{error, info};
+use tracing::info;
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 
@@ -174,8 +174,13 @@ impl WalSources {
         let mut started = 0;
         for tenant in mgr.list() {
             for tl in tenant.list_timelines() {
-                let Some(connstr) = load_persisted(&tl.path)? else {
-                    continue;
+                let connstr = match load_persisted(&tl.path) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tl.set_broken(format!("cannot read its WAL source: {e:#}"));
+                        continue;
+                    }
                 };
                 match WalSource::parse(&connstr) {
                     Ok(src) => {
@@ -183,8 +188,7 @@ impl WalSources {
                         started += 1;
                     }
                     Err(e) => {
-                        error!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
-                               "not starting the WAL receiver: invalid persisted WAL source: {e:#}");
+                        tl.set_broken(format!("invalid persisted WAL source: {e:#}"));
                     }
                 }
             }

@@ -76,6 +76,41 @@ impl WalSource {
 /// checks for stop and sends its status.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// While the WAL source stays unavailable, a reminder at WARN this often.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
+
+/// Why streaming stopped.
+#[derive(Debug)]
+enum StreamError {
+    /// The WAL source cannot be reached or went away (connect, login, I/O,
+    /// an error it sent, a protocol violation): retried with backoff.
+    Source(anyhow::Error),
+    /// The WAL could not be decoded or filed, or the timeline could not
+    /// flush: retrying the same WAL would fail the same way. The timeline
+    /// is marked broken and the receiver stops.
+    Ingest(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for StreamError {
+    /// Anything not classified at its source is the source's problem.
+    fn from(e: E) -> Self {
+        StreamError::Source(e.into())
+    }
+}
+
+fn ingest_err(e: impl Into<anyhow::Error>) -> StreamError {
+    StreamError::Ingest(e.into())
+}
+
+static INGEST_ERRORS: std::sync::LazyLock<zenith_metrics::IntCounter> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_int_counter!(
+            "pageserver_wal_ingest_errors_total",
+            "WAL that could not be decoded or filed (each one breaks its timeline)"
+        )
+        .expect("registering pageserver_wal_ingest_errors_total")
+    });
+
 /// Connect, stream and ingest until `stop` is set or the connection fails.
 ///
 /// Runs on the receiver's own thread, in a current-thread runtime that
@@ -87,7 +122,7 @@ async fn stream_once(
     src: &WalSource,
     stop: &AtomicBool,
     connected: &mut bool,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     let mut conn = Connection::connect(&src.config).await?;
     let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
     let sysid = rows
@@ -95,10 +130,16 @@ async fn stream_once(
         .and_then(|r| r.get(0))
         .context("IDENTIFY_SYSTEM returned no system identifier")?
         .to_string();
-    let control = DatadirReader::new(tl, tl.last_record_lsn()).control_file()?;
-    let ours = ControlFileData::decode(&control)?.system_identifier;
+    let control = DatadirReader::new(tl, tl.last_record_lsn())
+        .control_file()
+        .map_err(ingest_err)?;
+    let ours = ControlFileData::decode(&control)
+        .map_err(ingest_err)?
+        .system_identifier;
     if sysid != ours.to_string() {
-        bail!("the WAL source is system {sysid}, but this timeline belongs to system {ours}");
+        return Err(StreamError::Source(anyhow::anyhow!(
+            "the WAL source is system {sysid}, but this timeline belongs to system {ours}"
+        )));
     }
     let start = tl.last_record_lsn();
     let slot = src
@@ -116,7 +157,7 @@ async fn stream_once(
     }
     let rl = tl.record_lsn();
     let mut decoder = WalStreamDecoder::new(start, WAL_SEGMENT_SIZE).with_prev_record(rl.prev);
-    let mut ingest = WalIngest::new(tl)?;
+    let mut ingest = WalIngest::new(tl).map_err(ingest_err)?;
     let writer = tl.writer();
     let conf_timeout = tl.checkpoint_timeout();
     let mut last_flush = Instant::now();
@@ -126,20 +167,27 @@ async fn stream_once(
         // recv is cancel safe: a timeout loses nothing.
         if let Ok(data) = tokio::time::timeout(POLL_INTERVAL, stream.recv()).await {
             let Some(data) = data? else {
-                bail!("the WAL source ended replication");
+                return Err(anyhow::anyhow!("the WAL source ended replication").into());
             };
             match ReplicationMessage::parse(&data)? {
                 ReplicationMessage::XLogData(x) => {
                     if x.wal_start != decoder.available() {
-                        bail!(
+                        return Err(anyhow::anyhow!(
                             "XLogData at {}, expected {}",
                             x.wal_start,
                             decoder.available()
-                        );
+                        )
+                        .into());
                     }
                     decoder.feed_bytes(&x.data);
-                    while let Some(rec) = decoder.poll_decode()? {
-                        ingest.ingest_record(tl, &writer, rec)?;
+                    while let Some(rec) = decoder.poll_decode().map_err(ingest_err)? {
+                        let at = rec.start_lsn;
+                        ingest.ingest_record(tl, &writer, rec).map_err(|e| {
+                            ingest_err(
+                                anyhow::Error::from(e)
+                                    .context(format!("filing the WAL record at {at}")),
+                            )
+                        })?;
                     }
                 }
                 ReplicationMessage::PrimaryKeepalive(k) => {
@@ -151,7 +199,7 @@ async fn stream_once(
                         && tl.last_record_lsn() >= k.wal_end
                         && tl.disk_consistent_lsn() < k.wal_end
                     {
-                        tl.freeze_and_flush()?;
+                        tl.freeze_and_flush().map_err(ingest_err)?;
                         last_flush = Instant::now();
                     }
                 }
@@ -161,7 +209,7 @@ async fn stream_once(
         if tl.needs_checkpoint()
             || (last_flush.elapsed() >= conf_timeout && tl.open_layer_size() > 0)
         {
-            tl.freeze_and_flush()?;
+            tl.freeze_and_flush().map_err(ingest_err)?;
             // Inline: while an image layer is built, ingest waits, which
             // keeps L0 layers from piling up across image and branch LSNs
             // (compaction would merge them into L1 layers GC cannot drop).
@@ -222,18 +270,42 @@ impl WalReceiver {
                     }
                 };
                 let mut backoff = Duration::from_millis(100);
-                let mut in_outage = false;
+                // Since when, and how many attempts, the source has failed.
+                let mut outage: Option<(Instant, u64)> = None;
+                let mut last_reminder = Instant::now();
                 let mut connected = false;
                 while !stop2.load(Ordering::Relaxed) {
                     match runtime.block_on(stream_once(&tl, &src, &stop2, &mut connected)) {
                         Ok(()) => break,
-                        Err(e) => {
-                            if !in_outage {
-                                warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
-                                      "WAL source {} unavailable, retrying: {e:#}", src.addr());
-                                in_outage = true;
-                            } else {
-                                debug!("WAL source still unavailable: {e:#}");
+                        Err(StreamError::Ingest(e)) => {
+                            INGEST_ERRORS.inc();
+                            tl.set_broken(format!("WAL ingest failed: {e:#}"));
+                            break;
+                        }
+                        Err(StreamError::Source(e)) => {
+                            if connected {
+                                // It was streaming: this is a new outage.
+                                outage = None;
+                                backoff = Duration::from_millis(100);
+                            }
+                            match &mut outage {
+                                None => {
+                                    warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
+                                          "WAL source {} unavailable, retrying: {e:#}", src.addr());
+                                    outage = Some((Instant::now(), 1));
+                                    last_reminder = Instant::now();
+                                }
+                                Some((since, attempts)) => {
+                                    *attempts += 1;
+                                    if last_reminder.elapsed() >= OUTAGE_REMINDER {
+                                        warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
+                                              "WAL source {} still unavailable after {}s and {attempts} attempts: {e:#}",
+                                              src.addr(), since.elapsed().as_secs());
+                                        last_reminder = Instant::now();
+                                    } else {
+                                        debug!("WAL source still unavailable: {e:#}");
+                                    }
+                                }
                             }
                             connected = false;
                         }
@@ -244,8 +316,10 @@ impl WalReceiver {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                if let Err(e) = tl.freeze_and_flush() {
-                    warn!("flushing at WAL receiver stop: {e}");
+                if tl.broken_reason().is_none() {
+                    if let Err(e) = tl.freeze_and_flush() {
+                        tl.set_broken(format!("flushing at WAL receiver stop: {e}"));
+                    }
                 }
             })?;
         Ok(WalReceiver {

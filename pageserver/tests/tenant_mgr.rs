@@ -286,3 +286,67 @@ fn a_second_creation_of_the_same_id_is_refused() {
     });
     assert_eq!(wins, 1);
 }
+
+/// Defect: one timeline with corrupt metadata stopped the whole pageserver
+/// from starting. It is now recorded as broken (with its descendants) and
+/// every other timeline and tenant loads.
+#[test]
+fn a_timeline_with_corrupt_metadata_is_broken_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, mgr) = new_manager(dir.path());
+    let tenant_id = TenantId::generate();
+    let tenant = mgr.create_tenant(tenant_id).unwrap();
+    let good = TimelineId::generate();
+    let bad = TimelineId::generate();
+    let child = TimelineId::generate();
+    tenant.bootstrap_timeline(good).unwrap();
+    tenant.bootstrap_timeline(bad).unwrap();
+    tenant.branch_timeline(child, bad, None).unwrap();
+    let other_tenant = mgr.create_tenant(TenantId::generate()).unwrap();
+    let other_tl = TimelineId::generate();
+    other_tenant.bootstrap_timeline(other_tl).unwrap();
+    let md = tenant
+        .path
+        .join("timelines")
+        .join(bad.to_string())
+        .join("metadata");
+    drop((tenant, other_tenant));
+    mgr.shutdown().unwrap();
+    drop(mgr);
+    let mut bytes = std::fs::read(&md).unwrap();
+    bytes[10] ^= 0xFF;
+    std::fs::write(&md, bytes).unwrap();
+
+    let mgr = TenantManager::load(dir.path(), conf).expect("the pageserver loads");
+    let tenant = mgr.get(tenant_id).unwrap();
+    let g = mgr.get_timeline(tenant_id, good).unwrap();
+    assert!(
+        DatadirReader::new(&g, g.last_record_lsn())
+            .list_dbs()
+            .unwrap()
+            .len()
+            >= 4
+    );
+    let broken: std::collections::HashMap<_, _> = tenant.broken_timelines().into_iter().collect();
+    assert_eq!(broken.len(), 2, "{broken:?}");
+    assert!(broken[&bad].contains("metadata"), "{}", broken[&bad]);
+    assert!(broken[&child].contains("ancestor"), "{}", broken[&child]);
+    assert!(tenant.get_timeline(bad).is_none());
+    assert!(mgr
+        .get(other_tenant_id(&mgr, tenant_id))
+        .unwrap()
+        .get_timeline(other_tl)
+        .is_some());
+    // A broken timeline can be deleted (descendants first).
+    tenant.remove_timeline(child).unwrap();
+    tenant.remove_timeline(bad).unwrap();
+    assert!(tenant.broken_timelines().is_empty());
+}
+
+fn other_tenant_id(mgr: &TenantManager, not: TenantId) -> TenantId {
+    mgr.list()
+        .into_iter()
+        .map(|t| t.id)
+        .find(|id| *id != not)
+        .unwrap()
+}

@@ -137,3 +137,121 @@ fn follows_a_primary_through_a_slot() {
         tl.layer_files()
     );
 }
+
+/// A WAL source that logs in, answers IDENTIFY_SYSTEM with `sysid` and
+/// START_REPLICATION with WAL bytes that are not WAL; counts the streams.
+struct GarbageSource {
+    sysid: String,
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl zenith_utils::postgres_backend::Handler for GarbageSource {
+    async fn process_query(
+        &mut self,
+        pgb: &mut zenith_utils::postgres_backend::PostgresBackend,
+        query: &str,
+    ) -> Result<(), zenith_utils::postgres_backend::HandlerError> {
+        use zenith_utils::pq_proto::replication::{ReplicationMessage, XLogData};
+        use zenith_utils::pq_proto::{write_text_result, BeMessage, CopyResponse};
+        if query == "IDENTIFY_SYSTEM" {
+            write_text_result(
+                pgb.writer.buf_mut(),
+                &["systemid", "timeline", "xlogpos", "dbname"],
+                &[&[Some(&self.sysid), Some("1"), Some("0/0"), None]],
+            )?;
+            return Ok(());
+        }
+        let start: Lsn = query
+            .rsplit(' ')
+            .next()
+            .and_then(|l| l.parse().ok())
+            .expect("START_REPLICATION PHYSICAL X/Y");
+        self.streams
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        pgb.write_message(&BeMessage::CopyBothResponse(CopyResponse::TEXT))?;
+        let garbage = ReplicationMessage::XLogData(XLogData {
+            wal_start: start,
+            wal_end: start + 8192,
+            send_time: 0,
+            data: bytes::Bytes::from(vec![0xA5u8; 8192]),
+        });
+        pgb.write_message(&BeMessage::CopyData(&garbage.to_bytes()))?;
+        pgb.flush().await?;
+        // Until the client goes away.
+        while pgb.reader.read_message().await?.is_some() {}
+        Err(zenith_utils::postgres_backend::HandlerError::ClientGone)
+    }
+}
+
+/// Defect: an ingest error (WAL that does not decode, a record that cannot
+/// be filed) was taken for an unavailable source and retried forever,
+/// logged at DEBUG after the first time. Now the timeline is marked broken
+/// (API, ERROR log, metric) and the receiver stops.
+#[test]
+fn undecodable_wal_breaks_the_timeline_instead_of_retrying_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let pgdata = initdb(dir.path());
+    let tl = common::empty_timeline(
+        dir.path(),
+        TenantConf::default(),
+        Arc::new(NativeOnlyRedoManager),
+    );
+    import_datadir(&tl, &pgdata).unwrap();
+    let control = DatadirReader::new(&tl, tl.last_record_lsn())
+        .control_file()
+        .unwrap();
+    let sysid = postgres_ffi::controlfile::ControlFileData::decode(&control)
+        .unwrap()
+        .system_identifier
+        .to_string();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let s2 = Arc::clone(&streams);
+    let server = rt.spawn(zenith_utils::postgres_backend::serve(
+        listener,
+        Arc::new(zenith_utils::postgres_backend::BackendConf::new(
+            "fake WAL source",
+        )),
+        move |_| {
+            (
+                GarbageSource {
+                    sysid: sysid.clone(),
+                    streams: Arc::clone(&s2),
+                },
+                tracing::Span::none(),
+            )
+        },
+        stop_rx,
+    ));
+
+    let before = tl.last_record_lsn();
+    let src = WalSource::parse(&format!("host=127.0.0.1 port={port} user=postgres")).unwrap();
+    let receiver = WalReceiver::spawn(Arc::clone(&tl), src).unwrap();
+    wait_for("the timeline to break", Duration::from_secs(30), || {
+        tl.broken_reason().is_some()
+    });
+    let reason = tl.broken_reason().unwrap();
+    assert!(reason.contains("WAL ingest failed"), "{reason}");
+    receiver.stop();
+    assert_eq!(
+        streams.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no retries"
+    );
+    assert_eq!(tl.last_record_lsn(), before);
+    let metrics = zenith_metrics::gather_text().unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pageserver_wal_ingest_errors_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    stop_tx.send(true).unwrap();
+    rt.block_on(server).unwrap().unwrap();
+}

@@ -36,12 +36,29 @@ pub mod pageserver {
         pub new_tenant_id: Option<TenantId>,
     }
 
+    /// Whether a timeline is served.
+    #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+    #[serde(rename_all = "lowercase")]
+    pub enum TimelineState {
+        /// Loaded, taking WAL and serving reads.
+        #[default]
+        Active,
+        /// It failed: WAL ingest stopped (reads of what it has go on), or
+        /// it could not be loaded at all (then every LSN below is `0/0`).
+        /// `broken_reason` says why; a restart of the pageserver retries.
+        Broken,
+    }
+
     /// `GET /v1/tenant/{tenant_id}/timeline/{timeline_id}`, elements of
     /// the timeline list, and the answer to timeline creation.
     #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
     pub struct TimelineInfo {
         pub timeline_id: TimelineId,
         pub tenant_id: TenantId,
+        #[serde(default)]
+        pub state: TimelineState,
+        #[serde(default)]
+        pub broken_reason: Option<String>,
         pub ancestor_timeline_id: Option<TimelineId>,
         pub ancestor_lsn: Option<Lsn>,
         pub last_record_lsn: Lsn,

@@ -13,7 +13,7 @@ use zenith_metrics::{register_int_gauge, register_int_gauge_vec, IntGauge, IntGa
 use zenith_utils::api::pageserver::{
     CheckpointResponse, CompactResponse, GcRequest, GcResponse, LsnByTimestampResponse,
     LsnTimestampKind, TenantCreateRequest, TenantInfo, TimelineCreateRequest, TimelineDeleted,
-    TimelineInfo, WalSourceRequest, WalSourceResponse,
+    TimelineInfo, TimelineState, WalSourceRequest, WalSourceResponse,
 };
 use zenith_utils::http::{
     blocking, json_response, text_response, ApiError, ApiRequest, ApiResult, HttpConf, Router,
@@ -60,6 +60,14 @@ static WAL_RECEIVERS: LazyLock<IntGauge> = LazyLock::new(|| {
         "Running WAL receivers (updated on scrape)"
     )
     .expect("registering pageserver_wal_receivers")
+});
+
+static BROKEN_TIMELINES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "pageserver_broken_timelines",
+        "Timelines that failed (ingest stopped, or not loaded) (updated on scrape)"
+    )
+    .expect("registering pageserver_broken_timelines")
 });
 
 static TENANTS: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -120,21 +128,33 @@ fn parse_timeline_id(s: &str) -> Result<TimelineId, ApiError> {
 
 fn find_tenant(state: &ApiState, t: &str) -> Result<Arc<Tenant>, ApiError> {
     let id = parse_tenant_id(t)?;
-    state
-        .mgr
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))
+    state.mgr.get(id).ok_or_else(|| {
+        match state
+            .mgr
+            .broken_tenants()
+            .into_iter()
+            .find(|(b, _)| *b == id)
+        {
+            Some((_, reason)) => ApiError::Conflict(format!("tenant {id} is broken: {reason}")),
+            None => ApiError::NotFound(format!("tenant {id} not found")),
+        }
+    })
 }
 
 fn find_timeline(state: &ApiState, t: &str, tl: &str) -> Result<Arc<Timeline>, ApiError> {
     let tenant_id = parse_tenant_id(t)?;
     let timeline_id = parse_timeline_id(tl)?;
     let tenant = find_tenant(state, t)?;
-    tenant.get_timeline(timeline_id).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "timeline {timeline_id} not found in tenant {tenant_id}"
-        ))
-    })
+    tenant
+        .get_timeline(timeline_id)
+        .ok_or_else(|| match tenant.broken_reason(timeline_id) {
+            Some(reason) => ApiError::Conflict(format!(
+                "timeline {timeline_id} of tenant {tenant_id} is broken: {reason}"
+            )),
+            None => ApiError::NotFound(format!(
+                "timeline {timeline_id} not found in tenant {tenant_id}"
+            )),
+        })
 }
 
 /// Map a tenant manager refusal: "already exists" is a conflict, "not found"
@@ -163,6 +183,17 @@ fn refresh_gauges(state: &ApiState) {
     let _scraping = SCRAPE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let tenants = state.mgr.list();
     TENANTS.set(tenants.len() as i64);
+    let broken: usize = tenants
+        .iter()
+        .map(|t| {
+            t.broken_timelines().len()
+                + t.list_timelines()
+                    .iter()
+                    .filter(|tl| tl.broken_reason().is_some())
+                    .count()
+        })
+        .sum();
+    BROKEN_TIMELINES.set(broken as i64);
     WAL_RECEIVERS.set(state.wal_sources.running_count() as i64);
     LAST_RECORD_LSN.reset();
     DISK_CONSISTENT_LSN.reset();
@@ -243,9 +274,16 @@ pub fn describe_timeline(tl: &Timeline) -> TimelineInfo {
             None
         }
     };
+    let broken_reason = tl.broken_reason();
     TimelineInfo {
         timeline_id: tl.timeline_id,
         tenant_id: tl.tenant_id,
+        state: if broken_reason.is_some() {
+            TimelineState::Broken
+        } else {
+            TimelineState::Active
+        },
+        broken_reason,
         ancestor_timeline_id: tl.ancestor().map(|(a, _)| a.timeline_id),
         ancestor_lsn: tl.ancestor().map(|(_, lsn)| lsn),
         last_record_lsn: rl.last,
@@ -259,15 +297,42 @@ pub fn describe_timeline(tl: &Timeline) -> TimelineInfo {
     }
 }
 
+/// What is known of a timeline that could not be loaded.
+fn describe_broken(tenant_id: TenantId, timeline_id: TimelineId, reason: String) -> TimelineInfo {
+    TimelineInfo {
+        timeline_id,
+        tenant_id,
+        state: TimelineState::Broken,
+        broken_reason: Some(reason),
+        ancestor_timeline_id: None,
+        ancestor_lsn: None,
+        last_record_lsn: Lsn(0),
+        prev_record_lsn: Lsn(0),
+        disk_consistent_lsn: Lsn(0),
+        latest_gc_cutoff_lsn: Lsn(0),
+        initdb_lsn: Lsn(0),
+        current_logical_size: None,
+        current_physical_size: 0,
+        wal_source: None,
+    }
+}
+
 async fn list_timelines(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
     let t = req.param("tenant_id")?;
     let tenant = find_tenant(&state, t)?;
     let details = blocking(move || {
-        tenant
+        let mut all: Vec<TimelineInfo> = tenant
             .list_timelines()
             .iter()
             .map(|tl| describe_timeline(tl))
-            .collect::<Vec<_>>()
+            .collect();
+        all.extend(
+            tenant
+                .broken_timelines()
+                .into_iter()
+                .map(|(id, reason)| describe_broken(tenant.id, id, reason)),
+        );
+        all
     })
     .await?;
     Ok(json_response(StatusCode::OK, &details))
@@ -275,6 +340,14 @@ async fn list_timelines(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
 
 async fn timeline_detail(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
     let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
+    let tenant = find_tenant(&state, t)?;
+    let id = parse_timeline_id(tl)?;
+    if let Some(reason) = tenant.broken_reason(id) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &describe_broken(tenant.id, id, reason),
+        ));
+    }
     let tl = find_timeline(&state, t, tl)?;
     let detail = blocking(move || describe_timeline(&tl)).await?;
     Ok(json_response(StatusCode::OK, &detail))
@@ -340,6 +413,26 @@ async fn create_timeline(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
 async fn delete_timeline(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
     let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
     let serial = state.serialize().await;
+    {
+        // A timeline that could not be loaded can still be deleted.
+        let tenant = find_tenant(&state, t)?;
+        let id = parse_timeline_id(tl)?;
+        if tenant.broken_reason(id).is_some() {
+            blocking(move || {
+                let _serial = serial;
+                tenant.remove_timeline(id)
+            })
+            .await?
+            .map_err(|e| classify(e, |m| ApiError::Internal(anyhow::anyhow!(m))))?;
+            return Ok(json_response(
+                StatusCode::OK,
+                &TimelineDeleted {
+                    tenant_id: parse_tenant_id(t)?,
+                    timeline_id: id,
+                },
+            ));
+        }
+    }
     let timeline = find_timeline(&state, t, tl)?;
     let tenant = find_tenant(&state, t)?;
     let (tenant_id, timeline_id) = (timeline.tenant_id, timeline.timeline_id);

@@ -10,7 +10,7 @@
 //! leftover temporary directories. Branches are O(1): a new metadata file
 //! naming the ancestor and the branch LSN, no data copied.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -33,6 +33,11 @@ pub struct Tenant {
     conf: Arc<PageServerConf>,
     walredo: Arc<dyn WalRedoManager>,
     timelines: RwLock<HashMap<TimelineId, Arc<Timeline>>>,
+    /// Timelines on disk that could not be loaded (corrupt metadata, a
+    /// missing or broken ancestor, an unreadable layer directory), with the
+    /// reason: shown by the API, refused by the page service; the tenant's
+    /// other timelines are served as usual.
+    broken: RwLock<BTreeMap<TimelineId, String>>,
     /// Ids of timelines being created: a second creation of the same id is
     /// refused instead of sharing (and clobbering) the first one's
     /// temporary directory.
@@ -72,6 +77,25 @@ impl Tenant {
             .cloned()
     }
 
+    /// Timelines that could not be loaded, with the reason.
+    pub fn broken_timelines(&self) -> Vec<(TimelineId, String)> {
+        self.broken
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect()
+    }
+
+    /// Why timeline `id` could not be loaded, if it could not.
+    pub fn broken_reason(&self, id: TimelineId) -> Option<String> {
+        self.broken
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
     pub fn list_timelines(&self) -> Vec<Arc<Timeline>> {
         let mut v: Vec<_> = self
             .timelines
@@ -88,7 +112,7 @@ impl Tenant {
     /// being created.
     fn reserve(&self, id: TimelineId) -> anyhow::Result<Creating<'_>> {
         let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
-        if self.get_timeline(id).is_some() {
+        if self.get_timeline(id).is_some() || self.broken_reason(id).is_some() {
             bail!("timeline {id} already exists in tenant {}", self.id);
         }
         if !creating.insert(id) {
@@ -251,60 +275,85 @@ impl Tenant {
         Ok(tl)
     }
 
-    /// Load every timeline on disk, ancestors first; remove half-created ones.
+    /// Load every timeline on disk, ancestors first; remove half-created
+    /// ones. A timeline that cannot be loaded is recorded as broken (with
+    /// its descendants) and the others load as usual; only a timelines
+    /// directory that cannot be read fails the tenant.
     fn load(&self) -> anyhow::Result<()> {
         let dir = self.timelines_dir();
         crashsafe::create_dir_all_durable(&dir)?;
         let mut metas: HashMap<TimelineId, TimelineMetadata> = HashMap::new();
+        let mut broken = BTreeMap::new();
         for e in std::fs::read_dir(&dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             if crashsafe::is_temp_file(e.path()) {
                 info!(tenant_id = %self.id, "removing half-created timeline {name}");
-                std::fs::remove_dir_all(e.path())?;
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::error!(tenant_id = %self.id, "removing {name}: {err}");
+                }
                 continue;
             }
             let Ok(id) = name.parse::<TimelineId>() else {
                 continue;
             };
-            metas.insert(
-                id,
-                TimelineMetadata::load(&e.path().join(METADATA_FILE_NAME))?,
-            );
+            match TimelineMetadata::load(&e.path().join(METADATA_FILE_NAME)) {
+                Ok(m) => {
+                    metas.insert(id, m);
+                }
+                Err(err) => {
+                    broken.insert(id, format!("cannot load its metadata: {err}"));
+                }
+            }
         }
         while !metas.is_empty() {
             let ready: Vec<TimelineId> = metas
                 .iter()
                 .filter(|(_, m)| {
                     m.ancestor_timeline
-                        .is_none_or(|a| self.get_timeline(a).is_some())
+                        .is_none_or(|a| self.get_timeline(a).is_some() || broken.contains_key(&a))
                 })
                 .map(|(id, _)| *id)
                 .collect();
             if ready.is_empty() {
-                bail!(
-                    "tenant {}: timelines {:?} have missing ancestors",
-                    self.id,
-                    metas.keys().collect::<Vec<_>>()
-                );
+                // The rest have ancestors that are not on disk.
+                for (id, m) in metas.drain() {
+                    let a = m.ancestor_timeline.unwrap_or_else(|| unreachable!());
+                    broken.insert(id, format!("its ancestor {a} is missing"));
+                }
+                break;
             }
             for id in ready {
                 let m = metas.remove(&id).unwrap_or_else(|| unreachable!());
+                if let Some(a) = m.ancestor_timeline.filter(|a| broken.contains_key(a)) {
+                    broken.insert(id, format!("its ancestor {a} is broken"));
+                    continue;
+                }
                 let ancestor = m.ancestor_timeline.and_then(|a| self.get_timeline(a));
-                let tl = Timeline::load(
+                match Timeline::load(
                     &dir.join(id.to_string()),
                     self.id,
                     id,
                     self.conf.tenant_config.clone(),
                     ancestor,
                     Arc::clone(&self.walredo),
-                )?;
-                self.timelines
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, tl);
+                ) {
+                    Ok(tl) => {
+                        self.timelines
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, tl);
+                    }
+                    Err(err) => {
+                        broken.insert(id, format!("cannot load it: {err}"));
+                    }
+                }
             }
         }
+        for (id, reason) in &broken {
+            tracing::error!(tenant_id = %self.id, timeline_id = %id, "timeline is broken: {reason}");
+        }
+        *self.broken.write().unwrap_or_else(|e| e.into_inner()) = broken;
         Ok(())
     }
 
@@ -364,7 +413,13 @@ impl Tenant {
     pub fn remove_timeline(&self, id: TimelineId) -> anyhow::Result<()> {
         let removed = {
             let mut timelines = self.timelines.write().unwrap_or_else(|e| e.into_inner());
-            if !timelines.contains_key(&id) {
+            let was_broken = self
+                .broken
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id)
+                .is_some();
+            if !timelines.contains_key(&id) && !was_broken {
                 bail!("timeline {id} not found in tenant {}", self.id);
             }
             let children: Vec<String> = timelines
@@ -414,6 +469,9 @@ pub struct TenantManager {
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
     /// Ids of tenants being created (see [`TenantManager::create_tenant`]).
     creating: std::sync::Mutex<HashSet<TenantId>>,
+    /// Tenants whose directory could not be read at startup, with the
+    /// reason; the others are served.
+    broken_tenants: RwLock<BTreeMap<TenantId, String>>,
 }
 
 impl TenantManager {
@@ -424,6 +482,7 @@ impl TenantManager {
             conf,
             tenants: RwLock::new(HashMap::new()),
             creating: std::sync::Mutex::new(HashSet::new()),
+            broken_tenants: RwLock::new(BTreeMap::new()),
         };
         let dir = mgr.tenants_dir();
         crashsafe::create_dir_all_durable(&dir)?;
@@ -431,11 +490,21 @@ impl TenantManager {
             let e = e?;
             if let Ok(id) = e.file_name().to_string_lossy().parse::<TenantId>() {
                 let t = mgr.make_tenant(id);
-                t.load().with_context(|| format!("loading tenant {id}"))?;
-                mgr.tenants
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, t);
+                match t.load() {
+                    Ok(()) => {
+                        mgr.tenants
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, t);
+                    }
+                    Err(err) => {
+                        tracing::error!(tenant_id = %id, "tenant is broken: {err:#}");
+                        mgr.broken_tenants
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, format!("{err:#}"));
+                    }
+                }
             }
         }
         Ok(mgr)
@@ -459,6 +528,7 @@ impl TenantManager {
             conf: Arc::clone(&self.conf),
             walredo,
             timelines: RwLock::new(HashMap::new()),
+            broken: RwLock::new(BTreeMap::new()),
             creating: std::sync::Mutex::new(HashSet::new()),
             gc_lock: std::sync::Mutex::new(()),
         })
@@ -470,7 +540,12 @@ impl TenantManager {
     pub fn create_tenant(&self, id: TenantId) -> anyhow::Result<Arc<Tenant>> {
         {
             let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
-            if self.get(id).is_some() || !creating.insert(id) {
+            let broken = self
+                .broken_tenants
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&id);
+            if self.get(id).is_some() || broken || !creating.insert(id) {
                 bail!("tenant {id} already exists");
             }
         }
@@ -490,6 +565,16 @@ impl TenantManager {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         created
+    }
+
+    /// Tenants that could not be loaded, with the reason.
+    pub fn broken_tenants(&self) -> Vec<(TenantId, String)> {
+        self.broken_tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect()
     }
 
     pub fn get(&self, id: TenantId) -> Option<Arc<Tenant>> {
@@ -525,11 +610,23 @@ impl TenantManager {
             .with_context(|| format!("timeline {timeline} not found in tenant {tenant}"))
     }
 
-    /// Flush everything (at shutdown).
+    /// Flush everything (at shutdown). A timeline that cannot flush is
+    /// reported and the others are flushed all the same.
     pub fn shutdown(&self) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
         for t in self.list() {
-            t.flush_all()?;
+            for tl in t.list_timelines() {
+                if let Err(e) = tl.freeze_and_flush() {
+                    tracing::error!(tenant_id = %t.id, timeline_id = %tl.timeline_id,
+                                    "flushing at shutdown failed: {e}");
+                    failed.push(format!("{}/{}: {e}", t.id, tl.timeline_id));
+                }
+            }
         }
-        Ok(())
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            bail!("flushing failed for {}", failed.join("; "))
+        }
     }
 }

@@ -146,6 +146,9 @@ pub struct Timeline {
     /// This object's key space in the page cache
     /// ([`crate::page_cache::new_incarnation`]).
     incarnation: u64,
+    /// Why the timeline stopped taking WAL (an ingest or flush error), if
+    /// it did: shown by the API, counted by the metrics. Reads go on.
+    broken: Mutex<Option<String>>,
     /// Set once deletion starts: flush, compaction, image creation and GC
     /// check it under their locks before they write anything, so nothing
     /// of this object lands in a directory that a new timeline with the
@@ -239,6 +242,7 @@ impl Timeline {
             maintenance_lock: Mutex::new(()),
             walredo,
             incarnation: crate::page_cache::new_incarnation(),
+            broken: Mutex::new(None),
             deleted: AtomicBool::new(false),
         })
     }
@@ -316,6 +320,25 @@ impl Timeline {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let _flush = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Marks the timeline broken: it takes no more WAL until the
+    /// pageserver restarts. The first reason is kept.
+    pub fn set_broken(&self, reason: String) {
+        let mut b = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if b.is_none() {
+            tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id,
+                            "timeline is broken: {reason}");
+            *b = Some(reason);
+        }
+    }
+
+    /// Why the timeline is broken, if it is.
+    pub fn broken_reason(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_deleted(&self) -> bool {
