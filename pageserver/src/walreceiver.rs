@@ -183,10 +183,7 @@ async fn stream_once(
                     while let Some(rec) = decoder.poll_decode().map_err(ingest_err)? {
                         let at = rec.start_lsn;
                         ingest.ingest_record(tl, &writer, rec).map_err(|e| {
-                            ingest_err(
-                                anyhow::Error::from(e)
-                                    .context(format!("filing the WAL record at {at}")),
-                            )
+                            ingest_err(e.context(format!("filing the WAL record at {at}")))
                         })?;
                     }
                 }
