@@ -15,6 +15,7 @@
 //! pg_max_connections = 512        # page service connections served at once
 //! pg_startup_timeout = "60s"      # from accept to the first ReadyForQuery
 //! pg_idle_timeout = "10m"         # a session idle between queries is closed
+//! pg_send_timeout = "60s"         # a client that reads nothing this long is dropped
 //!
 //! [tenant_config]                 # defaults for every tenant
 //! checkpoint_distance = 268435456 # bytes of WAL in the in-memory layer
@@ -116,6 +117,10 @@ pub struct PageServerConf {
     /// (pagestream and basebackup streams are not idle).
     #[serde(with = "human_duration")]
     pub pg_idle_timeout: Duration,
+    /// A page service client that accepts no data for this long (a
+    /// basebackup it stopped reading) is disconnected.
+    #[serde(with = "human_duration")]
+    pub pg_send_timeout: Duration,
     /// Defaults for every tenant.
     pub tenant_config: TenantConf,
 }
@@ -132,6 +137,7 @@ impl Default for PageServerConf {
             pg_max_connections: 512,
             pg_startup_timeout: Duration::from_secs(60),
             pg_idle_timeout: Duration::from_secs(600),
+            pg_send_timeout: Duration::from_secs(60),
             tenant_config: TenantConf::default(),
         }
     }
@@ -207,6 +213,11 @@ impl PageServerConf {
         positive(
             "pg_idle_timeout",
             !self.pg_idle_timeout.is_zero(),
+            "more than 0s",
+        )?;
+        positive(
+            "pg_send_timeout",
+            !self.pg_send_timeout.is_zero(),
             "more than 0s",
         )?;
         let t = &self.tenant_config;

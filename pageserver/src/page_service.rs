@@ -82,6 +82,31 @@ const BASEBACKUP_CHANNEL_DEPTH: usize = 4;
 /// How long [`serve`] waits for connections to end after shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+static BASEBACKUPS_IN_PROGRESS: std::sync::LazyLock<zenith_metrics::IntGauge> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_int_gauge!(
+            "pageserver_basebackups_in_progress",
+            "Basebackups being produced and sent"
+        )
+        .expect("registering pageserver_basebackups_in_progress")
+    });
+
+/// Counts one unit of work in a gauge while it lives.
+struct InProgress(&'static zenith_metrics::IntGauge);
+
+impl InProgress {
+    fn start(g: &'static zenith_metrics::IntGauge) -> InProgress {
+        g.inc();
+        InProgress(g)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The backend settings of the page service.
 pub fn backend_conf(conf: &PageServerConf) -> BackendConf {
     BackendConf {
@@ -242,9 +267,19 @@ enum StreamEnd {
 enum Pending {
     Answer {
         reqid: u64,
-        task: JoinHandle<PagestreamResponse>,
+        task: AbortOnDrop<PagestreamResponse>,
     },
     Ready(PagestreamResponse),
+}
+
+/// A request's task, aborted if its answer is no longer wanted (the
+/// connection ended): tasks of a dropped connection do not run on.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The page service's side of one connection.
@@ -383,10 +418,25 @@ impl PageServiceHandler {
                 send_basebackup(&tl, lsn, full, out)?.finish()
             })
         });
+        let _in_progress = InProgress::start(&BASEBACKUPS_IN_PROGRESS);
         let mut bytes = 0usize;
+        let send_timeout = self.conf.pg_send_timeout;
         while let Some(chunk) = rx.recv().await {
             bytes += chunk.len();
-            pgb.writer.send(&BeMessage::CopyData(&chunk)).await?;
+            // A client that stops reading must not pin the producer's
+            // blocking thread: after the timeout the connection (and with
+            // it the channel) is dropped and the producer stops.
+            match tokio::time::timeout(send_timeout, pgb.writer.send(&BeMessage::CopyData(&chunk)))
+                .await
+            {
+                Ok(sent) => sent?,
+                Err(_) => {
+                    warn!(%lsn, bytes, "basebackup: the client read nothing for {send_timeout:?}; closing");
+                    drop(rx);
+                    let _ = producer.await;
+                    return Err(HandlerError::ClientGone);
+                }
+            }
         }
         let res = match producer.await {
             Ok(res) => res,
@@ -442,10 +492,10 @@ async fn read_requests(
                 Some(resp) => Pending::Ready(resp),
                 None => Pending::Answer {
                     reqid: req.reqid,
-                    task: tokio::spawn(
+                    task: AbortOnDrop(tokio::spawn(
                         answer_request(Arc::clone(tl), wait_timeout, req)
                             .instrument(Span::current()),
-                    ),
+                    )),
                 },
             },
             Err(e) => {
@@ -485,11 +535,11 @@ async fn write_responses(
         };
         let resp = match pending {
             Pending::Ready(resp) => resp,
-            Pending::Answer { reqid, task } => {
-                if !task.is_finished() {
+            Pending::Answer { reqid, mut task } => {
+                if !task.0.is_finished() {
                     writer.flush().await?;
                 }
-                task.await.unwrap_or_else(|e| {
+                (&mut task.0).await.unwrap_or_else(|e| {
                     error!(reqid, "pagestream request handler failed: {e}");
                     PagestreamResponse::error(reqid, "internal error in the pageserver")
                 })

@@ -69,15 +69,22 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `tune` adjusts.
+    async fn start_with(tune: impl FnOnce(&mut PageServerConf) + Send + 'static) -> Fixture {
         let (dir, pgdata, mgr, conf, tenant_id, timeline_id, tl) =
             tokio::task::spawn_blocking(|| {
                 let dir = tempfile::tempdir().unwrap();
                 let pgdata = common::initdb(dir.path());
-                let conf = Arc::new(PageServerConf {
+                let mut conf = PageServerConf {
                     pg_distrib_dir: common::pg_install(),
                     wait_lsn_timeout: WAIT_LSN_TIMEOUT,
                     ..PageServerConf::default()
-                });
+                };
+                tune(&mut conf);
+                let conf = Arc::new(conf);
                 let workdir = dir.path().join("pageserver");
                 std::fs::create_dir_all(&workdir).unwrap();
                 let mgr = Arc::new(TenantManager::load(&workdir, Arc::clone(&conf)).unwrap());
@@ -932,4 +939,75 @@ async fn shutdown_stops_accepting_and_ends_connections() {
     // The storage is untouched.
     let page = f.reader().rel_page(rel(PG_CLASS), 0).unwrap();
     assert_eq!(page[..], f.page_in_file(rel(PG_CLASS), 0)[..]);
+}
+
+/// Defect: the page service served any number of connections, and idle
+/// ones forever. Now one over `pg_max_connections` is refused with 53300
+/// and a session idle between queries is closed with 57P05.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_and_idle_timeout() {
+    let f = Fixture::start_with(|c| {
+        c.pg_max_connections = 2;
+        c.pg_idle_timeout = Duration::from_millis(700);
+    })
+    .await;
+    let mut a = f.pagestream().await;
+    let mut b = Client::connect(f.addr).await;
+    b.startup().await;
+    let mut c = Client::connect(f.addr).await;
+    c.send_startup(Client::startup_message(0)).await;
+    let msgs = c.expect_eof("E").await;
+    assert_eq!(error_notice(&msgs[0]).code, "53300");
+    // A pagestream is not idle: it keeps working past the idle timeout.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        check_healthy(&f, &mut a).await;
+    }
+    // `b` sat idle between queries: closed with 57P05.
+    let msgs = b.expect_eof("E").await;
+    assert_eq!(error_notice(&msgs[0]).code, "57P05");
+    // Its slot is free again.
+    let mut d = f.pagestream().await;
+    check_healthy(&f, &mut d).await;
+}
+
+fn basebackups_in_progress() -> i64 {
+    zenith_metrics::gather_text()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("pageserver_basebackups_in_progress "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Defect: a basebackup client that stopped reading pinned the producer's
+/// blocking thread forever (about 512 of them stall every tenant). Now the
+/// connection is dropped after `pg_send_timeout` and the producer ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basebackup_nobody_reads_is_dropped() {
+    let f = Fixture::start_with(|c| c.pg_send_timeout = Duration::from_secs(1)).await;
+    let mut c = Client::connect(f.addr).await;
+    c.startup().await;
+    // A full basebackup is far more than the socket buffers hold.
+    c.send(FeMessage::Query(format!(
+        "basebackup {} {} --full",
+        f.tenant_id, f.timeline_id
+    )))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while basebackups_in_progress() == 0 {
+        assert!(Instant::now() < deadline, "the basebackup did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // We read nothing; the server gives up and the producer ends.
+    while basebackups_in_progress() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the basebackup still runs for a client that reads nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The rest of the service is fine.
+    let mut s = f.pagestream().await;
+    check_healthy(&f, &mut s).await;
+    drop(c);
 }

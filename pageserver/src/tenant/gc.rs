@@ -158,6 +158,8 @@ impl Timeline {
         if cutoff > md.latest_gc_cutoff_lsn {
             // Persist the cutoff before removing anything it allows to remove.
             md.latest_gc_cutoff_lsn = cutoff;
+            // Under flush_lock, not the metadata mutex (see
+            // advance_disk_consistent_lsn).
             md.save(&self.path.join(METADATA_FILE_NAME))?;
             *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) = md;
         }

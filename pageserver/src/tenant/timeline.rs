@@ -671,19 +671,26 @@ impl Timeline {
         Ok(())
     }
 
+    /// Records `lsn` as durable in the metadata file. The caller holds
+    /// `flush_lock` (the only other writer of the file, GC, takes it too),
+    /// so the file is written without holding the `metadata` mutex: readers
+    /// of the metadata never wait for the fsync.
     fn advance_disk_consistent_lsn(&self, lsn: Lsn) -> Result<(), TimelineError> {
         self.check_not_deleted()?;
         let rl = self.record_lsn();
-        let mut md = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
-        if lsn <= md.disk_consistent_lsn {
+        let mut new = self.metadata();
+        if lsn <= new.disk_consistent_lsn {
             return Ok(());
         }
-        let mut new = md.clone();
         new.disk_consistent_lsn = lsn;
         // prev_record_lsn is only known when the flush point is the last record.
         new.prev_record_lsn = (rl.last == lsn).then_some(rl.prev);
+        fail::fail_point!("metadata-save", |_| Err(TimelineError::Invalid(
+            self.timeline_id,
+            "failpoint metadata-save".into()
+        )));
         new.save(&self.path.join(METADATA_FILE_NAME))?;
-        *md = new;
+        *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(())
     }
 
