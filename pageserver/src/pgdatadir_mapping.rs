@@ -30,9 +30,7 @@ use crate::tenant::timeline::{Timeline, TimelineError, TimelineWriter};
 use crate::value::Value;
 
 /// An all-zeros page.
-pub fn zero_page() -> Bytes {
-    Bytes::from(vec![0u8; BLCKSZ as usize])
-}
+pub use crate::value::zero_page;
 
 fn ser_u32s(items: impl ExactSizeIterator<Item = u32>) -> Bytes {
     let mut b = BytesMut::with_capacity(4 + items.len() * 4);
@@ -631,5 +629,34 @@ mod tests {
         assert_eq!(at(0x300).rel_size(rel).unwrap(), None);
         assert!(at(0x300).list_dbs().unwrap().is_empty());
         assert_eq!(at(0x100).rel_size(rel).unwrap(), Some(3));
+    }
+
+    /// Defect: every gap block of a relation extended by a far block got a
+    /// fresh 8 KiB zero page (20,000 blocks: 160 MiB). They now share one.
+    #[test]
+    fn a_far_extension_costs_no_page_per_gap_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = tl(dir.path());
+        let w = tl.writer();
+        let rel = RelTag {
+            spcnode: 1663,
+            dbnode: 5,
+            relnode: 16384,
+            forknum: 0,
+        };
+        let mut m = DatadirModification::new(&tl);
+        m.put_rel_creation(rel, 0).unwrap();
+        m.put_rel_extend_to(rel, 20_000).unwrap();
+        m.commit(&w, Lsn(0), Lsn(0x100)).unwrap();
+        assert!(
+            tl.open_layer_size() < 4 << 20,
+            "in-memory layer holds {} bytes",
+            tl.open_layer_size()
+        );
+        let r = DatadirReader::new(&tl, Lsn(0x100));
+        assert_eq!(r.rel_size(rel).unwrap(), Some(20_001));
+        assert_eq!(r.rel_page(rel, 12_345).unwrap()[..], [0u8; 8192][..]);
+        tl.freeze_and_flush().unwrap();
+        assert_eq!(r.rel_page(rel, 19_999).unwrap()[..], [0u8; 8192][..]);
     }
 }

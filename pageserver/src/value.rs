@@ -60,6 +60,16 @@ impl ZenithWalRecord {
     }
 }
 
+/// The all-zeros page that fills the gap when a relation is extended by a
+/// far block: every gap block shares this one, so a gap costs no page
+/// allocations.
+pub static ZERO_PAGE: [u8; postgres_ffi::BLCKSZ as usize] = [0; postgres_ffi::BLCKSZ as usize];
+
+/// [`ZERO_PAGE`] as a value, without copying it.
+pub fn zero_page() -> Bytes {
+    Bytes::from_static(&ZERO_PAGE)
+}
+
 /// A stored version of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -71,6 +81,12 @@ pub enum Value {
 }
 
 impl Value {
+    /// Whether this is an image that shares [`ZERO_PAGE`] (it holds no
+    /// memory of its own).
+    pub fn is_shared_zero_page(&self) -> bool {
+        matches!(self, Value::Image(b) if b.as_ptr() == ZERO_PAGE.as_ptr())
+    }
+
     /// True if the value can be reconstructed without older versions.
     pub fn will_init(&self) -> bool {
         match self {

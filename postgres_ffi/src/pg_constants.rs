@@ -5,6 +5,8 @@
 
 /// Size of a relation data page (`BLCKSZ`).
 pub const BLCKSZ: u16 = 8192;
+/// `InvalidBlockNumber`: never a real block (the largest is `0xFFFFFFFE`).
+pub const INVALID_BLOCK_NUMBER: u32 = 0xFFFF_FFFF;
 /// Size of a WAL page (`XLOG_BLCKSZ`).
 pub const XLOG_BLCKSZ: usize = 8192;
 /// Default WAL segment size (`DEFAULT_XLOG_SEG_SIZE`).

@@ -397,6 +397,14 @@ impl DecodedWALRecord {
                     }
                     need!(4);
                     blk.blkno = p.get_u32_le();
+                    // PostgreSQL never registers InvalidBlockNumber; a
+                    // reader that trusted it would compute `blkno + 1`
+                    // (a relation size) with an overflow.
+                    if blk.blkno == INVALID_BLOCK_NUMBER {
+                        return Err(bad(format!(
+                            "block {id} references InvalidBlockNumber ({INVALID_BLOCK_NUMBER:#X})"
+                        )));
+                    }
                     blocks.push(blk);
                 }
                 other => return Err(bad(format!("invalid block_id {other}"))),
@@ -433,5 +441,44 @@ impl DecodedWALRecord {
             toplevel_xid,
             record,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record with one block reference (no image, no data) and no main
+    /// data, as XLogRecordAssemble lays it out.
+    fn record_with_block(blkno: u32) -> Bytes {
+        let mut body = vec![
+            0u8, /* block id */
+            0,   /* fork, no flags */
+            0, 0, /* data len */
+        ];
+        for v in [1663u32, 5, 16384, blkno] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let hdr = XLogRecordHeader {
+            xl_tot_len: (XLOG_SIZE_OF_XLOG_RECORD + body.len()) as u32,
+            xl_xid: 0,
+            xl_prev: Lsn(0),
+            xl_info: 0,
+            xl_rmid: 10,
+            xl_crc: 0,
+        };
+        let mut rec = hdr.encode().to_vec();
+        rec.extend_from_slice(&body);
+        let crc = record_crc(&rec);
+        rec[20..24].copy_from_slice(&crc.to_le_bytes());
+        Bytes::from(rec)
+    }
+
+    #[test]
+    fn invalid_block_number_is_refused() {
+        let ok = DecodedWALRecord::decode(record_with_block(0xFFFF_FFFE), Lsn(0x100)).unwrap();
+        assert_eq!(ok.blocks[0].blkno, 0xFFFF_FFFE);
+        let e = DecodedWALRecord::decode(record_with_block(u32::MAX), Lsn(0x100)).unwrap_err();
+        assert!(e.to_string().contains("InvalidBlockNumber"), "{e}");
     }
 }

@@ -181,6 +181,9 @@ impl InMemoryLayer {
 const ENTRY_OVERHEAD: u64 = 48;
 
 fn value_size(v: &Value) -> u64 {
+    if v.is_shared_zero_page() {
+        return 0;
+    }
     match v {
         Value::Image(b) => b.len() as u64,
         Value::WalRecord(crate::value::ZenithWalRecord::Postgres { rec, .. }) => rec.len() as u64,
