@@ -12,6 +12,7 @@
 //! wait_lsn_timeout = "60s"
 //! wal_redo_timeout = "60s"
 //! page_cache_size = 8192          # pages
+//! max_open_layer_files = 256      # layer files (fds + indexes) kept open
 //! pg_max_connections = 512        # page service connections served at once
 //! pg_startup_timeout = "60s"      # from accept to the first ReadyForQuery
 //! pg_idle_timeout = "10m"         # a session idle between queries is closed
@@ -107,6 +108,9 @@ pub struct PageServerConf {
     pub wal_redo_timeout: Duration,
     /// Reconstructed pages kept in memory.
     pub page_cache_size: usize,
+    /// Layer files kept open, with their index in memory, across all
+    /// timelines (the least recently used is closed to open another).
+    pub max_open_layer_files: usize,
     /// Page service connections served at once; one more is refused with
     /// SQLSTATE 53300.
     pub pg_max_connections: usize,
@@ -134,6 +138,7 @@ impl Default for PageServerConf {
             wait_lsn_timeout: Duration::from_secs(60),
             wal_redo_timeout: Duration::from_secs(60),
             page_cache_size: 8192,
+            max_open_layer_files: crate::tenant::storage_layer::reader_cache::DEFAULT_CAPACITY,
             pg_max_connections: 512,
             pg_startup_timeout: Duration::from_secs(60),
             pg_idle_timeout: Duration::from_secs(600),
@@ -199,6 +204,11 @@ impl PageServerConf {
             "page_cache_size",
             self.page_cache_size >= 16,
             "at least 16 pages",
+        )?;
+        positive(
+            "max_open_layer_files",
+            self.max_open_layer_files >= 8,
+            "at least 8",
         )?;
         positive(
             "pg_max_connections",

@@ -118,6 +118,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let conf = Arc::new(conf);
     pageserver::page_cache::init(conf.page_cache_size);
+    pageserver::tenant::storage_layer::reader_cache::init(conf.max_open_layer_files);
     logging::init(LogFormat::Plain, "info")?;
     let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME), "pageserver")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -17,15 +17,18 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use zenith_utils::lsn::Lsn;
 
 use super::storage_layer::filename::LayerFileName;
 use super::storage_layer::layer_file::{LayerError, LayerReader};
+use super::storage_layer::reader_cache;
 use crate::key::Key;
 
-/// A layer file of a timeline. Its index is read on first use.
+/// A layer file of a timeline. It is opened (and its index read) on first
+/// use, through the process-wide bounded cache of open layers
+/// ([`reader_cache`]).
 ///
 /// Removing a layer (GC, compaction) takes it out of the layer map and marks
 /// it [`doomed`](PersistentLayer::doom); the file is deleted when the last
@@ -37,7 +40,8 @@ pub struct PersistentLayer {
     pub name: LayerFileName,
     pub path: PathBuf,
     pub file_size: u64,
-    reader: Mutex<Option<Arc<LayerReader>>>,
+    /// Its key in the reader cache.
+    id: u64,
     doomed: AtomicBool,
     /// The file's inode when this object was made: a doomed layer deletes
     /// its path only if it still names that file (a new layer of the same
@@ -47,6 +51,7 @@ pub struct PersistentLayer {
 
 impl Drop for PersistentLayer {
     fn drop(&mut self) {
+        reader_cache::get().forget(self.id);
         if !self.doomed.load(Ordering::Acquire) {
             return;
         }
@@ -74,7 +79,7 @@ impl PersistentLayer {
             name,
             path,
             file_size,
-            reader: Mutex::new(None),
+            id: reader_cache::new_layer_id(),
             doomed: AtomicBool::new(false),
             inode,
         }
@@ -86,15 +91,10 @@ impl PersistentLayer {
         self.doomed.store(true, Ordering::Release);
     }
 
-    /// The opened, verified file.
+    /// The opened, verified file (hold it only while reading: the cache
+    /// closes files nobody holds when it needs room).
     pub fn reader(&self) -> Result<Arc<LayerReader>, LayerError> {
-        let mut guard = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = guard.as_ref() {
-            return Ok(Arc::clone(r));
-        }
-        let r = Arc::new(LayerReader::open(&self.path)?);
-        *guard = Some(Arc::clone(&r));
-        Ok(r)
+        reader_cache::get().reader(self.id, &self.path)
     }
 
     pub fn key_range(&self) -> &Range<Key> {
