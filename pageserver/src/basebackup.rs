@@ -19,7 +19,7 @@
 //! The LSN must be a record boundary the timeline has reached (the caller
 //! checks `last_record_lsn` and the GC cutoff).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context};
@@ -83,10 +83,15 @@ impl<W: Write> TarOut<W> {
     }
 
     fn file(&mut self, path: &str, data: &[u8]) -> anyhow::Result<()> {
+        self.file_from(path, data.len() as u64, data)
+    }
+
+    /// A file of `size` bytes read from `data` as the tar is written.
+    fn file_from(&mut self, path: &str, size: u64, data: impl Read) -> anyhow::Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o600);
-        h.set_size(data.len() as u64);
+        h.set_size(size);
         h.set_mtime(self.mtime);
         self.ar.append_data(&mut h, path, data)?;
         Ok(())
@@ -152,7 +157,40 @@ fn place_record(seg: &mut [u8], seg_start: Lsn, lsn: Lsn, rec: &[u8]) -> anyhow:
     Ok(pos)
 }
 
-/// Write a basebackup of `tl` at `lsn` as a tar to `out`.
+/// Blocks of a relation segment reconstructed in batches of
+/// [`BATCH_BLOCKS`] as the tar writer reads them: a full basebackup holds
+/// one batch of a segment in memory, not the segment (1 GiB at most).
+const BATCH_BLOCKS: u32 = 256;
+
+/// The blocks `next..end` of `rel` as a byte stream.
+struct BlockStream<'a, 'r> {
+    r: &'a DatadirReader<'r>,
+    rel: RelTag,
+    next: u32,
+    end: u32,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for BlockStream<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            if self.next >= self.end {
+                return Ok(0);
+            }
+            let hi = self.end.min(self.next.saturating_add(BATCH_BLOCKS));
+            self.buf = read_blocks(self.r, self.rel, self.next..hi)
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            self.pos = 0;
+            self.next = hi;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Blocks `range` of `rel`, concatenated. Large ranges are read by one
 /// thread per CPU (each reconstruction may wait for WAL redo, and the redo
 /// process pool replays in parallel).
@@ -203,6 +241,7 @@ fn read_blocks(
     Ok(data)
 }
 
+/// Write a basebackup of `tl` at `lsn` as a tar to `out`.
 pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) -> anyhow::Result<W> {
     let r = DatadirReader::new(tl, lsn);
     let mtime = SystemTime::now()
@@ -255,8 +294,19 @@ pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) ->
                     if first >= last && segno > 0 {
                         break;
                     }
-                    let data = read_blocks(&r, rel, first..last)?;
-                    t.file(&relation_segment_path(rel.rnode(), forknum, segno), &data)?;
+                    let blocks = BlockStream {
+                        r: &r,
+                        rel,
+                        next: first,
+                        end: last,
+                        buf: Vec::new(),
+                        pos: 0,
+                    };
+                    t.file_from(
+                        &relation_segment_path(rel.rnode(), forknum, segno),
+                        u64::from(last.saturating_sub(first)) * u64::from(BLCKSZ),
+                        blocks,
+                    )?;
                     segno += 1;
                     if last >= nblocks {
                         break;
