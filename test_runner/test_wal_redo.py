@@ -35,6 +35,7 @@ from fixtures.utils import (
     parse_lsn,
     rmtree_if_exists,
     test_runner_dir,
+    wait_until,
 )
 from fixtures.pagemask import mask_page, page_lsn
 from fixtures.waldecode import run_waldecode
@@ -56,6 +57,10 @@ SERVER_CONFIG = [
 
 
 # ----------------------------------------------------------------------------------------- protocol
+
+
+# Size of a packed buffer tag (BufferTag.pack).
+TAG_SIZE = 17
 
 
 @dataclass(frozen=True)
@@ -148,14 +153,16 @@ class WalRedoProcess:
         out += [apply_msg(r["end_lsn"], r["bytes"]) for r in records]
         out.append(get_msg(tag))
         self.send(b"".join(out))
-        page = self.read_exact(BLCKSZ)
-        if len(page) != BLCKSZ:
+        # The reply names the page it carries: the request's tag, then the page.
+        reply = self.read_exact(TAG_SIZE + BLCKSZ)
+        if len(reply) != TAG_SIZE + BLCKSZ:
             self.proc.wait(timeout=60)
             raise AssertionError(
                 f"WAL redo process exited with {self.proc.returncode} while reconstructing {tag}:\n"
                 + self.stderr()
             )
-        return page
+        assert reply[:TAG_SIZE] == tag.pack(), f"a page of {reply[:TAG_SIZE].hex()} for {tag}"
+        return reply[TAG_SIZE:]
 
     def close_input(self) -> None:
         """End of input: the process exits once it has handled what it got."""
@@ -460,7 +467,7 @@ def test_wal_redo_reconstructs_pages_like_the_server(
             + apply_msg(insert["end_lsn"], insert["bytes"])
             + get_msg(heap0)
         )
-        assert lone.read_exact(BLCKSZ) == b"", "a page came back"
+        assert lone.read_exact(TAG_SIZE + BLCKSZ) == b"", "a page came back"
         assert lone.finish() == 1 and error in lone.stderr(), lone.stderr()
 
 
@@ -557,3 +564,27 @@ def test_wal_redo_exits_cleanly_at_end_of_input(start_redo):
     redo = start_redo()
     assert redo.finish() == 0
     assert redo.stderr().strip() == ""
+
+
+def test_wal_redo_runs_sandboxed(start_redo):
+    """Once initialized, the process has no new privileges, a seccomp filter, no core dumps and
+    (when started as root) the uid and gid of nobody; a system call outside its allow-list (here
+    none can be provoked through the protocol, so the filter's presence is what is checked) would
+    end it with a message naming the call."""
+    redo = start_redo()
+    # A message round trip: the process is past its initialization.
+    redo.send(begin_msg(BufferTag(DEFAULTTABLESPACE_OID, 5, 16384, 0, 0)))
+
+    def proc_status() -> dict:
+        text = Path(f"/proc/{redo.proc.pid}/status").read_text()
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    status = wait_until("the seccomp filter", lambda: (s := proc_status())["Seccomp"].strip() == "2" and s)
+    assert status["NoNewPrivs"].strip() == "1"
+    if os.geteuid() == 0:
+        assert status["Uid"].split()[:2] == ["65534", "65534"], status["Uid"]
+        assert status["Gid"].split()[:2] == ["65534", "65534"], status["Gid"]
+    limits = Path(f"/proc/{redo.proc.pid}/limits").read_text()
+    core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core.split()[4] == "0", core
+    assert redo.finish() == 0, redo.stderr()

@@ -57,7 +57,7 @@ command -v patch >/dev/null || need_pkgs+=(patch)
 command -v bzip2 >/dev/null || need_pkgs+=(bzip2)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 if command -v dpkg >/dev/null; then
-    for p in libreadline-dev zlib1g-dev liblz4-dev libzstd-dev libssl-dev; do
+    for p in libreadline-dev zlib1g-dev liblz4-dev libzstd-dev libssl-dev libseccomp-dev; do
         dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
     done
 fi

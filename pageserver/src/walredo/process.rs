@@ -8,12 +8,17 @@
 //! | `B` | buffer tag: `u8 fork, u32 spc, u32 db, u32 rel, u32 blkno` | none |
 //! | `P` | buffer tag + 8192-byte base image | none |
 //! | `A` | `u64` record end LSN + the whole XLogRecord | none |
-//! | `G` | buffer tag | 8192 bytes on stdout |
+//! | `G` | buffer tag | on stdout: the buffer tag, then 8192 bytes |
 //!
-//! One request (`B [P] A* G`) is written at a time and its page read back with
-//! a timeout: a reader thread per process reads pages from its stdout into a
-//! channel the request waits on. A process that fails, times out or answers short is killed; the
-//! caller starts a new one. Its stderr is forwarded to our log.
+//! One request (`B [P] A* G`) is written at a time and its page read back,
+//! the whole exchange bounded by a timeout: a writer thread per process
+//! writes requests to its stdin (so a child that stops reading cannot block
+//! the caller, who holds a pool slot) and a reader thread reads replies from
+//! its stdout; the request waits on the reader's channel. The reply's tag
+//! must be the request's. A process that fails, times out, answers short or
+//! answers for another page is killed; the caller starts a new one. Its
+//! stderr is forwarded to our log. The process sandboxes itself once
+//! started (PostgreSQL patch 0007: no root, no new privileges, seccomp).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +49,8 @@ pub enum ProcessError {
     Timeout(Duration),
     #[error("WAL redo process exited: {0}")]
     Exited(String),
+    #[error("WAL redo process answered for page {got} instead of {expected}")]
+    WrongPage { expected: String, got: String },
 }
 
 /// Create the small data directory `postgres --wal-redo` runs in, once.
@@ -78,21 +85,36 @@ pub fn ensure_redo_datadir(pg_distrib_dir: &Path, datadir: &Path) -> Result<(), 
     Ok(())
 }
 
+/// Size of a buffer tag in messages and replies.
+const TAG_SIZE: usize = 17;
+
 /// A running `postgres --wal-redo`.
 pub struct RedoProcess {
     child: Child,
-    stdin: ChildStdin,
-    /// Pages read from the child's stdout by its reader thread.
+    /// Requests for the child's stdin, written by its writer thread.
+    requests: mpsc::SyncSender<Bytes>,
+    /// Replies (tag + page) read from the child's stdout by its reader thread.
     pages: mpsc::Receiver<std::io::Result<Vec<u8>>>,
 }
 
-/// Read 8 KiB pages from `stdout` until it fails or the receiver is gone.
+/// Read replies (tag and page) from `stdout` until it fails or the
+/// receiver is gone.
 fn read_pages(mut stdout: ChildStdout, tx: mpsc::SyncSender<std::io::Result<Vec<u8>>>) {
     loop {
-        let mut page = vec![0u8; BLCKSZ as usize];
-        let res = stdout.read_exact(&mut page).map(|_| page);
+        let mut reply = vec![0u8; TAG_SIZE + BLCKSZ as usize];
+        let res = stdout.read_exact(&mut reply).map(|_| reply);
         let failed = res.is_err();
         if tx.send(res).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Write requests to `stdin` until one fails or the sender is gone (a
+/// killed child makes the pending write fail, which ends the thread).
+fn write_requests(mut stdin: ChildStdin, rx: mpsc::Receiver<Bytes>) {
+    while let Ok(req) = rx.recv() {
+        if stdin.write_all(&req).and_then(|_| stdin.flush()).is_err() {
             return;
         }
     }
@@ -139,10 +161,14 @@ impl RedoProcess {
         std::thread::Builder::new()
             .name(format!("walredo-stdout-{pid}"))
             .spawn(move || read_pages(stdout, tx))?;
+        let (requests, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("walredo-stdin-{pid}"))
+            .spawn(move || write_requests(stdin, rx))?;
         info!(pid, "started postgres --wal-redo");
         Ok(RedoProcess {
             child,
-            stdin,
+            requests,
             pages,
         })
     }
@@ -183,12 +209,23 @@ impl RedoProcess {
         buf.put_u8(b'G');
         buf.put_i32(4 + 17);
         tag(&mut buf);
+        let mut expected_tag = BytesMut::with_capacity(TAG_SIZE);
+        tag(&mut expected_tag);
 
-        let write = self.stdin.write_all(&buf).and_then(|_| self.stdin.flush());
-        let result = match write {
-            Err(e) => Err(ProcessError::Io(e)),
+        // The writer thread takes the request at once (one at a time); the
+        // timeout covers writing it as well as the answer.
+        let result = match self.requests.try_send(buf.freeze()) {
+            Err(_) => Err(ProcessError::Exited("its stdin writer ended".into())),
             Ok(()) => match self.pages.recv_timeout(timeout) {
-                Ok(Ok(page)) => return Ok(Bytes::from(page)),
+                Ok(Ok(mut reply)) => {
+                    if reply[..TAG_SIZE] == expected_tag[..] {
+                        return Ok(Bytes::from(reply.split_off(TAG_SIZE)));
+                    }
+                    Err(ProcessError::WrongPage {
+                        expected: hex::encode(&expected_tag),
+                        got: hex::encode(&reply[..TAG_SIZE]),
+                    })
+                }
                 Ok(Err(e)) => {
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
                     Err(ProcessError::Exited(format!("{status} ({e})")))
@@ -209,5 +246,51 @@ impl Drop for RedoProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A `postgres` that starts and then never reads its stdin.
+    fn stuck_postgres(dir: &Path) -> PathBuf {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let script = bin.join("postgres");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir.to_path_buf()
+    }
+
+    /// Defect: the request was written to the child's stdin with no
+    /// timeout while the caller held a pool slot; a child that stopped
+    /// reading hung every reader of the tenant. The timeout now covers the
+    /// write too.
+    #[test]
+    fn a_child_that_reads_nothing_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let distrib = stuck_postgres(dir.path());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut p = RedoProcess::launch(&distrib, &distrib, "t").unwrap();
+            // Far more than a pipe holds.
+            let records: Vec<(Lsn, Bytes)> = (0..64)
+                .map(|i| (Lsn(0x1000 + i * 0x100), Bytes::from(vec![0u8; 8192])))
+                .collect();
+            let rel = RelTag {
+                spcnode: 1663,
+                dbnode: 5,
+                relnode: 16384,
+                forknum: 0,
+            };
+            let res = p.apply(rel, 0, None, &records, Duration::from_millis(500));
+            let _ = tx.send(res.map(|_| ()));
+        });
+        let res = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the request hung instead of timing out");
+        assert!(matches!(res, Err(ProcessError::Timeout(_))), "{res:?}");
     }
 }
