@@ -276,6 +276,57 @@ impl DatadirReader<'_> {
         self.tl.get(CHECKPOINT_KEY, self.lsn)
     }
 
+    /// Every key that may hold a value at this LSN, as sorted, disjoint
+    /// ranges: the directories, each relation's blocks and size, the
+    /// relmapper files, the SLRU segments and their sizes, the two-phase
+    /// files, pg_control and the checkpoint. Keys of dropped relations,
+    /// databases and segments are not in it. This is what an image layer
+    /// holds ([`crate::tenant::images`]).
+    pub fn keyspace(&self) -> Result<Vec<std::ops::Range<Key>>, TimelineError> {
+        let one = |k: Key| k..k.next();
+        let mut ranges = vec![one(DBDIR_KEY), one(TWOPHASEDIR_KEY)];
+        for (&(spc, db), &has_relmap) in &self.list_dbs()? {
+            if has_relmap {
+                ranges.push(one(relmap_file_key(spc, db)));
+            }
+            ranges.push(one(rel_dir_key(spc, db)));
+            for (relnode, forknum) in self.list_rels(spc, db)? {
+                let rel = RelTag {
+                    spcnode: spc,
+                    dbnode: db,
+                    relnode,
+                    forknum,
+                };
+                let n = self.rel_size(rel)?.unwrap_or(0);
+                if n > 0 {
+                    ranges.push(rel_block_key(rel, 0)..rel_block_key(rel, n));
+                }
+                ranges.push(one(rel_size_key(rel)));
+            }
+        }
+        for kind in [
+            SlruKind::Clog,
+            SlruKind::MultiXactOffsets,
+            SlruKind::MultiXactMembers,
+        ] {
+            ranges.push(one(slru_dir_key(kind)));
+            for segno in self.list_slru_segments(kind)? {
+                let n = self.slru_segment_size(kind, segno)?;
+                if n > 0 {
+                    ranges.push(slru_block_key(kind, segno, 0)..slru_block_key(kind, segno, n));
+                }
+                ranges.push(one(slru_segment_size_key(kind, segno)));
+            }
+        }
+        for xid in self.list_twophase_files()? {
+            ranges.push(one(twophase_file_key(xid)));
+        }
+        ranges.push(one(CONTROLFILE_KEY));
+        ranges.push(one(CHECKPOINT_KEY));
+        ranges.sort_by_key(|r| r.start);
+        Ok(ranges)
+    }
+
     /// Total size in bytes of a database's relations (`pg_database_size`).
     pub fn db_size(&self, spc: u32, db: u32) -> Result<u64, TimelineError> {
         let mut total = 0u64;

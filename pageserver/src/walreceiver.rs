@@ -12,8 +12,11 @@
 //! has it in layer files.
 //!
 //! [`WalReceiver::spawn`] runs the loop on its own thread: it reconnects with
-//! exponential backoff, logs an outage once (and its end), and flushes the
-//! in-memory layer at `checkpoint_distance` and `checkpoint_timeout`.
+//! exponential backoff, logs an outage once (then a reminder every minute),
+//! and freezes the in-memory layer at `checkpoint_distance` and
+//! `checkpoint_timeout` for the tenant's background thread to write
+//! ([`crate::tenant::tasks`]). An error in the WAL itself or in filing it
+//! marks the timeline broken and stops the receiver.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -206,11 +209,9 @@ async fn stream_once(
         if tl.needs_checkpoint()
             || (last_flush.elapsed() >= conf_timeout && tl.open_layer_size() > 0)
         {
-            tl.freeze_and_flush().map_err(ingest_err)?;
-            // Inline: while an image layer is built, ingest waits, which
-            // keeps L0 layers from piling up across image and branch LSNs
-            // (compaction would merge them into L1 layers GC cannot drop).
-            tl.maintain_layers();
+            // Freeze; the tenant's background thread writes the layer (and
+            // compacts, makes images): ingest does not wait for that.
+            tl.checkpoint_from_ingest(stop).map_err(ingest_err)?;
             last_flush = Instant::now();
             reply = true;
         }

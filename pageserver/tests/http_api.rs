@@ -670,10 +670,10 @@ fn gc_removes_layers_covered_by_an_image_and_reads_still_work() {
     let f = Following::start(conf);
     let a = f.srv.addr;
 
-    // Compaction merges the level-0 layers and images the result.
+    // Compaction merges the level-0 layers and images the result (unless
+    // the tenant's background maintenance made the image first).
     let r = f.put("compact", None);
     assert!(r["l1_layers_written"].as_u64().unwrap() >= 1, "{r}");
-    assert!(r["image_layer"].is_string(), "{r}");
 
     // New WAL above the image, flushed; then GC keeps no history.
     f.run_and_flush("UPDATE t1 SET m = 'updated' WHERE g % 10 = 0");

@@ -350,3 +350,110 @@ fn other_tenant_id(mgr: &TenantManager, not: TenantId) -> TenantId {
         .find(|id| *id != not)
         .unwrap()
 }
+
+/// Defect: image layer creation ran inline on the WAL receiver's thread,
+/// so ingest (and reads waiting for new WAL) stalled for the whole rewrite.
+/// Layer maintenance now runs on the tenant's background threads: while an
+/// image layer is being written, ingest goes on and frozen layers are
+/// flushed.
+#[test]
+fn ingest_and_flushes_go_on_while_an_image_is_written() {
+    use bytes::Bytes;
+    use pageserver::key::rel_block_key;
+    use pageserver::pgdatadir_mapping::DatadirModification;
+    use postgres_ffi::relfile::RelTag;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = Arc::new(PageServerConf {
+        pg_distrib_dir: common::pg_install(),
+        tenant_config: pageserver::config::TenantConf {
+            checkpoint_distance: 64 * 1024,
+            image_creation_threshold: 1,
+            compaction_threshold: 1000,
+            gc_period: Duration::ZERO,
+            ..Default::default()
+        },
+        ..PageServerConf::default()
+    });
+    let mgr = TenantManager::load(dir.path(), Arc::clone(&conf)).unwrap();
+    let tenant = mgr.create_tenant(TenantId::generate()).unwrap();
+    let tl = tenant.bootstrap_timeline(TimelineId::generate()).unwrap();
+
+    // The first image creation blocks until released.
+    let gate = Arc::new((
+        std::sync::Mutex::new((false, false)),
+        std::sync::Condvar::new(),
+    ));
+    let g = Arc::clone(&gate);
+    fail::cfg_callback("image-layer-write", move || {
+        let (m, cv) = &*g;
+        let mut s = m.lock().unwrap();
+        if s.1 {
+            return; // released
+        }
+        s.0 = true; // reached
+        cv.notify_all();
+        while !s.1 {
+            s = cv.wait(s).unwrap();
+        }
+    })
+    .unwrap();
+
+    let rel = RelTag {
+        spcnode: 1663,
+        dbnode: 5,
+        relnode: 777_777,
+        forknum: 0,
+    };
+    let stop = AtomicBool::new(false);
+    let mut blk = 0u32;
+    let mut put_and_checkpoint = |tl: &Arc<pageserver::tenant::timeline::Timeline>| {
+        let mut m = DatadirModification::new(tl);
+        m.put_rel_extend_to(rel, blk).unwrap();
+        m.put_image(rel_block_key(rel, blk), Bytes::from(vec![blk as u8; 8192]));
+        let prev = tl.last_record_lsn();
+        m.commit(&tl.writer(), prev, prev + 0x100).unwrap();
+        blk += 1;
+        if tl.needs_checkpoint() {
+            tl.checkpoint_from_ingest(&stop).unwrap();
+        }
+    };
+    // Until image creation starts (and is held).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gate.0.lock().unwrap().0 {
+        assert!(Instant::now() < deadline, "no image creation started");
+        put_and_checkpoint(&tl);
+    }
+    // Ingest and flushing keep going meanwhile.
+    let flushed_before = tl.disk_consistent_lsn();
+    let started = Instant::now();
+    for _ in 0..100 {
+        put_and_checkpoint(&tl);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ingest waited for the image"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tl.disk_consistent_lsn() == flushed_before {
+        assert!(Instant::now() < deadline, "nothing was flushed meanwhile");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Release the image; everything is readable.
+    {
+        let (m, cv) = &*gate;
+        m.lock().unwrap().1 = true;
+        cv.notify_all();
+    }
+    fail::remove("image-layer-write");
+    let at = tl.last_record_lsn();
+    {
+        let r = DatadirReader::new(&tl, at);
+        assert_eq!(r.rel_size(rel).unwrap(), Some(blk));
+        assert_eq!(r.rel_page(rel, blk - 1).unwrap()[0], (blk - 1) as u8);
+    }
+    drop((tl, tenant));
+    mgr.shutdown().unwrap();
+}

@@ -146,8 +146,12 @@ pub mod pageserver {
     pub struct CompactResponse {
         /// L1 delta layers written by merging L0 layers (0: fewer than two).
         pub l1_layers_written: usize,
-        /// The image layer created, if enough deltas were above the last one.
+        /// The last image layer created, if any (see `image_layers`).
         pub image_layer: Option<String>,
+        /// Every image layer created: one per key-range partition with
+        /// enough deltas above its last image.
+        #[serde(default)]
+        pub image_layers: Vec<String>,
     }
 
     /// How [`LsnByTimestampResponse::lsn`] relates to the commits.

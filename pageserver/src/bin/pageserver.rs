@@ -189,38 +189,6 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
         shutdown_rx.clone(),
     ));
 
-    // Background GC every gc_period (0: only on request).
-    let gc_period = conf.tenant_config.gc_period;
-    if !gc_period.is_zero() {
-        let (mgr, horizon, pitr, mut stop) = (
-            Arc::clone(&mgr),
-            conf.tenant_config.gc_horizon,
-            conf.tenant_config.pitr_interval,
-            shutdown_rx.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(gc_period) => {}
-                    _ = stop.changed() => return,
-                }
-                for tenant in mgr.list() {
-                    let id = tenant.id;
-                    match tokio::task::spawn_blocking(move || tenant.gc_iteration(horizon, pitr))
-                        .await
-                    {
-                        Ok(Ok(n)) if n > 0 => info!(tenant_id = %id, removed = n, "background GC"),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!(tenant_id = %id, "background GC failed: {e:#}")
-                        }
-                        Err(e) => tracing::warn!(tenant_id = %id, "background GC panicked: {e}"),
-                    }
-                }
-            }
-        });
-    }
-
     // Run until a signal, or until a server fails.
     let mut failure: Option<anyhow::Error> = None;
     let (mut http_done, mut pg_done) = (false, false);

@@ -583,25 +583,19 @@ async fn do_gc(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
 async fn compact(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
     let (t, tl) = (req.param("tenant_id")?, req.param("timeline_id")?);
     let timeline = find_timeline(&state, t, tl)?;
-    let resp = blocking(move || -> Result<CompactResponse, ApiError> {
-        let l1_layers_written = timeline
-            .compact(true)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("compaction failed: {e}")))?;
-        let image_layer = timeline
-            .create_image_layer(false)
-            .map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!(
-                    "{l1_layers_written} L1 layers written, then image layer creation failed: {e}"
-                ))
-            })?
-            .map(|n| n.to_string());
-        Ok(CompactResponse {
+    let tenant = find_tenant(&state, t)?;
+    let id = timeline.timeline_id;
+    let (l1_layers_written, images) = blocking(move || tenant.compact_timeline(id))
+        .await?
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e:#}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &CompactResponse {
             l1_layers_written,
-            image_layer,
-        })
-    })
-    .await??;
-    Ok(json_response(StatusCode::OK, &resp))
+            image_layer: images.last().map(|n| n.to_string()),
+            image_layers: images.iter().map(|n| n.to_string()).collect(),
+        },
+    ))
 }
 
 async fn lsn_by_timestamp(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {

@@ -5,7 +5,9 @@
 //! short LSN range, so a read of one key would open every L0 layer. When
 //! `compaction_threshold` of them pile up, their values are merged in (key,
 //! LSN) order and rewritten as L1 delta layers that each hold a key range for
-//! the L0s' whole LSN range, cut at about `checkpoint_distance` bytes. The new
+//! the L0s' whole LSN range, cut at about `checkpoint_distance` bytes. The
+//! L0s are merged in groups split at image LSNs and branch points, so that
+//! no L1 layer mixes history on both sides of one. The new
 //! layers are durable before the old ones leave the layer map; the old files
 //! are deleted once no read holds them. A crash in between leaves both,
 //! which reads tolerate (the values are the same).
@@ -22,27 +24,50 @@ use super::timeline::{Timeline, TimelineError};
 use crate::key::Key;
 
 impl Timeline {
-    /// Compact L0 delta layers if there are at least `compaction_threshold`
-    /// (or `force` and at least two). Returns the number of L1 layers written.
-    pub fn compact(&self, force: bool) -> Result<usize, TimelineError> {
+    /// Compacts L0 delta layers once there are at least
+    /// `compaction_threshold` of them (or `force` and at least two). The
+    /// L0s are merged in groups that never span an image layer's LSN or a
+    /// child's branch point (`branch_points`): an L1 layer across such an
+    /// LSN would mix history GC may drop with history it must keep, and GC
+    /// could never remove it. Returns the number of L1 layers written.
+    pub fn compact(&self, force: bool, branch_points: &[Lsn]) -> Result<usize, TimelineError> {
         let _guard = self
             .maintenance_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         self.check_not_deleted()?;
-        let mut l0: Vec<Arc<PersistentLayer>> = {
+        let (mut l0, mut boundaries): (Vec<Arc<PersistentLayer>>, Vec<Lsn>) = {
             let l = self.layers.read().unwrap_or_else(|e| e.into_inner());
-            l.map.level0_deltas()
+            let images = l
+                .map
+                .iter()
+                .filter(|x| !x.is_delta())
+                .map(|x| x.lsn_range().start);
+            (l.map.level0_deltas(), images.collect())
         };
         let threshold = if force {
             2
         } else {
             self.conf.compaction_threshold
         };
-        if l0.len() < threshold {
+        if l0.is_empty() || l0.len() < threshold {
             return Ok(0);
         }
+        boundaries.extend_from_slice(branch_points);
         l0.sort_by_key(|l| l.lsn_range().start);
+        let mut written = 0;
+        for group in split_at_boundaries(&l0, &boundaries) {
+            fail::fail_point!("compaction-group", |_| Err(TimelineError::Invalid(
+                self.timeline_id,
+                "failpoint compaction-group".into()
+            )));
+            written += self.compact_group(group)?;
+        }
+        Ok(written)
+    }
+
+    /// Merges `l0` (ascending, contiguous in LSN) into L1 layers.
+    fn compact_group(&self, l0: &[Arc<PersistentLayer>]) -> Result<usize, TimelineError> {
         let lsn_range = l0[0].lsn_range().start..l0[l0.len() - 1].lsn_range().end;
         let readers: Vec<Arc<LayerReader>> =
             l0.iter().map(|l| l.reader()).collect::<Result<_, _>>()?;
@@ -102,7 +127,7 @@ impl Timeline {
                     size,
                 )));
             }
-            for old in &l0 {
+            for old in l0 {
                 Arc::make_mut(&mut l.map).remove(old);
                 // Deleted when the last read holding it lets go.
                 old.doom();
@@ -112,6 +137,31 @@ impl Timeline {
               l0 = l0.len(), l1 = written.len(), lsn_start = %lsn_range.start, lsn_end = %lsn_range.end, "compacted");
         Ok(written.len())
     }
+}
+
+/// Groups of consecutive layers (ascending in LSN) such that no boundary
+/// LSN `b` falls inside a group: a group's values are either all at or
+/// below `b` or all above it, except where one layer alone straddles `b`.
+fn split_at_boundaries<'a>(
+    layers: &'a [Arc<PersistentLayer>],
+    boundaries: &[Lsn],
+) -> Vec<&'a [Arc<PersistentLayer>]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for k in 1..layers.len() {
+        // Values of the group so far end at `prev_last`; layer k holds
+        // values up to `last`. A boundary in between separates them.
+        let prev_last = layers[k - 1].lsn_range().end - 1;
+        let last = layers[k].lsn_range().end - 1;
+        if boundaries.iter().any(|b| *b >= prev_last && *b < last) {
+            groups.push(&layers[start..k]);
+            start = k;
+        }
+    }
+    if start < layers.len() {
+        groups.push(&layers[start..]);
+    }
+    groups
 }
 
 /// For tests: the key range a layer name covers.
@@ -127,6 +177,78 @@ mod tests {
     use crate::value::Value;
 
     use bytes::Bytes;
+
+    /// Defect (found when maintenance first moved off the WAL receiver):
+    /// compaction merged L0 layers across image LSNs and branch points into
+    /// L1 layers GC could never remove. L1 layers now never span one.
+    #[test]
+    fn compaction_does_not_merge_across_images_or_branch_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = crate::tenant::timeline::test_timeline(
+            dir.path(),
+            TenantConf {
+                compaction_threshold: 2,
+                ..TenantConf::default()
+            },
+            Lsn(0x100),
+        );
+        let w = tl.writer();
+        let mut lsn = 0x100u64;
+        let mut flush_gen = |n: u8| {
+            for k in 0..20u32 {
+                lsn += 8;
+                w.put(
+                    Key::MIN.add(k),
+                    Lsn(lsn),
+                    Value::Image(Bytes::from(vec![n; 8192])),
+                )
+                .unwrap();
+                w.finish_write(Lsn(lsn - 8), Lsn(lsn));
+            }
+            tl.freeze_and_flush().unwrap();
+            Lsn(lsn)
+        };
+        let _g1 = flush_gen(1);
+        let g2 = flush_gen(2);
+        let g3 = flush_gen(3);
+        let _g4 = flush_gen(4);
+        // An image at the end of generation 2 (as image creation would make
+        // it; written here directly), a branch point at the end of 3.
+        {
+            let name = LayerFileName::Image {
+                key_range: Key::MIN..Key::MAX,
+                lsn: g2,
+            };
+            let mut iw = LayerWriter::new(&tl.path, tl.tenant_id, tl.timeline_id, &name).unwrap();
+            for k in 0..20u32 {
+                iw.put(
+                    Key::MIN.add(k),
+                    g2,
+                    &Value::Image(Bytes::from(vec![2u8; 8192])),
+                )
+                .unwrap();
+            }
+            let path = iw.finish().unwrap();
+            let mut l = tl.layers.write().unwrap();
+            Arc::make_mut(&mut l.map).insert(Arc::new(PersistentLayer::new(name, path, 0)));
+        }
+        assert!(tl.compact(false, &[g3]).unwrap() >= 3);
+        for (name, _) in tl.layer_files() {
+            if !name.is_delta() {
+                continue;
+            }
+            let r = name.lsn_range();
+            for b in [g2, g3] {
+                assert!(
+                    !(r.start <= b && b < r.end - 1),
+                    "{name:?} spans the boundary {b}"
+                );
+            }
+        }
+        for (k, at, v) in [(3u32, g2, 2u8), (3, g3, 3), (19, Lsn(lsn), 4)] {
+            assert_eq!(tl.get(Key::MIN.add(k), at).unwrap()[0], v);
+        }
+    }
 
     #[test]
     fn compaction_merges_l0_into_l1_and_reads_stay_the_same() {
@@ -166,7 +288,7 @@ mod tests {
             tl.freeze_and_flush().unwrap();
         }
         assert_eq!(tl.layer_files().len(), 4);
-        let n = tl.compact(false).unwrap();
+        let n = tl.compact(false, &[]).unwrap();
         assert!(n >= 2, "expected several L1 layers, got {n}");
         let files = tl.layer_files();
         assert!(
@@ -185,6 +307,6 @@ mod tests {
         }
         assert!(files.iter().any(|(n, _)| covers(n, Key::MIN, Lsn(0x108))));
         // Nothing left to compact.
-        assert_eq!(tl.compact(false).unwrap(), 0);
+        assert_eq!(tl.compact(false, &[]).unwrap(), 0);
     }
 }

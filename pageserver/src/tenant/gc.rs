@@ -1,26 +1,20 @@
-//! Image layer creation and garbage collection for a timeline
-//! (docs/architecture.md §7).
+//! Garbage collection for a timeline (docs/architecture.md §7).
 //!
-//! - **Images**: when `image_creation_threshold` or more delta layers lie
-//!   above the newest image layer, every key the timeline's layer files hold
-//!   is reconstructed at `disk_consistent_lsn` and written into one image
-//!   layer covering the whole key space. Reads then stop at the image instead
-//!   of replaying the deltas below it.
-//! - **GC**: the cutoff is `last_record_lsn - gc_horizon`, lowered to keep
+//! The cutoff is `last_record_lsn - gc_horizon`, lowered to keep
 //!   `pitr_interval` of history (the end of the last commit before
 //!   `now - pitr_interval`, found by [`Timeline::find_lsn_for_timestamp`];
 //!   all history if every commit is newer, no advance if there are no
 //!   commits to go by), never below the current cutoff and never above
 //!   `disk_consistent_lsn`. It is persisted in the
 //!   metadata file first; then a layer file is removed only if all of it is
-//!   older than the cutoff, a newer image layer at or below the cutoff covers
-//!   its key range (so every key it holds has a newer version), and no child
-//!   branch point lies between the layer and that image (the branch still
-//!   reads through it). The cutoff rises and the layers leave the map in one
-//!   critical section of the layers lock; a removed layer's file is deleted
-//!   when the last read that holds it is done.
+//!   older than the cutoff, newer image layers at or below the cutoff cover
+//!   its whole key range between them (so every key it holds has a newer
+//!   version; images are made per key range, [`crate::tenant::images`]), and
+//!   no child branch point lies between the layer and those images (the
+//!   branch still reads through it). The cutoff rises and the layers leave
+//!   the map in one critical section of the layers lock; a removed layer's
+//!   file is deleted when the last read that holds it is done.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,12 +23,50 @@ use postgres_ffi::xlog_utils::to_pg_timestamp;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use super::layer_map::PersistentLayer;
-use super::storage_layer::filename::LayerFileName;
-use super::storage_layer::layer_file::LayerWriter;
+use super::layer_map::{LayerMap, PersistentLayer};
 use super::timeline::{Timeline, TimelineError, METADATA_FILE_NAME};
 use crate::key::Key;
-use crate::value::Value;
+
+/// If image layers newer than `layer` (other than itself, at or above its
+/// last LSN) and at or below `cutoff` cover its whole key range between them, the newest LSN
+/// among the images used (a branch point below it still needs `layer`).
+fn covering_images(map: &LayerMap, layer: &PersistentLayer, cutoff: Lsn) -> Option<Lsn> {
+    let end = layer.lsn_range().end;
+    let want = layer.key_range().clone();
+    let mut images: Vec<(&std::ops::Range<Key>, Lsn)> = map
+        .iter()
+        .filter(|i| {
+            !i.is_delta()
+                && !std::ptr::eq(i.as_ref(), layer)
+                && i.lsn_range().start <= cutoff
+                && i.lsn_range().start + 1 >= end
+                && i.key_range().start < want.end
+                && i.key_range().end > want.start
+        })
+        .map(|i| (i.key_range(), i.lsn_range().start))
+        .collect();
+    images.sort_by_key(|(r, _)| r.start);
+    // Sweep from the start of the wanted range; each step takes, among the
+    // images starting at or before the covered point, the one reaching
+    // farthest.
+    let mut covered = want.start;
+    let mut newest = Lsn(0);
+    let mut i = 0;
+    while covered < want.end {
+        let mut best: Option<(Key, Lsn)> = None;
+        while i < images.len() && images[i].0.start <= covered {
+            let (r, lsn) = images[i];
+            if r.end > covered && best.is_none_or(|(e, _)| r.end > e) {
+                best = Some((r.end, lsn));
+            }
+            i += 1;
+        }
+        let (reach, lsn) = best?;
+        covered = reach;
+        newest = newest.max(lsn);
+    }
+    Some(newest)
+}
 
 /// What one GC run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,71 +78,6 @@ pub struct GcResult {
 }
 
 impl Timeline {
-    /// Delta layers above the newest image layer.
-    pub fn deltas_above_last_image(&self) -> usize {
-        let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
-        let last_image = layers
-            .map
-            .iter()
-            .filter(|l| !l.is_delta() && *l.key_range() == (Key::MIN..Key::MAX))
-            .map(|l| l.lsn_range().start)
-            .max();
-        layers
-            .map
-            .iter()
-            // Deltas holding any version newer than the image, including L1
-            // layers that compaction merged across the image's LSN.
-            .filter(|l| l.is_delta() && last_image.is_none_or(|img| l.lsn_range().end > img + 1))
-            .count()
-    }
-
-    /// Create an image layer at `disk_consistent_lsn` if enough deltas piled
-    /// up (or `force`). Returns the new layer's name.
-    pub fn create_image_layer(&self, force: bool) -> Result<Option<LayerFileName>, TimelineError> {
-        let _guard = self
-            .maintenance_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        self.check_not_deleted()?;
-        if !force && self.deltas_above_last_image() < self.conf.image_creation_threshold {
-            return Ok(None);
-        }
-        let lsn = self.disk_consistent_lsn();
-        let layers = self.layer_snapshot();
-        if layers
-            .iter()
-            .any(|l| !l.is_delta() && l.lsn_range().start == lsn)
-        {
-            return Ok(None);
-        }
-        let mut keys = BTreeSet::new();
-        for l in layers.iter() {
-            for e in l.reader()?.index() {
-                if e.lsn <= lsn {
-                    keys.insert(e.key);
-                }
-            }
-        }
-        if keys.is_empty() {
-            return Ok(None);
-        }
-        let name = LayerFileName::Image {
-            key_range: Key::MIN..Key::MAX,
-            lsn,
-        };
-        let mut w = LayerWriter::new(&self.path, self.tenant_id, self.timeline_id, &name)?;
-        for key in keys {
-            let img = self.get(key, lsn)?;
-            w.put(key, lsn, &Value::Image(img))?;
-        }
-        let path = w.finish()?;
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let mut l = self.layers.write().unwrap_or_else(|e| e.into_inner());
-        Arc::make_mut(&mut l.map).insert(Arc::new(PersistentLayer::new(name.clone(), path, size)));
-        info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, %lsn, "created image layer");
-        Ok(Some(name))
-    }
-
     /// The highest cutoff that keeps `pitr` of history (`None`: no limit).
     fn pitr_cutoff(&self, pitr: Duration) -> Result<Option<Lsn>, TimelineError> {
         if pitr.is_zero() {
@@ -163,6 +130,10 @@ impl Timeline {
             md.save(&self.path.join(METADATA_FILE_NAME))?;
             *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) = md;
         }
+        fail::fail_point!("gc-before-remove", |_| Err(TimelineError::Invalid(
+            self.timeline_id,
+            "failpoint gc-before-remove".into()
+        )));
         let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
         // From here on, reads below the cutoff are refused; reads that took
         // their snapshot earlier keep the layers (and files) they hold.
@@ -178,16 +149,8 @@ impl Timeline {
             if r.end > cutoff {
                 continue; // holds data at or above the cutoff
             }
-            // A newer image at or below the cutoff that covers this layer's keys.
-            let covering = snapshot.iter().filter(|i| {
-                !i.is_delta()
-                    && !Arc::ptr_eq(i, l)
-                    && i.lsn_range().start <= cutoff
-                    && i.lsn_range().start + 1 >= r.end
-                    && i.key_range().start <= l.key_range().start
-                    && i.key_range().end >= l.key_range().end
-            });
-            let Some(img_lsn) = covering.map(|i| i.lsn_range().start).min() else {
+            // Newer images at or below the cutoff that cover this layer's keys.
+            let Some(img_lsn) = covering_images(&snapshot, l, cutoff) else {
                 continue;
             };
             // A branch point between the layer and the image still needs it.
@@ -221,6 +184,27 @@ mod tests {
         static STOP_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
+    use crate::key::rel_block_key;
+    use crate::pgdatadir_mapping::DatadirModification;
+    use postgres_ffi::relfile::RelTag;
+
+    const REL: RelTag = RelTag {
+        spcnode: 1663,
+        dbnode: 5,
+        relnode: 16384,
+        forknum: 0,
+    };
+
+    /// Files `page(b)` as block `blkno` of [`REL`] in a record ending at
+    /// `lsn` (creating the database and relation the first time).
+    fn put_block(tl: &Arc<Timeline>, prev: Lsn, lsn: Lsn, blkno: u32, b: u8) {
+        let mut m = DatadirModification::new(tl);
+        m.put_db(1663, 5, false).unwrap();
+        m.put_rel_extend_to(REL, blkno).unwrap();
+        m.put_image(rel_block_key(REL, blkno), Bytes::from(vec![b; 8192]));
+        m.commit(&tl.writer(), prev, lsn).unwrap();
+    }
+
     /// Defect: a read checked the GC cutoff, then took its layer snapshot;
     /// GC raising the cutoff and deleting layers in between made the read
     /// miss versions (an error or an older page). A read now works on one
@@ -230,17 +214,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tl =
             crate::tenant::timeline::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
-        let k = Key::MIN.add(0xD1CE);
-        let w = tl.writer();
-        w.put(k, Lsn(0x110), page(1)).unwrap();
-        w.finish_write(Lsn(0x100), Lsn(0x110));
+        let k = rel_block_key(REL, 7);
+        put_block(&tl, Lsn(0x100), Lsn(0x110), 7, 1);
         tl.freeze_and_flush().unwrap();
-        w.put(k, Lsn(0x210), page(2)).unwrap();
-        w.finish_write(Lsn(0x110), Lsn(0x210));
+        put_block(&tl, Lsn(0x110), Lsn(0x210), 7, 2);
         tl.freeze_and_flush().unwrap();
-        tl.create_image_layer(true)
-            .unwrap()
-            .expect("an image at 0x210");
+        assert!(
+            !tl.create_image_layers(true).unwrap().is_empty(),
+            "an image at 0x210"
+        );
 
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let b = Arc::clone(&barrier);
@@ -292,12 +274,9 @@ mod tests {
         assert_eq!(tl.get(k, Lsn(0x210)).unwrap()[0], 2);
     }
     use crate::config::TenantConf;
-
+    use crate::tenant::storage_layer::filename::LayerFileName;
+    use crate::value::Value;
     use bytes::Bytes;
-
-    fn page(b: u8) -> Value {
-        Value::Image(Bytes::from(vec![b; 8192]))
-    }
 
     #[test]
     fn images_then_gc_removes_old_layers_but_keeps_reads_correct() {
@@ -310,19 +289,17 @@ mod tests {
             },
             Lsn(0x100),
         );
-        let w = tl.writer();
-        let key = |n: u32| Key::MIN.add(n);
+        let key = |n: u32| rel_block_key(REL, n);
         let mut lsn = 0x100u64;
-        // Four generations of 10 keys, each flushed to its own delta layer.
+        // Four generations of 10 blocks, each flushed to its own delta layer.
         for gen in 1..=4u8 {
             for k in 0..10 {
                 lsn += 0x10;
-                w.put(key(k), Lsn(lsn), page(gen)).unwrap();
-                w.finish_write(Lsn(lsn - 0x10), Lsn(lsn));
+                put_block(&tl, Lsn(lsn - 0x10), Lsn(lsn), k, gen);
             }
             tl.freeze_and_flush().unwrap();
             if gen == 2 {
-                assert!(tl.create_image_layer(false).unwrap().is_some());
+                assert_eq!(tl.create_image_layers(false).unwrap().len(), 1);
             }
         }
         let gen2_end = Lsn(0x100 + 20 * 0x10);

@@ -21,6 +21,7 @@ use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
 use super::metadata::TimelineMetadata;
+use super::tasks::{TenantTasks, Wakeup};
 use super::timeline::{RecordLsn, Timeline, METADATA_FILE_NAME};
 use crate::config::PageServerConf;
 use crate::import_datadir::import_datadir;
@@ -45,6 +46,10 @@ pub struct Tenant {
     /// Held while branching and while GC runs, so that a branch can never be
     /// created below a cutoff that GC is acting on.
     gc_lock: std::sync::Mutex<()>,
+    /// Wakes the tenant's flush thread ([`super::tasks`]).
+    wakeup: Arc<Wakeup>,
+    /// Its background threads, while the tenant is served.
+    tasks: std::sync::Mutex<Option<TenantTasks>>,
 }
 
 /// The reservation of a timeline id during its creation
@@ -75,6 +80,52 @@ impl Tenant {
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .cloned()
+    }
+
+    /// Makes `tl` one of the tenant's timelines, served and maintained by
+    /// its background thread.
+    fn register(&self, id: TimelineId, tl: Arc<Timeline>) {
+        tl.set_wakeup(Arc::clone(&self.wakeup));
+        self.timelines
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tl);
+    }
+
+    /// Starts the background thread (flush, compaction, images, GC).
+    fn start_tasks(self: &Arc<Self>) -> std::io::Result<()> {
+        let tc = &self.conf.tenant_config;
+        let gc =
+            (!tc.gc_period.is_zero()).then_some((tc.gc_period, tc.gc_horizon, tc.pitr_interval));
+        let tasks = TenantTasks::spawn(Arc::downgrade(self), Arc::clone(&self.wakeup), gc)?;
+        *self.tasks.lock().unwrap_or_else(|e| e.into_inner()) = Some(tasks);
+        Ok(())
+    }
+
+    /// Stops the background thread (at shutdown), after its current pass.
+    pub fn stop_tasks(&self) {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut t) = tasks {
+            t.stop();
+        }
+    }
+
+    /// Compacts timeline `id` now (also below the threshold) and creates
+    /// the image layers its thresholds call for.
+    pub fn compact_timeline(
+        &self,
+        id: TimelineId,
+    ) -> anyhow::Result<(usize, Vec<super::storage_layer::filename::LayerFileName>)> {
+        let tl = self
+            .get_timeline(id)
+            .with_context(|| format!("timeline {id} not found in tenant {}", self.id))?;
+        let l1 = tl
+            .compact(true, &branch_points(&self.list_timelines(), id))
+            .context("compaction failed")?;
+        let images = tl
+            .create_image_layers(false)
+            .with_context(|| format!("{l1} L1 layers written, then image layer creation failed"))?;
+        Ok((l1, images))
     }
 
     /// Timelines that could not be loaded, with the reason.
@@ -167,10 +218,7 @@ impl Tenant {
             None,
             Arc::clone(&self.walredo),
         )?;
-        self.timelines
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::clone(&tl));
+        self.register(id, Arc::clone(&tl));
         info!(tenant_id = %self.id, timeline_id = %id, lsn = %point.end_lsn, "imported timeline");
         Ok(tl)
     }
@@ -267,10 +315,7 @@ impl Tenant {
             Some(ancestor),
             Arc::clone(&self.walredo),
         )?;
-        self.timelines
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::clone(&tl));
+        self.register(id, Arc::clone(&tl));
         info!(tenant_id = %self.id, timeline_id = %id, %ancestor_id, %lsn, "created branch");
         Ok(tl)
     }
@@ -338,12 +383,7 @@ impl Tenant {
                     ancestor,
                     Arc::clone(&self.walredo),
                 ) {
-                    Ok(tl) => {
-                        self.timelines
-                            .write()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(id, tl);
-                    }
+                    Ok(tl) => self.register(id, tl),
                     Err(err) => {
                         broken.insert(id, format!("cannot load it: {err}"));
                     }
@@ -453,7 +493,7 @@ impl Tenant {
 }
 
 /// The LSNs at which timelines among `timelines` branch off `parent`.
-fn branch_points(timelines: &[Arc<Timeline>], parent: TimelineId) -> Vec<Lsn> {
+pub(crate) fn branch_points(timelines: &[Arc<Timeline>], parent: TimelineId) -> Vec<Lsn> {
     timelines
         .iter()
         .filter_map(|c| c.ancestor())
@@ -490,7 +530,7 @@ impl TenantManager {
             let e = e?;
             if let Ok(id) = e.file_name().to_string_lossy().parse::<TenantId>() {
                 let t = mgr.make_tenant(id);
-                match t.load() {
+                match t.load().and_then(|()| Ok(t.start_tasks()?)) {
                     Ok(()) => {
                         mgr.tenants
                             .write()
@@ -531,6 +571,8 @@ impl TenantManager {
             broken: RwLock::new(BTreeMap::new()),
             creating: std::sync::Mutex::new(HashSet::new()),
             gc_lock: std::sync::Mutex::new(()),
+            wakeup: Arc::new(Wakeup::default()),
+            tasks: std::sync::Mutex::new(None),
         })
     }
 
@@ -553,6 +595,7 @@ impl TenantManager {
             let t = self.make_tenant(id);
             fail::fail_point!("tenant-create", |_| bail!("failpoint tenant-create"));
             crashsafe::create_dir_all_durable(t.timelines_dir())?;
+            t.start_tasks()?;
             self.tenants
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -615,6 +658,7 @@ impl TenantManager {
     pub fn shutdown(&self) -> anyhow::Result<()> {
         let mut failed = Vec::new();
         for t in self.list() {
+            t.stop_tasks();
             for tl in t.list_timelines() {
                 if let Err(e) = tl.freeze_and_flush() {
                     tracing::error!(tenant_id = %t.id, timeline_id = %tl.timeline_id,

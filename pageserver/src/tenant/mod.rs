@@ -6,9 +6,11 @@
 
 pub mod compaction;
 pub mod gc;
+pub mod images;
 pub mod layer_map;
 pub mod lsn_by_time;
 pub mod metadata;
 pub mod mgr;
 pub mod storage_layer;
+pub mod tasks;
 pub mod timeline;

@@ -149,6 +149,10 @@ pub struct Timeline {
     /// Why the timeline stopped taking WAL (an ingest or flush error), if
     /// it did: shown by the API, counted by the metrics. Reads go on.
     broken: Mutex<Option<String>>,
+    /// The tenant's background thread ([`super::tasks`]), once the tenant
+    /// owns this timeline: ingest leaves flushing and layer maintenance to
+    /// it. A timeline without one (tests) flushes inline.
+    wakeup: std::sync::OnceLock<Arc<super::tasks::Wakeup>>,
     /// Set once deletion starts: flush, compaction, image creation and GC
     /// check it under their locks before they write anything, so nothing
     /// of this object lands in a directory that a new timeline with the
@@ -243,6 +247,7 @@ impl Timeline {
             walredo,
             incarnation: crate::page_cache::new_incarnation(),
             broken: Mutex::new(None),
+            wakeup: std::sync::OnceLock::new(),
             deleted: AtomicBool::new(false),
         })
     }
@@ -589,6 +594,11 @@ impl Timeline {
             if let Some(done) = visit(VersionSource::File(&reader, entries))? {
                 return Ok(Some(done));
             }
+            if !found.layer.is_delta() {
+                // An image holds every key of its range that exists at its
+                // LSN: this one did not exist then.
+                return Ok(None);
+            }
             cont = found.lsn_range.start;
         }
         match &self.ancestor {
@@ -601,12 +611,14 @@ impl Timeline {
         }
     }
 
-    /// Compact, then create an image layer, when their thresholds are reached.
-    pub fn maintain_layers(&self) {
-        if let Err(e) = self.compact(false) {
+    /// Compact, then create image layers, when their thresholds are
+    /// reached. `branch_points` are the LSNs where children branch off
+    /// (compaction does not merge across them). Errors are logged.
+    pub fn maintain_layers(&self, branch_points: &[Lsn]) {
+        if let Err(e) = self.compact(false, branch_points) {
             warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "compaction failed: {e}");
         }
-        if let Err(e) = self.create_image_layer(false) {
+        if let Err(e) = self.create_image_layers(false) {
             warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "image layer creation failed: {e}");
         }
     }
@@ -640,11 +652,63 @@ impl Timeline {
         layers.open = in_progress;
     }
 
+    /// Hands this timeline's flushing and layer maintenance to its
+    /// tenant's background thread.
+    pub fn set_wakeup(&self, wakeup: Arc<super::tasks::Wakeup>) {
+        let _ = self.wakeup.set(wakeup);
+    }
+
+    /// Frozen in-memory layers waiting to be written.
+    pub fn frozen_layer_count(&self) -> usize {
+        self.layers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .frozen
+            .len()
+    }
+
+    /// What ingest does when the open layer is full (or old): freeze it,
+    /// and have the tenant's background thread write it, waiting only
+    /// while more than [`super::tasks::MAX_FROZEN_LAYERS`] are pending (or
+    /// until `stop`). Without a background thread, flush and maintain here.
+    pub fn checkpoint_from_ingest(&self, stop: &AtomicBool) -> Result<(), TimelineError> {
+        self.freeze();
+        match self.wakeup.get() {
+            Some(w) => {
+                w.wake();
+                while self.frozen_layer_count() > super::tasks::MAX_FROZEN_LAYERS
+                    && !stop.load(Ordering::Relaxed)
+                    && !self.is_deleted()
+                {
+                    w.wake();
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(())
+            }
+            None => {
+                self.flush_frozen()?;
+                self.maintain_layers(&[]);
+                Ok(())
+            }
+        }
+    }
+
     /// Freeze the open layer and write every frozen layer to disk, advancing
     /// `disk_consistent_lsn` after each one is durable.
     pub fn freeze_and_flush(&self) -> Result<(), TimelineError> {
-        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.freeze();
+        self.flush_frozen()
+    }
+
+    /// Write every frozen layer to disk, oldest first, advancing
+    /// `disk_consistent_lsn` after each one is durable. A failure leaves
+    /// the layer frozen, to be written by the next call.
+    pub fn flush_frozen(&self) -> Result<(), TimelineError> {
+        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        fail::fail_point!("flush-frozen", |_| Err(TimelineError::Invalid(
+            self.timeline_id,
+            "failpoint flush-frozen".into()
+        )));
         loop {
             let frozen = {
                 let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
