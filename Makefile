@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 
 export POSTGRES_INSTALL_DIR
 
-.PHONY: all postgres rust test cargo-test lint pytest venv run fuzz bench clean
+.PHONY: all postgres rust rust-testing test cargo-test lint pytest venv run fuzz bench clean
 
 all: postgres rust
 
@@ -29,6 +29,11 @@ postgres:
 
 rust:
 	$(CARGO) build --release --bins -j $(CARGO_JOBS)
+
+# The same binaries with failpoints compiled in (the pytest suite crashes the
+# pageserver at them); only the pageserver crate is rebuilt between the two.
+rust-testing:
+	$(CARGO) build --release --bins -j $(CARGO_JOBS) --features pageserver/testing
 
 venv: $(VENV)/.requirements-stamp
 
@@ -43,7 +48,7 @@ lint:
 cargo-test:
 	$(CARGO) test -j $(CARGO_JOBS)
 
-pytest: all venv
+pytest: postgres rust-testing venv
 	cd test_runner && $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test: postgres lint cargo-test pytest

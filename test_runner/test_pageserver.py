@@ -12,26 +12,12 @@ import os
 from pathlib import Path
 
 from fixtures.pageserver import Pageserver
+from fixtures.snapshot import check_snapshot, dumpall
 from fixtures.zenith_env import ZenithEnvBuilder
 from fixtures.utils import parse_lsn, wait_until
 from fixtures.zenith_fixtures import PgBin, PortDistributor, VanillaPostgres
 
 SCALE = int(os.environ.get("ZENITH_TEST_PGBENCH_SCALE", "1"))
-
-
-def dumpall(pg: VanillaPostgres, pg_bin: PgBin) -> str:
-    out = pg_bin.run_capture(["pg_dumpall", *pg.cli_args()]).stdout
-    # pg_dump's \restrict lines carry a random key per run.
-    return "\n".join(
-        l for l in out.splitlines() if not l.startswith("\\restrict") and not l.startswith("\\unrestrict")
-    )
-
-
-def first_difference(a: str, b: str) -> str:
-    for i, (x, y) in enumerate(zip(a.splitlines(), b.splitlines())):
-        if x != y:
-            return f"line {i + 1}: {x!r} != {y!r}"
-    return "lengths differ"
 
 
 def wait_ingested(ps: Pageserver, tenant: str, timeline: str, lsn: int) -> None:
@@ -40,32 +26,6 @@ def wait_ingested(ps: Pageserver, tenant: str, timeline: str, lsn: int) -> None:
         lambda: parse_lsn(ps.timeline_detail(tenant, timeline)["last_record_lsn"]) >= lsn,
         timeout=120,
     )
-
-
-def check_snapshot(
-    ps: Pageserver,
-    tenant: str,
-    timeline: str,
-    lsn: str,
-    expected: str,
-    test_output_dir: Path,
-    pg_bin: PgBin,
-    port_distributor: PortDistributor,
-    name: str,
-) -> None:
-    tar = ps.basebackup(tenant, timeline, lsn, full=True)
-    restored = test_output_dir / f"restored-{name}"
-    ps.unpack_basebackup(tar, restored)
-    with VanillaPostgres(restored, pg_bin, port_distributor.get_port(), test_output_dir) as pg:
-        pg.initialized = True
-        pg.configure([f"port = {pg.port}", "max_prepared_transactions = 4"])
-        pg.start()
-        got = dumpall(pg, pg_bin)
-        assert got == expected, f"snapshot {name} at {lsn}: {first_difference(got, expected)}"
-        amcheck = pg_bin.run_capture(
-            ["pg_amcheck", *pg.cli_args(), "--all", "--heapallindexed", "--install-missing"], check=False
-        )
-        assert amcheck.returncode == 0 and amcheck.stdout.strip() == "", amcheck.stdout + amcheck.stderr
 
 
 def test_follow_primary_snapshots_and_restart(

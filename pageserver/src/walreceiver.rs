@@ -27,6 +27,7 @@ use bytes::BytesMut;
 use postgres_ffi::controlfile::ControlFileData;
 use postgres_ffi::{WalStreamDecoder, WAL_SEGMENT_SIZE};
 use tracing::{debug, info, warn};
+use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_client::{parse_connstr, Config, Connection, CopyBoth};
 use zenith_utils::pq_proto::replication::{ReplicationMessage, StandbyStatusUpdate};
 
@@ -159,7 +160,14 @@ async fn stream_once(
         *connected = true;
     }
     let rl = tl.record_lsn();
-    let mut decoder = WalStreamDecoder::new(start, WAL_SEGMENT_SIZE).with_prev_record(rl.prev);
+    let mut decoder = WalStreamDecoder::new(start, WAL_SEGMENT_SIZE);
+    if rl.prev == Lsn(0) {
+        // Metadata written before the flush point's previous record was
+        // kept: the first record's prev-link cannot be checked.
+        warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, %start, "previous record unknown; not checking the first record's prev-link");
+    } else {
+        decoder = decoder.with_prev_record(rl.prev);
+    }
     let mut ingest = WalIngest::new(tl).map_err(ingest_err)?;
     let writer = tl.writer();
     let conf_timeout = tl.checkpoint_timeout();

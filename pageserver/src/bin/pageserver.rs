@@ -56,6 +56,19 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Testing builds: failpoints armed from the FAILPOINTS environment
+    // variable (`name=actions;...`) or `PUT /v1/failpoints`, and a panic
+    // anywhere ends the process at once, the way a crash would: no shutdown,
+    // no flush, exit status 70 (not abort(), which could leave a core file).
+    #[cfg(feature = "testing")]
+    let _failpoints = {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default_hook(info);
+            std::process::exit(70);
+        }));
+        fail::FailScenario::setup()
+    };
     let result = if args.init { init(&args) } else { run(&args) };
     match result {
         Ok(code) => code,

@@ -632,8 +632,9 @@ impl Timeline {
         let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
         // Read under the layers lock: every value at or below `last` is in
         // the open layer already (puts take the lock), and no value of a
-        // record ending at or below `last` can arrive later.
-        let last = self.last_record_lsn();
+        // record ending at or below `last` can arrive later. `prev` is read
+        // with it: a restart from the layer's end needs it.
+        let RecordLsn { last, prev } = self.record_lsn();
         let Some(mut open) = layers.open.take() else {
             return;
         };
@@ -646,7 +647,7 @@ impl Timeline {
         }
         // Values are filed at their record's end LSN, so the layer holds
         // LSNs up to and including `last`.
-        open.freeze(last + 1);
+        open.freeze(last + 1, prev);
         layers.next_open_start = last + 1;
         layers.frozen.push(Arc::new(open));
         layers.open = in_progress;
@@ -718,6 +719,7 @@ impl Timeline {
                 }
             };
             let end = frozen.lsn_range().end - 1;
+            let prev = frozen.end_prev_record();
             self.check_not_deleted()?;
             let written = frozen.write_delta_layer(&self.path, self.tenant_id, self.timeline_id)?;
             fail::fail_point!("flush-after-layer-write");
@@ -730,7 +732,7 @@ impl Timeline {
                 }
                 layers.frozen.remove(0);
             }
-            self.advance_disk_consistent_lsn(end)?;
+            self.advance_disk_consistent_lsn(end, prev)?;
         }
         Ok(())
     }
@@ -739,16 +741,20 @@ impl Timeline {
     /// `flush_lock` (the only other writer of the file, GC, takes it too),
     /// so the file is written without holding the `metadata` mutex: readers
     /// of the metadata never wait for the fsync.
-    fn advance_disk_consistent_lsn(&self, lsn: Lsn) -> Result<(), TimelineError> {
+    fn advance_disk_consistent_lsn(
+        &self,
+        lsn: Lsn,
+        prev: Option<Lsn>,
+    ) -> Result<(), TimelineError> {
         self.check_not_deleted()?;
-        let rl = self.record_lsn();
         let mut new = self.metadata();
         if lsn <= new.disk_consistent_lsn {
             return Ok(());
         }
         new.disk_consistent_lsn = lsn;
-        // prev_record_lsn is only known when the flush point is the last record.
-        new.prev_record_lsn = (rl.last == lsn).then_some(rl.prev);
+        // The start of the record ending at `lsn`, taken when its layer
+        // was frozen: the WAL receiver restarts from here after a crash.
+        new.prev_record_lsn = prev;
         fail::fail_point!("metadata-save", |_| Err(TimelineError::Invalid(
             self.timeline_id,
             "failpoint metadata-save".into()
@@ -1043,6 +1049,30 @@ mod tests {
         w.finish_write(Lsn(0x180), Lsn(0x200));
         tl.freeze_and_flush().unwrap();
         assert_eq!(tl.disk_consistent_lsn(), Lsn(0x200));
+    }
+
+    /// Defect (found by the crash tests): a layer frozen at one record and
+    /// flushed after ingest had moved on saved `prev_record_lsn: None`; after
+    /// a crash the WAL receiver restarted at `disk_consistent_lsn` expecting
+    /// a previous record at 0/0 and the timeline broke on the first record
+    /// ("record with incorrect prev-link"). The flush point's previous record
+    /// is taken when the layer is frozen.
+    #[test]
+    fn a_flush_after_ingest_moved_on_keeps_the_prev_record_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let w = tl.writer();
+        w.put(key(1), Lsn(0x110), page(1)).unwrap();
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        tl.freeze();
+        w.put(key(2), Lsn(0x180), page(2)).unwrap();
+        w.finish_write(Lsn(0x110), Lsn(0x180));
+        tl.flush_frozen().unwrap();
+        let md = tl.metadata();
+        assert_eq!(md.disk_consistent_lsn, Lsn(0x110));
+        assert_eq!(md.prev_record_lsn, Some(Lsn(0x100)));
+        let on_disk = TimelineMetadata::load(&tl.path.join(METADATA_FILE_NAME)).unwrap();
+        assert_eq!(on_disk.prev_record_lsn, Some(Lsn(0x100)));
     }
 
     #[test]

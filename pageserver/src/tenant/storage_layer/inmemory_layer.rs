@@ -29,6 +29,9 @@ pub struct InMemoryLayer {
     size: u64,
     /// The highest LSN of any value (`None` while empty).
     max_lsn: Option<Lsn>,
+    /// Once frozen: the start LSN of the last record the layer holds (the
+    /// `prev_record_lsn` a restart from the layer's end needs).
+    end_prev_record: Option<Lsn>,
 }
 
 impl InMemoryLayer {
@@ -39,6 +42,7 @@ impl InMemoryLayer {
             index: BTreeMap::new(),
             size: 0,
             max_lsn: None,
+            end_prev_record: None,
         }
     }
 
@@ -141,10 +145,17 @@ impl InMemoryLayer {
         self.index.range(range).map(|(k, _)| k)
     }
 
-    /// Stop accepting values; the layer now covers `[start, end_lsn)`.
-    pub fn freeze(&mut self, end_lsn: Lsn) {
+    /// Stop accepting values; the layer now covers `[start, end_lsn)`, and
+    /// `prev_record` is the start of the record ending at `end_lsn - 1`.
+    pub fn freeze(&mut self, end_lsn: Lsn, prev_record: Lsn) {
         debug_assert!(end_lsn >= self.start_lsn);
         self.end_lsn = Some(end_lsn);
+        self.end_prev_record = Some(prev_record);
+    }
+
+    /// The start of the last record in a frozen layer.
+    pub fn end_prev_record(&self) -> Option<Lsn> {
+        self.end_prev_record
     }
 
     /// Write a frozen layer as a delta layer file in `dir`. Returns its path
@@ -222,7 +233,7 @@ mod tests {
         assert!(l
             .write_delta_layer(dir.path(), TenantId::generate(), TimelineId::generate())
             .is_err());
-        l.freeze(Lsn(0x200));
+        l.freeze(Lsn(0x200), Lsn(0x180));
         assert!(l.put(k1, Lsn(0x300), img(6)).is_err());
         let (path, name) = l
             .write_delta_layer(dir.path(), TenantId::generate(), TimelineId::generate())

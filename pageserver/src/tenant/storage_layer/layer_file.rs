@@ -316,6 +316,7 @@ impl LayerWriter {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(&header).map_err(io)?;
         file.sync_all().map_err(io)?;
+        fail::fail_point!("layer-before-rename");
         crashsafe::rename_durable(&self.temp_path, &self.final_path).map_err(|source| {
             LayerError::Io {
                 path: self.final_path.display().to_string(),
