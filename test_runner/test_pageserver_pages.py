@@ -11,11 +11,20 @@ that much WAL, writes delta and image layer files, and its peak RSS stays far be
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
-from fixtures.pagemask import PageMaskError, describe_difference, mask_page, relation_kind
+from fixtures.pagemask import mask_page
+from fixtures.pages_match import (
+    Relation,
+    checkpoint_lsn,
+    compare_fork,
+    follow_new_primary,
+    list_relations,
+    primary_blocks,
+    wait_ingested,
+    ForkStats,
+)
 from fixtures.pageserver import Pageserver
 from fixtures.zenith_env import ZenithEnvBuilder
 from fixtures.pagestream import (
@@ -26,9 +35,8 @@ from fixtures.pagestream import (
     PagestreamClient,
     PagestreamError,
     PageServiceError,
-    RelTag,
 )
-from fixtures.utils import format_lsn, log, parse_lsn, wait_until
+from fixtures.utils import format_lsn, log, parse_lsn
 from fixtures.zenith_fixtures import PortDistributor, VanillaPostgres
 
 if os.environ.get("ZENITH_TEST_PGBENCH_SCALE"):
@@ -37,129 +45,9 @@ else:
     SCALE = 10 if os.environ.get("ZENITH_BENCH_SIZE") == "full" else 1
 
 SHOW_MISMATCHES = int(os.environ.get("ZENITH_TEST_SHOW_MISMATCHES", "10"))
-RELSEG_SIZE = 131072  # blocks per 1 GB segment file
-FORK_SUFFIX = {MAIN_FORKNUM: "", FSM_FORKNUM: "_fsm", VISIBILITYMAP_FORKNUM: "_vm"}
-GLOBALTABLESPACE_OID = 1664
-
-
-def wait_ingested(ps: Pageserver, tenant: str, timeline: str, lsn: int, timeout: float = 120) -> None:
-    wait_until(
-        f"the pageserver to ingest up to {format_lsn(lsn)}",
-        lambda: parse_lsn(ps.timeline_detail(tenant, timeline)["last_record_lsn"]) >= lsn,
-        timeout=timeout,
-    )
-
-
-def follow_new_primary(ps: Pageserver, primary: VanillaPostgres, extra_conf=()) -> Tuple[str, str]:
-    """initdb the primary, import its datadir as a new tenant's timeline, start it and let the
-    pageserver follow it through a physical replication slot. Returns (tenant, timeline)."""
-    primary.initdb()
-    tenant = ps.tenant_create()
-    timeline = ps.timeline_create(tenant, import_pgdata=str(primary.pgdata))["timeline_id"]
-    primary.configure(["wal_level = replica", "max_wal_senders = 4", *extra_conf])
-    primary.start()
-    primary.safe_psql("SELECT pg_create_physical_replication_slot('pageserver')")
-    ps.set_wal_source(
-        tenant, timeline, f"host=127.0.0.1 port={primary.port} user={primary.user} slot=pageserver"
-    )
-    return tenant, timeline
 
 
 # ------------------------------------------------------------------------------------ test_pages_match
-
-
-@dataclass
-class Relation:
-    name: str
-    relkind: str
-    kind: str  # mask kind of the main fork
-    rel: RelTag
-    path: Path  # main fork file (segment 0) in the primary's data directory
-
-
-@dataclass
-class ForkStats:
-    forks: int = 0
-    blocks: int = 0
-    mismatches: List[str] = field(default_factory=list)
-
-
-def primary_blocks(path: Path, fork: int) -> Optional[List[bytes]]:
-    """All blocks of one fork from its segment files, or None when the fork has no file."""
-    base = Path(str(path) + FORK_SUFFIX[fork])
-    if not base.exists():
-        return None
-    blocks: List[bytes] = []
-    segno = 0
-    while True:
-        seg = base if segno == 0 else Path(f"{base}.{segno}")
-        if not seg.exists():
-            break
-        data = seg.read_bytes()
-        assert len(data) % PAGE_SIZE == 0, f"{seg} is {len(data)} bytes, not whole pages"
-        blocks += [data[i : i + PAGE_SIZE] for i in range(0, len(data), PAGE_SIZE)]
-        if len(data) < RELSEG_SIZE * PAGE_SIZE:
-            break
-        segno += 1
-    return blocks
-
-
-def list_relations(primary: VanillaPostgres, dbname: str) -> Tuple[int, List[Relation]]:
-    """Every permanent relation with storage visible from `dbname` (its tables, indexes, TOAST
-    tables and indexes, sequences, system catalogs, and the shared catalogs), with the file node
-    from pg_relation_filenode() (pg_class.relfilenode is 0 for mapped catalogs)."""
-    rows = primary.safe_psql(
-        """
-        SELECT c.relname, c.relkind, coalesce(a.amname, ''), c.reltablespace,
-               pg_relation_filenode(c.oid), pg_relation_filepath(c.oid),
-               (SELECT oid FROM pg_database WHERE datname = current_database()),
-               (SELECT dattablespace FROM pg_database WHERE datname = current_database())
-        FROM pg_class c LEFT JOIN pg_am a ON a.oid = c.relam
-        WHERE c.relpersistence = 'p' AND pg_relation_filenode(c.oid) IS NOT NULL
-        ORDER BY c.oid
-        """,
-        dbname=dbname,
-    )
-    rels = []
-    dboid = rows[0][6]
-    for name, relkind, am, reltablespace, filenode, filepath, dboid, dattablespace in rows:
-        if reltablespace == GLOBALTABLESPACE_OID:
-            tag = RelTag(GLOBALTABLESPACE_OID, 0, filenode)
-        else:
-            tag = RelTag(reltablespace or dattablespace, dboid, filenode)
-        rels.append(Relation(name, relkind, relation_kind(relkind, am), tag, primary.pgdata / filepath))
-    return dboid, rels
-
-
-def compare_fork(
-    client: PagestreamClient, r: Relation, fork: int, mask_kind: str, stats: ForkStats
-) -> None:
-    what = f"{r.name} ({r.rel}) fork {fork}"
-    ours = primary_blocks(r.path, fork)
-    exists = client.exists(r.rel, fork)
-    if ours is None:
-        if exists:
-            stats.mismatches.append(f"{what}: no file on the primary but the pageserver has the fork")
-        return
-    if not exists:
-        stats.mismatches.append(f"{what}: the pageserver does not have the fork ({len(ours)} blocks on the primary)")
-        return
-    stats.forks += 1
-    n = client.nblocks(r.rel, fork)
-    if n != len(ours):
-        stats.mismatches.append(f"{what}: {n} blocks on the pageserver, {len(ours)} on the primary")
-    count = min(n, len(ours))
-    theirs = client.get_pages(r.rel, fork, range(count))
-    for blkno in range(count):
-        stats.blocks += 1
-        try:
-            a = mask_page(mask_kind, ours[blkno], blkno)
-            b = mask_page(mask_kind, theirs[blkno], blkno)
-        except PageMaskError as e:
-            stats.mismatches.append(f"{what} block {blkno}: cannot mask: {e}")
-            continue
-        if a != b:
-            stats.mismatches.append(f"{what} block {blkno}: {describe_difference(a, b)} (primary vs pageserver)")
 
 
 def check_masks_are_selective(rels: List[Relation]) -> None:
@@ -215,17 +103,7 @@ def test_pages_match(zenith_env_builder: ZenithEnvBuilder, vanilla_pg: VanillaPo
     dboid, rels = list_relations(primary, dbname)
     assert any(r.relkind == "t" for r in rels) and any(r.rel.dbnode == 0 for r in rels)
 
-    # CHECKPOINT then read the insert position in the same session, with its caches already warm,
-    # so that no catalog access after the checkpoint can prune a page in shared buffers.
-    conn = primary.connect(dbname)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_current_wal_insert_lsn()")
-            cur.execute("CHECKPOINT")
-            cur.execute("SELECT pg_current_wal_insert_lsn()")
-            end_lsn = parse_lsn(cur.fetchone()[0])
-    finally:
-        conn.close()
+    end_lsn = checkpoint_lsn(primary, dbname)
     wait_ingested(ps, tenant, timeline, end_lsn)
     log.info("comparing at %s: %d relations of database %s (oid %d)", format_lsn(end_lsn), len(rels), dbname, dboid)
 
