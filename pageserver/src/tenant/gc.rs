@@ -134,16 +134,16 @@ impl Timeline {
             self.timeline_id,
             "failpoint gc-before-remove".into()
         )));
-        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
-        // From here on, reads below the cutoff are refused; reads that took
-        // their snapshot earlier keep the layers (and files) they hold.
-        layers.gc_cutoff = layers.gc_cutoff.max(cutoff);
-        let snapshot = Arc::clone(&layers.map);
+        // Which layers go is decided on a snapshot, without blocking reads
+        // or ingest: only flushes, compaction and image creation change the
+        // layer map, and the two locks held here keep them out.
+        let snapshot = Arc::clone(&self.layers.read().unwrap_or_else(|e| e.into_inner()).map);
         let mut result = GcResult {
             cutoff,
             layers_total: snapshot.len(),
             ..Default::default()
         };
+        let mut doomed: Vec<Arc<PersistentLayer>> = Vec::new();
         for l in snapshot.iter() {
             let r = l.lsn_range();
             if r.end > cutoff {
@@ -157,13 +157,23 @@ impl Timeline {
             if branch_points.iter().any(|b| *b >= r.start && *b < img_lsn) {
                 continue;
             }
-            Arc::make_mut(&mut layers.map).remove(l);
+            doomed.push(Arc::clone(l));
+        }
+        drop(snapshot);
+        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+        // From here on, reads below the cutoff are refused; reads that took
+        // their snapshot earlier keep the layers (and files) they hold.
+        layers.gc_cutoff = layers.gc_cutoff.max(cutoff);
+        let ptrs: std::collections::HashSet<*const PersistentLayer> =
+            doomed.iter().map(Arc::as_ptr).collect();
+        Arc::make_mut(&mut layers.map).remove_where(|l| ptrs.contains(&Arc::as_ptr(l)));
+        drop(layers);
+        for l in &doomed {
             // Deleted when the last read holding it lets go.
             l.doom();
             result.layers_removed += 1;
             result.bytes_removed += l.file_size;
         }
-        drop(layers);
         info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, %cutoff,
               removed = result.layers_removed, total = result.layers_total, "GC done");
         Ok(result)

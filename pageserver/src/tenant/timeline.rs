@@ -282,7 +282,7 @@ impl Timeline {
         if removed > 0 {
             info!(%tenant_id, %timeline_id, removed, "removed temporary files of interrupted writes");
         }
-        let mut map = LayerMap::default();
+        let mut layers = Vec::new();
         for entry in std::fs::read_dir(path).map_err(|e| io("reading", e))? {
             let entry = entry.map_err(|e| io("reading", e))?;
             let fname = entry.file_name().to_string_lossy().into_owned();
@@ -298,8 +298,9 @@ impl Timeline {
                 continue;
             }
             let size = entry.metadata().map_err(|e| io("reading", e))?.len();
-            map.insert(Arc::new(PersistentLayer::new(name, entry.path(), size)));
+            layers.push(Arc::new(PersistentLayer::new(name, entry.path(), size)));
         }
+        let map = LayerMap::from_layers(layers);
         info!(%tenant_id, %timeline_id, layers = map.len(), disk_consistent_lsn = %metadata.disk_consistent_lsn, "loaded timeline");
         Ok(Self::new(
             path,
