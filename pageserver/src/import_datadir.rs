@@ -23,10 +23,9 @@ use postgres_ffi::WalStreamDecoder;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use crate::key::{rel_block_key, slru_block_key, CHECKPOINT_KEY, CONTROLFILE_KEY};
-use crate::pgdatadir_mapping::DatadirModification;
+use crate::key::{slru_block_key, CHECKPOINT_KEY, CONTROLFILE_KEY};
+use crate::pgdatadir_mapping::{DatadirModification, PageSource};
 use crate::tenant::timeline::Timeline;
-use crate::value::Value;
 
 /// Where the imported state is: the shutdown checkpoint record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,28 +149,24 @@ pub fn import_datadir(tl: &Arc<Timeline>, pgdata: &Path) -> anyhow::Result<Impor
             };
             let mut nblocks = 0u32;
             for (segno, path) in &segs {
-                let data =
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                if data.len() % BLCKSZ as usize != 0 {
+                let len = std::fs::metadata(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .len();
+                if len % u64::from(BLCKSZ) != 0 {
                     bail!(
-                        "{} is not a whole number of pages ({} bytes)",
-                        path.display(),
-                        data.len()
+                        "{} is not a whole number of pages ({len} bytes)",
+                        path.display()
                     );
                 }
                 let first = segno * RELSEG_SIZE;
                 if first != nblocks {
                     bail!("{} follows a missing or short segment", path.display());
                 }
-                for (i, page) in data.chunks_exact(BLCKSZ as usize).enumerate() {
-                    writer.put(
-                        rel_block_key(rel, first + i as u32),
-                        lsn,
-                        Value::Image(Bytes::copy_from_slice(page)),
-                    )?;
-                    pages += 1;
-                }
-                nblocks = first + (data.len() / BLCKSZ as usize) as u32;
+                let count = (len / u64::from(BLCKSZ)) as u32;
+                // Read page by page when the import is filed.
+                m.put_bulk_pages(rel, first, count, PageSource::File(path.clone()));
+                pages += u64::from(count);
+                nblocks = first + count;
             }
             m.put_rel_creation(rel, nblocks)?;
         }

@@ -351,6 +351,27 @@ pub struct DatadirModification<'a> {
     pending: HashMap<Key, Bytes>,
     /// Values in the order they were added (several records per key allowed).
     puts: Vec<(Key, Value)>,
+    /// Whole runs of pages, read only while they are written: a record with
+    /// any is filed as a layer of its own ([`Timeline::put_bulk_record`]).
+    bulk: Vec<BulkPages>,
+}
+
+/// Where the pages of a bulk run come from.
+#[derive(Debug, Clone)]
+pub enum PageSource {
+    /// The same blocks of another relation fork, at the modification's base LSN.
+    Relation(RelTag),
+    /// Consecutive pages of a file, from its start.
+    File(std::path::PathBuf),
+}
+
+/// Blocks `first..first + count` of `rel`, from `source`.
+#[derive(Debug, Clone)]
+struct BulkPages {
+    rel: RelTag,
+    first: u32,
+    count: u32,
+    source: PageSource,
 }
 
 impl<'a> DatadirModification<'a> {
@@ -360,6 +381,21 @@ impl<'a> DatadirModification<'a> {
             tl,
             pending: HashMap::new(),
             puts: Vec::new(),
+            bulk: Vec::new(),
+        }
+    }
+
+    /// Blocks `first..first + count` of `rel` are copied from `source` when
+    /// the modification is committed (the pages are never all in memory).
+    /// The fork's size is the caller's to set.
+    pub fn put_bulk_pages(&mut self, rel: RelTag, first: u32, count: u32, source: PageSource) {
+        if count > 0 {
+            self.bulk.push(BulkPages {
+                rel,
+                first,
+                count,
+                source,
+            });
         }
     }
 
@@ -594,17 +630,108 @@ impl<'a> DatadirModification<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty()
+        self.puts.is_empty() && self.bulk.is_empty()
     }
 
     /// File every change at `lsn` (the record's end LSN) and make them
     /// visible: `last_record_lsn` becomes `lsn`, `prev` its start.
     pub fn commit(self, writer: &TimelineWriter, prev: Lsn, lsn: Lsn) -> Result<(), TimelineError> {
+        if !self.bulk.is_empty() {
+            return self.commit_bulk(writer, prev, lsn);
+        }
         for (key, value) in self.puts {
             writer.put(key, lsn, value)?;
         }
         writer.finish_write(prev, lsn);
         Ok(())
+    }
+
+    /// Commit a modification with bulk pages: its other changes (at most one
+    /// image per key survives: the last) and the pages, streamed in key
+    /// order into a layer of their own.
+    fn commit_bulk(mut self, writer: &TimelineWriter, prev: Lsn, lsn: Lsn) -> Result<(), TimelineError> {
+        let tl = self.tl;
+        let mut small = std::collections::BTreeMap::new();
+        for (key, value) in self.puts {
+            if !matches!(value, Value::Image(_)) {
+                return Err(TimelineError::Invalid(
+                    tl.timeline_id,
+                    format!("a record with bulk pages also has a change record for {key}"),
+                ));
+            }
+            small.insert(key, value);
+        }
+        self.bulk.sort_by_key(|b| (b.rel, b.first));
+        let base_lsn = self.base_lsn;
+        let mut pages = self
+            .bulk
+            .into_iter()
+            .flat_map(move |b| BulkIter::new(tl, base_lsn, b));
+        tl.put_bulk_record(writer, prev, lsn, small, &mut pages)?;
+        Ok(())
+    }
+}
+
+/// The pages of one bulk run, read one at a time.
+struct BulkIter<'a> {
+    tl: &'a Timeline,
+    base_lsn: Lsn,
+    run: BulkPages,
+    next: u32,
+    file: Option<std::io::BufReader<std::fs::File>>,
+    failed: bool,
+}
+
+impl<'a> BulkIter<'a> {
+    fn new(tl: &'a Timeline, base_lsn: Lsn, run: BulkPages) -> BulkIter<'a> {
+        BulkIter {
+            tl,
+            base_lsn,
+            next: run.first,
+            run,
+            file: None,
+            failed: false,
+        }
+    }
+
+    fn read(&mut self, blkno: u32) -> Result<Bytes, TimelineError> {
+        match &self.run.source {
+            PageSource::Relation(src) => {
+                Ok(get_opt(self.tl, rel_block_key(*src, blkno), self.base_lsn)?.unwrap_or_else(zero_page))
+            }
+            PageSource::File(path) => {
+                use std::io::Read;
+                let io = |source| TimelineError::Io {
+                    what: "reading",
+                    path: path.display().to_string(),
+                    source,
+                };
+                if self.file.is_none() {
+                    let f = std::fs::File::open(path).map_err(io)?;
+                    self.file = Some(std::io::BufReader::with_capacity(1 << 16, f));
+                }
+                let mut page = BytesMut::zeroed(BLCKSZ as usize);
+                if let Some(f) = self.file.as_mut() {
+                    f.read_exact(&mut page).map_err(io)?;
+                }
+                Ok(page.freeze())
+            }
+        }
+    }
+}
+
+impl Iterator for BulkIter<'_> {
+    type Item = Result<(Key, Bytes), TimelineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.next >= self.run.first + self.run.count {
+            return None;
+        }
+        let blkno = self.next;
+        self.next += 1;
+        let r = self.read(blkno).map(|p| (rel_block_key(self.run.rel, blkno), p));
+        self.failed = r.is_err();
+        Some(r)
     }
 }
 

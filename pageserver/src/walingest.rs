@@ -34,7 +34,7 @@ use postgres_ffi::{DecodedWALRecord, RawRecord};
 use zenith_utils::lsn::Lsn;
 
 use crate::key::*;
-use crate::pgdatadir_mapping::{zero_page, DatadirModification, DatadirReader};
+use crate::pgdatadir_mapping::{zero_page, DatadirModification, DatadirReader, PageSource};
 use crate::tenant::timeline::{Timeline, TimelineWriter};
 use crate::value::ZenithWalRecord;
 
@@ -363,9 +363,8 @@ impl WalIngest {
                     };
                     let n = r.rel_size(src_rel)?.unwrap_or(0);
                     m.put_rel_creation(dst, n)?;
-                    for blk in 0..n {
-                        m.put_image(rel_block_key(dst, blk), r.rel_page(src_rel, blk)?);
-                    }
+                    // Streamed when the record is filed, never all in memory.
+                    m.put_bulk_pages(dst, 0, n, PageSource::Relation(src_rel));
                     self.rel_sizes.insert(dst, Some(n));
                 }
             }

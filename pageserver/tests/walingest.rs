@@ -12,14 +12,11 @@ use common::{initdb, Server};
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
 use pageserver::pgdatadir_mapping::DatadirReader;
-use pageserver::walingest::WalIngest;
 use pageserver::walredo::NativeOnlyRedoManager;
 use postgres_ffi::controlfile::ControlFileData;
 use postgres_ffi::pg_constants::*;
 use postgres_ffi::relfile::{database_dir, relation_segment_path, RelTag};
 use postgres_ffi::slru::{slru_segment_filename, SlruKind};
-use postgres_ffi::xlog_utils::{parse_xlog_file_name, xlog_file_name};
-use postgres_ffi::WalStreamDecoder;
 
 #[test]
 fn ingested_wal_matches_the_server_files() {
@@ -84,53 +81,7 @@ fn ingested_wal_matches_the_server_files() {
     // Ingest all WAL after the import point.
     let control =
         ControlFileData::decode(&std::fs::read(pgdata.join("global/pg_control")).unwrap()).unwrap();
-    let seg_size = WAL_SEGMENT_SIZE;
-    let mut segs: Vec<u64> = std::fs::read_dir(pgdata.join("pg_wal"))
-        .unwrap()
-        .filter_map(|e| {
-            parse_xlog_file_name(&e.unwrap().file_name().to_string_lossy(), seg_size).map(|s| s.0)
-        })
-        .collect();
-    segs.sort();
-    let mut ingest = WalIngest::new(&tl).unwrap();
-    let writer = tl.writer();
-    let start = point.end_lsn;
-    let mut dec = WalStreamDecoder::new(start, seg_size).with_prev_record(point.checkpoint_lsn);
-    let mut records = 0;
-    'outer: for segno in segs
-        .into_iter()
-        .filter(|s| *s >= start.segment_number(seg_size))
-    {
-        let data = std::fs::read(
-            pgdata
-                .join("pg_wal")
-                .join(xlog_file_name(1, segno, seg_size)),
-        )
-        .unwrap();
-        let from = if segno == start.segment_number(seg_size) {
-            start.segment_offset(seg_size)
-        } else {
-            0
-        };
-        dec.feed_bytes(&data[from..]);
-        loop {
-            match dec.poll_decode() {
-                Ok(Some(raw)) => {
-                    let end = raw.end_lsn;
-                    ingest.ingest_record(&tl, &writer, raw).unwrap();
-                    records += 1;
-                    if tl.needs_checkpoint() {
-                        tl.freeze_and_flush().unwrap();
-                    }
-                    if end > control.checkpoint {
-                        break 'outer;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => panic!("decoding WAL: {e}"),
-            }
-        }
-    }
+    let records = common::ingest_wal_from(&tl, &pgdata, point.end_lsn, point.checkpoint_lsn);
     assert!(records > 1000, "only {records} records");
     tl.freeze_and_flush().unwrap();
     assert!(

@@ -152,7 +152,7 @@ def test_getpage_many_layers(
     if bench_size == "tiny":
         scale, target_layers, cache_pages, distance, n = 5, 1000, 1024, 256 * 1024, 3000
     else:
-        scale, target_layers, cache_pages, distance, n = 100, 10000, 8192, 1024 * 1024, 50000
+        scale, target_layers, cache_pages, distance, n = 100, 10000, 8192, 256 * 1024, 50000
     ps = start_pageserver(test_output_dir, port_distributor, [
         f"page_cache_size={cache_pages}",
         f"tenant_config.checkpoint_distance={distance}",

@@ -4,6 +4,7 @@
 //! `tenants/<tenant id>/timelines/<timeline id>/metadata` plus the
 //! timeline's layer files beside it.
 
+pub mod bulk;
 pub mod compaction;
 pub mod gc;
 pub mod images;

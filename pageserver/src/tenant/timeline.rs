@@ -127,6 +127,13 @@ pub(crate) struct Layers {
     pub(crate) gc_cutoff: Lsn,
 }
 
+impl Layers {
+    /// Start the next open layer at `lsn` (never moves back).
+    pub(crate) fn set_next_open_start(&mut self, lsn: Lsn) {
+        self.next_open_start = self.next_open_start.max(lsn);
+    }
+}
+
 /// A timeline of a tenant.
 pub struct Timeline {
     pub tenant_id: TenantId,
@@ -706,7 +713,15 @@ impl Timeline {
     /// `disk_consistent_lsn` after each one is durable. A failure leaves
     /// the layer frozen, to be written by the next call.
     pub fn flush_frozen(&self) -> Result<(), TimelineError> {
-        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.flush_frozen_locked(&guard)
+    }
+
+    /// [`Timeline::flush_frozen`] with `flush_lock` held by the caller.
+    pub(crate) fn flush_frozen_locked(
+        &self,
+        _flush_lock: &std::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), TimelineError> {
         fail::fail_point!("flush-frozen", |_| Err(TimelineError::Invalid(
             self.timeline_id,
             "failpoint flush-frozen".into()
@@ -742,7 +757,7 @@ impl Timeline {
     /// `flush_lock` (the only other writer of the file, GC, takes it too),
     /// so the file is written without holding the `metadata` mutex: readers
     /// of the metadata never wait for the fsync.
-    fn advance_disk_consistent_lsn(
+    pub(crate) fn advance_disk_consistent_lsn(
         &self,
         lsn: Lsn,
         prev: Option<Lsn>,

@@ -242,3 +242,60 @@ impl Drop for Server {
             .output();
     }
 }
+
+/// Ingest the WAL in `<pgdata>/pg_wal` from `start` (the end of the record
+/// at `prev`) through the shutdown checkpoint `pg_control` points to, the
+/// way the WAL receiver files it, flushing whenever a layer is full. Reads
+/// the segments in 1 MiB pieces (the memory tests count this too).
+pub fn ingest_wal_from(tl: &Arc<Timeline>, pgdata: &Path, start: Lsn, prev: Lsn) -> usize {
+    use postgres_ffi::controlfile::ControlFileData;
+    use postgres_ffi::pg_constants::WAL_SEGMENT_SIZE;
+    use postgres_ffi::xlog_utils::{parse_xlog_file_name, xlog_file_name};
+    use postgres_ffi::WalStreamDecoder;
+    use std::io::Read;
+
+    let control =
+        ControlFileData::decode(&std::fs::read(pgdata.join("global/pg_control")).unwrap()).unwrap();
+    let seg_size = WAL_SEGMENT_SIZE;
+    let mut segs: Vec<u64> = std::fs::read_dir(pgdata.join("pg_wal"))
+        .unwrap()
+        .filter_map(|e| {
+            parse_xlog_file_name(&e.unwrap().file_name().to_string_lossy(), seg_size).map(|s| s.0)
+        })
+        .filter(|s| *s >= start.segment_number(seg_size))
+        .collect();
+    segs.sort();
+    let mut ingest = pageserver::walingest::WalIngest::new(tl).unwrap();
+    let writer = tl.writer();
+    let mut dec = WalStreamDecoder::new(start, seg_size).with_prev_record(prev);
+    let mut records = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    for segno in segs {
+        let mut f = std::fs::File::open(pgdata.join("pg_wal").join(xlog_file_name(1, segno, seg_size)))
+            .unwrap();
+        if segno == start.segment_number(seg_size) {
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(start.segment_offset(seg_size) as u64))
+                .unwrap();
+        }
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            dec.feed_bytes(&buf[..n]);
+            while let Some(raw) = dec.poll_decode().unwrap_or_else(|e| panic!("decoding WAL: {e}")) {
+                let end = raw.end_lsn;
+                ingest.ingest_record(tl, &writer, raw).unwrap();
+                records += 1;
+                if tl.needs_checkpoint() {
+                    tl.freeze_and_flush().unwrap();
+                }
+                if end > control.checkpoint {
+                    return records;
+                }
+            }
+        }
+    }
+    panic!("the WAL ended before the shutdown checkpoint at {}", control.checkpoint);
+}
