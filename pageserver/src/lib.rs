@@ -32,5 +32,4 @@ pub mod tenant;
 pub mod value;
 pub mod wal_sources;
 pub mod walingest;
-pub mod walreceiver;
 pub mod walredo;

@@ -610,7 +610,7 @@ async fn lsn_by_timestamp(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
     let time = humantime::parse_rfc3339_weak(&ts)
         .map_err(|e| ApiError::BadRequest(format!("invalid timestamp {ts:?}: {e}")))?;
     let pg_ts = postgres_ffi::xlog_utils::to_pg_timestamp(time);
-    use crate::tenant::lsn_by_time::LsnForTimestamp::*;
+    use crate::tenant::timeline::lsn_by_time::LsnForTimestamp::*;
     // A binary search over commit records: layer reads, maybe WAL redo.
     let found = blocking(move || timeline.find_lsn_for_timestamp(pg_ts))
         .await?

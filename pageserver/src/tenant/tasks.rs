@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::mgr::{branch_points, Tenant};
+use super::{branch_points, Tenant};
 
 /// How often a pass runs without a wakeup.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(1);

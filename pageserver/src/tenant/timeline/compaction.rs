@@ -17,11 +17,10 @@ use std::sync::Arc;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use super::layer_map::PersistentLayer;
-use super::storage_layer::filename::LayerFileName;
-use super::storage_layer::layer_file::{IndexEntry, LayerReader, LayerWriter};
-use super::timeline::{Timeline, TimelineError};
-use crate::key::Key;
+use crate::tenant::layer_map::PersistentLayer;
+use crate::tenant::storage_layer::filename::LayerFileName;
+use crate::tenant::storage_layer::layer_file::{IndexEntry, LayerReader, LayerWriter};
+use super::{Timeline, TimelineError};
 
 impl Timeline {
     /// Compacts L0 delta layers once there are at least
@@ -164,14 +163,15 @@ fn split_at_boundaries<'a>(
     groups
 }
 
-/// For tests: the key range a layer name covers.
-pub fn covers(name: &LayerFileName, key: Key, lsn: Lsn) -> bool {
-    name.key_range().contains(&key) && name.lsn_range().contains(&lsn)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Key;
+
+    /// Whether a layer name covers (key, lsn).
+    fn covers(name: &LayerFileName, key: Key, lsn: Lsn) -> bool {
+        name.key_range().contains(&key) && name.lsn_range().contains(&lsn)
+    }
     use crate::config::TenantConf;
 
     use crate::value::Value;
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn compaction_does_not_merge_across_images_or_branch_points() {
         let dir = tempfile::tempdir().unwrap();
-        let tl = crate::tenant::timeline::test_timeline(
+        let tl = super::super::test_timeline(
             dir.path(),
             TenantConf {
                 compaction_threshold: 2,
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn compaction_merges_l0_into_l1_and_reads_stay_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let tl = crate::tenant::timeline::test_timeline(
+        let tl = super::super::test_timeline(
             dir.path(),
             TenantConf {
                 compaction_threshold: 3,

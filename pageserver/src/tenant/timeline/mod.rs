@@ -40,6 +40,16 @@ use crate::page_cache::CacheKey;
 use crate::value::{Value, ZenithWalRecord};
 use crate::walredo::{WalRedoError, WalRedoManager};
 
+mod bulk;
+mod compaction;
+pub mod gc;
+mod images;
+pub mod lsn_by_time;
+pub mod walreceiver;
+
+pub use gc::GcResult;
+
+
 /// Name of the metadata file in a timeline directory.
 pub const METADATA_FILE_NAME: &str = "metadata";
 
@@ -159,7 +169,7 @@ pub struct Timeline {
     /// The tenant's background thread ([`super::tasks`]), once the tenant
     /// owns this timeline: ingest leaves flushing and layer maintenance to
     /// it. A timeline without one (tests) flushes inline.
-    wakeup: std::sync::OnceLock<Arc<super::tasks::Wakeup>>,
+    wakeup: std::sync::OnceLock<Arc<crate::tenant::tasks::Wakeup>>,
     /// Set once deletion starts: flush, compaction, image creation and GC
     /// check it under their locks before they write anything, so nothing
     /// of this object lands in a directory that a new timeline with the
@@ -663,7 +673,7 @@ impl Timeline {
 
     /// Hands this timeline's flushing and layer maintenance to its
     /// tenant's background thread.
-    pub fn set_wakeup(&self, wakeup: Arc<super::tasks::Wakeup>) {
+    pub fn set_wakeup(&self, wakeup: Arc<crate::tenant::tasks::Wakeup>) {
         let _ = self.wakeup.set(wakeup);
     }
 
@@ -678,14 +688,14 @@ impl Timeline {
 
     /// What ingest does when the open layer is full (or old): freeze it,
     /// and have the tenant's background thread write it, waiting only
-    /// while more than [`super::tasks::MAX_FROZEN_LAYERS`] are pending (or
+    /// while more than [`crate::tenant::tasks::MAX_FROZEN_LAYERS`] are pending (or
     /// until `stop`). Without a background thread, flush and maintain here.
     pub fn checkpoint_from_ingest(&self, stop: &AtomicBool) -> Result<(), TimelineError> {
         self.freeze();
         match self.wakeup.get() {
             Some(w) => {
                 w.wake();
-                while self.frozen_layer_count() > super::tasks::MAX_FROZEN_LAYERS
+                while self.frozen_layer_count() > crate::tenant::tasks::MAX_FROZEN_LAYERS
                     && !stop.load(Ordering::Relaxed)
                     && !self.is_deleted()
                 {

@@ -23,8 +23,8 @@ use postgres_ffi::xlog_utils::to_pg_timestamp;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use super::layer_map::{LayerMap, PersistentLayer};
-use super::timeline::{Timeline, TimelineError, METADATA_FILE_NAME};
+use crate::tenant::layer_map::{LayerMap, PersistentLayer};
+use super::{Timeline, TimelineError, METADATA_FILE_NAME};
 use crate::key::Key;
 
 /// If image layers newer than `layer` (other than itself, at or above its
@@ -223,7 +223,7 @@ mod tests {
     fn gc_between_a_reads_cutoff_check_and_its_walk_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let tl =
-            crate::tenant::timeline::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+            super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
         let k = rel_block_key(REL, 7);
         put_block(&tl, Lsn(0x100), Lsn(0x110), 7, 1);
         tl.freeze_and_flush().unwrap();
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn images_then_gc_removes_old_layers_but_keeps_reads_correct() {
         let dir = tempfile::tempdir().unwrap();
-        let tl = crate::tenant::timeline::test_timeline(
+        let tl = super::super::test_timeline(
             dir.path(),
             TenantConf {
                 image_creation_threshold: 2,
@@ -349,7 +349,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let tl =
-            crate::tenant::timeline::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+            super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
         let w = tl.writer();
         let now = to_pg_timestamp(SystemTime::now());
         let hour = 3_600_000_000i64;
@@ -379,7 +379,7 @@ mod tests {
         // A timeline whose every commit is newer than the window keeps it all.
         let dir2 = tempfile::tempdir().unwrap();
         let tl2 =
-            crate::tenant::timeline::test_timeline(dir2.path(), TenantConf::default(), Lsn(0x100));
+            super::super::test_timeline(dir2.path(), TenantConf::default(), Lsn(0x100));
         let w2 = tl2.writer();
         w2.put(
             slru_block_key(SlruKind::Clog, 0, 0),

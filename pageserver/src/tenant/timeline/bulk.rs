@@ -25,10 +25,10 @@ use bytes::Bytes;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use super::layer_map::PersistentLayer;
-use super::storage_layer::filename::LayerFileName;
-use super::storage_layer::layer_file::LayerWriter;
-use super::timeline::{Timeline, TimelineError, TimelineWriter};
+use crate::tenant::layer_map::PersistentLayer;
+use crate::tenant::storage_layer::filename::LayerFileName;
+use crate::tenant::storage_layer::layer_file::LayerWriter;
+use super::{Timeline, TimelineError, TimelineWriter};
 use crate::key::Key;
 use crate::value::Value;
 

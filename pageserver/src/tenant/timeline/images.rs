@@ -20,10 +20,10 @@ use std::sync::Arc;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use super::layer_map::{LayerMap, PersistentLayer};
-use super::storage_layer::filename::LayerFileName;
-use super::storage_layer::layer_file::LayerWriter;
-use super::timeline::{Timeline, TimelineError};
+use crate::tenant::layer_map::{LayerMap, PersistentLayer};
+use crate::tenant::storage_layer::filename::LayerFileName;
+use crate::tenant::storage_layer::layer_file::LayerWriter;
+use super::{Timeline, TimelineError};
 use crate::key::Key;
 use crate::pgdatadir_mapping::DatadirReader;
 use crate::value::Value;
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn images_follow_the_written_partitions_and_forget_dropped_relations() {
         let dir = tempfile::tempdir().unwrap();
-        let tl = crate::tenant::timeline::test_timeline(
+        let tl = super::super::test_timeline(
             dir.path(),
             TenantConf {
                 checkpoint_distance: 128 * 8192,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use postgres_ffi::slru::SlruKind;
 use zenith_utils::lsn::Lsn;
 
-use super::timeline::{Timeline, TimelineError};
+use super::{Timeline, TimelineError};
 use crate::key::{slru_block_key, slru_dir_key};
 use crate::value::{Value, ZenithWalRecord};
 
@@ -96,7 +96,7 @@ mod tests {
     fn finds_the_last_commit_before_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let tl =
-            crate::tenant::timeline::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+            super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
         let w = tl.writer();
         let clog = slru_block_key(SlruKind::Clog, 0, 0);
         assert_eq!(
