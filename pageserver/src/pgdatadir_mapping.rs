@@ -649,7 +649,12 @@ impl<'a> DatadirModification<'a> {
     /// Commit a modification with bulk pages: its other changes (at most one
     /// image per key survives: the last) and the pages, streamed in key
     /// order into a layer of their own.
-    fn commit_bulk(mut self, writer: &TimelineWriter, prev: Lsn, lsn: Lsn) -> Result<(), TimelineError> {
+    fn commit_bulk(
+        mut self,
+        writer: &TimelineWriter,
+        prev: Lsn,
+        lsn: Lsn,
+    ) -> Result<(), TimelineError> {
         let tl = self.tl;
         let mut small = std::collections::BTreeMap::new();
         for (key, value) in self.puts {
@@ -697,7 +702,8 @@ impl<'a> BulkIter<'a> {
     fn read(&mut self, blkno: u32) -> Result<Bytes, TimelineError> {
         match &self.run.source {
             PageSource::Relation(src) => {
-                Ok(get_opt(self.tl, rel_block_key(*src, blkno), self.base_lsn)?.unwrap_or_else(zero_page))
+                Ok(get_opt(self.tl, rel_block_key(*src, blkno), self.base_lsn)?
+                    .unwrap_or_else(zero_page))
             }
             PageSource::File(path) => {
                 use std::io::Read;
@@ -729,7 +735,9 @@ impl Iterator for BulkIter<'_> {
         }
         let blkno = self.next;
         self.next += 1;
-        let r = self.read(blkno).map(|p| (rel_block_key(self.run.rel, blkno), p));
+        let r = self
+            .read(blkno)
+            .map(|p| (rel_block_key(self.run.rel, blkno), p));
         self.failed = r.is_err();
         Some(r)
     }

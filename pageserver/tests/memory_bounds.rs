@@ -72,9 +72,13 @@ fn import_and_file_copy_stream_large_relations() {
     );
     let rel = server.rel_tag("postgres", "big");
     server.stop();
-    let rel_bytes = std::fs::metadata(pgdata.join(postgres_ffi::relfile::relation_segment_path(rel.rnode(), rel.forknum, 0)))
-        .unwrap()
-        .len();
+    let rel_bytes = std::fs::metadata(pgdata.join(postgres_ffi::relfile::relation_segment_path(
+        rel.rnode(),
+        rel.forknum,
+        0,
+    )))
+    .unwrap()
+    .len();
     assert!(rel_bytes > 90 << 20, "the relation is {rel_bytes} bytes");
 
     let tl = common::empty_timeline(
@@ -86,17 +90,24 @@ fn import_and_file_copy_stream_large_relations() {
 
     // CREATE DATABASE ... STRATEGY FILE_COPY with the big relation's database as template.
     let server = common::Server::start(&pgdata, &["wal_level = replica", "max_wal_size = 1GB"]);
-    server.psql("template1", "CREATE DATABASE copied STRATEGY file_copy TEMPLATE postgres");
+    server.psql(
+        "template1",
+        "CREATE DATABASE copied STRATEGY file_copy TEMPLATE postgres",
+    );
     let copied = server.rel_tag("copied", "big");
     server.stop();
-    let (_records, copy_peak) = peak_during(|| common::ingest_wal_from(&tl, &pgdata, point.end_lsn, point.checkpoint_lsn));
+    let (_records, copy_peak) =
+        peak_during(|| common::ingest_wal_from(&tl, &pgdata, point.end_lsn, point.checkpoint_lsn));
     let lsn = tl.last_record_lsn();
     let r = DatadirReader::new(&tl, lsn);
     let n = r.rel_size(rel).unwrap().unwrap();
     assert_eq!(u64::from(n) * 8192, rel_bytes);
     assert_eq!(r.rel_size(copied).unwrap(), Some(n));
     for blk in [0, n / 2, n - 1] {
-        assert_eq!(r.rel_page(copied, blk).unwrap(), r.rel_page(rel, blk).unwrap());
+        assert_eq!(
+            r.rel_page(copied, blk).unwrap(),
+            r.rel_page(rel, blk).unwrap()
+        );
     }
     eprintln!(
         "peak allocation: import {} MiB, FILE_COPY {} MiB (relation: {} MiB)",

@@ -21,7 +21,6 @@
 //! leftover temporary directories. Branches are O(1): a new metadata file
 //! naming the ancestor and the branch LSN, no data copied.
 
-
 pub mod layer_map;
 pub mod metadata;
 pub mod mgr;
@@ -39,12 +38,12 @@ use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
-use metadata::TimelineMetadata;
-use tasks::{TenantTasks, Wakeup};
-use timeline::{RecordLsn, Timeline, METADATA_FILE_NAME};
 use crate::config::PageServerConf;
 use crate::import_datadir::import_datadir;
 use crate::walredo::WalRedoManager;
+use metadata::TimelineMetadata;
+use tasks::{TenantTasks, Wakeup};
+use timeline::{RecordLsn, Timeline, METADATA_FILE_NAME};
 
 /// One tenant: its timelines and its WAL redo manager.
 pub struct Tenant {
@@ -520,4 +519,3 @@ pub(crate) fn branch_points(timelines: &[Arc<Timeline>], parent: TimelineId) -> 
         .map(|(_, lsn)| lsn)
         .collect()
 }
-

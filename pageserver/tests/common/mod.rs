@@ -271,12 +271,18 @@ pub fn ingest_wal_from(tl: &Arc<Timeline>, pgdata: &Path, start: Lsn, prev: Lsn)
     let mut records = 0;
     let mut buf = vec![0u8; 1 << 20];
     for segno in segs {
-        let mut f = std::fs::File::open(pgdata.join("pg_wal").join(xlog_file_name(1, segno, seg_size)))
-            .unwrap();
+        let mut f = std::fs::File::open(
+            pgdata
+                .join("pg_wal")
+                .join(xlog_file_name(1, segno, seg_size)),
+        )
+        .unwrap();
         if segno == start.segment_number(seg_size) {
             use std::io::Seek;
-            f.seek(std::io::SeekFrom::Start(start.segment_offset(seg_size) as u64))
-                .unwrap();
+            f.seek(std::io::SeekFrom::Start(
+                start.segment_offset(seg_size) as u64
+            ))
+            .unwrap();
         }
         loop {
             let n = f.read(&mut buf).unwrap();
@@ -284,7 +290,10 @@ pub fn ingest_wal_from(tl: &Arc<Timeline>, pgdata: &Path, start: Lsn, prev: Lsn)
                 break;
             }
             dec.feed_bytes(&buf[..n]);
-            while let Some(raw) = dec.poll_decode().unwrap_or_else(|e| panic!("decoding WAL: {e}")) {
+            while let Some(raw) = dec
+                .poll_decode()
+                .unwrap_or_else(|e| panic!("decoding WAL: {e}"))
+            {
                 let end = raw.end_lsn;
                 ingest.ingest_record(tl, &writer, raw).unwrap();
                 records += 1;
@@ -297,5 +306,8 @@ pub fn ingest_wal_from(tl: &Arc<Timeline>, pgdata: &Path, start: Lsn, prev: Lsn)
             }
         }
     }
-    panic!("the WAL ended before the shutdown checkpoint at {}", control.checkpoint);
+    panic!(
+        "the WAL ended before the shutdown checkpoint at {}",
+        control.checkpoint
+    );
 }

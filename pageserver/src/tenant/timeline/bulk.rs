@@ -19,17 +19,15 @@
 //! the next start removes (the record is ingested again).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use crate::tenant::layer_map::PersistentLayer;
+use super::{LayerChange, Timeline, TimelineError, TimelineWriter};
+use crate::key::Key;
 use crate::tenant::storage_layer::filename::LayerFileName;
 use crate::tenant::storage_layer::layer_file::LayerWriter;
-use super::{Timeline, TimelineError, TimelineWriter};
-use crate::key::Key;
 use crate::value::Value;
 
 impl Timeline {
@@ -53,7 +51,7 @@ impl Timeline {
             )));
         }
         self.freeze();
-        let guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.lock_flush();
         self.flush_frozen_locked(&guard)?;
         {
             let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
@@ -80,7 +78,9 @@ impl Timeline {
             last = Some(key);
             while let Some((k, v)) = small.next_if(|(k, _)| *k <= key) {
                 if k == key {
-                    return Err(invalid(format!("{key} is both a page and a change of the record")));
+                    return Err(invalid(format!(
+                        "{key} is both a page and a change of the record"
+                    )));
                 }
                 w.put(k, lsn, &v)?;
                 count += 1;
@@ -94,12 +94,15 @@ impl Timeline {
         }
         let path = w.finish()?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        {
-            let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
-            Arc::make_mut(&mut layers.map).insert(Arc::new(PersistentLayer::new(name, path, size)));
-            layers.set_next_open_start(lsn + 1);
-        }
-        self.advance_disk_consistent_lsn(lsn, Some(prev))?;
+        self.apply_layer_change(
+            &guard,
+            LayerChange {
+                add: vec![(name, path)],
+                next_open_start: Some(lsn + 1),
+                ..LayerChange::default()
+            },
+        );
+        self.advance_disk_consistent_lsn(&guard, lsn, Some(prev))?;
         drop(guard);
         writer.finish_write(prev, lsn);
         info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, %lsn, values = count, bytes = size,

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
+use super::{LayerChange, MaintenanceGuard, Timeline, TimelineError};
 use crate::tenant::layer_map::PersistentLayer;
 use crate::tenant::storage_layer::filename::LayerFileName;
 use crate::tenant::storage_layer::layer_file::{IndexEntry, LayerReader, LayerWriter};
-use super::{Timeline, TimelineError};
 
 impl Timeline {
     /// Compacts L0 delta layers once there are at least
@@ -30,10 +30,7 @@ impl Timeline {
     /// LSN would mix history GC may drop with history it must keep, and GC
     /// could never remove it. Returns the number of L1 layers written.
     pub fn compact(&self, force: bool, branch_points: &[Lsn]) -> Result<usize, TimelineError> {
-        let _guard = self
-            .maintenance_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let guard = self.lock_maintenance();
         self.check_not_deleted()?;
         let (mut l0, mut boundaries): (Vec<Arc<PersistentLayer>>, Vec<Lsn>) = {
             let l = self.layers.read().unwrap_or_else(|e| e.into_inner());
@@ -60,13 +57,17 @@ impl Timeline {
                 self.timeline_id,
                 "failpoint compaction-group".into()
             )));
-            written += self.compact_group(group)?;
+            written += self.compact_group(&guard, group)?;
         }
         Ok(written)
     }
 
     /// Merges `l0` (ascending, contiguous in LSN) into L1 layers.
-    fn compact_group(&self, l0: &[Arc<PersistentLayer>]) -> Result<usize, TimelineError> {
+    fn compact_group(
+        &self,
+        guard: &MaintenanceGuard<'_>,
+        l0: &[Arc<PersistentLayer>],
+    ) -> Result<usize, TimelineError> {
         let lsn_range = l0[0].lsn_range().start..l0[l0.len() - 1].lsn_range().end;
         let readers: Vec<Arc<LayerReader>> =
             l0.iter().map(|l| l.reader()).collect::<Result<_, _>>()?;
@@ -116,25 +117,18 @@ impl Timeline {
             written.push((name, w.finish()?));
             i = j;
         }
-        {
-            let mut l = self.layers.write().unwrap_or_else(|e| e.into_inner());
-            for (name, path) in &written {
-                let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                Arc::make_mut(&mut l.map).insert(Arc::new(PersistentLayer::new(
-                    name.clone(),
-                    path.clone(),
-                    size,
-                )));
-            }
-            for old in l0 {
-                Arc::make_mut(&mut l.map).remove(old);
-                // Deleted when the last read holding it lets go.
-                old.doom();
-            }
-        }
+        let l1 = written.len();
+        self.apply_layer_change(
+            guard,
+            LayerChange {
+                add: written,
+                remove: l0.to_vec(),
+                ..LayerChange::default()
+            },
+        );
         info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id,
-              l0 = l0.len(), l1 = written.len(), lsn_start = %lsn_range.start, lsn_end = %lsn_range.end, "compacted");
-        Ok(written.len())
+              l0 = l0.len(), l1, lsn_start = %lsn_range.start, lsn_end = %lsn_range.end, "compacted");
+        Ok(l1)
     }
 }
 
@@ -229,8 +223,14 @@ mod tests {
                 .unwrap();
             }
             let path = iw.finish().unwrap();
-            let mut l = tl.layers.write().unwrap();
-            Arc::make_mut(&mut l.map).insert(Arc::new(PersistentLayer::new(name, path, 0)));
+            let m = tl.lock_maintenance();
+            tl.apply_layer_change(
+                &m,
+                LayerChange {
+                    add: vec![(name, path)],
+                    ..LayerChange::default()
+                },
+            );
         }
         assert!(tl.compact(false, &[g3]).unwrap() >= 3);
         for (name, _) in tl.layer_files() {

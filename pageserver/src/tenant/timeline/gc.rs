@@ -23,9 +23,9 @@ use postgres_ffi::xlog_utils::to_pg_timestamp;
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use crate::tenant::layer_map::{LayerMap, PersistentLayer};
-use super::{Timeline, TimelineError, METADATA_FILE_NAME};
+use super::{LayerChange, Timeline, TimelineError};
 use crate::key::Key;
+use crate::tenant::layer_map::{LayerMap, PersistentLayer};
 
 /// If image layers newer than `layer` (other than itself, at or above its
 /// last LSN) and at or below `cutoff` cover its whole key range between them, the newest LSN
@@ -108,12 +108,9 @@ impl Timeline {
         branch_points: &[Lsn],
     ) -> Result<GcResult, TimelineError> {
         let pitr_cutoff = self.pitr_cutoff(pitr)?;
-        let _maintenance = self
-            .maintenance_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let maintenance = self.lock_maintenance();
         // Also against flushes: both rewrite the metadata file.
-        let _guard = self.flush_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let flush = maintenance.lock_flush();
         self.check_not_deleted()?;
         let last = self.last_record_lsn();
         let mut md = self.metadata();
@@ -125,10 +122,7 @@ impl Timeline {
         if cutoff > md.latest_gc_cutoff_lsn {
             // Persist the cutoff before removing anything it allows to remove.
             md.latest_gc_cutoff_lsn = cutoff;
-            // Under flush_lock, not the metadata mutex (see
-            // advance_disk_consistent_lsn).
-            md.save(&self.path.join(METADATA_FILE_NAME))?;
-            *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) = md;
+            self.save_metadata(&flush, md)?;
         }
         fail::fail_point!("gc-before-remove", |_| Err(TimelineError::Invalid(
             self.timeline_id,
@@ -160,20 +154,18 @@ impl Timeline {
             doomed.push(Arc::clone(l));
         }
         drop(snapshot);
-        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
         // From here on, reads below the cutoff are refused; reads that took
         // their snapshot earlier keep the layers (and files) they hold.
-        layers.gc_cutoff = layers.gc_cutoff.max(cutoff);
-        let ptrs: std::collections::HashSet<*const PersistentLayer> =
-            doomed.iter().map(Arc::as_ptr).collect();
-        Arc::make_mut(&mut layers.map).remove_where(|l| ptrs.contains(&Arc::as_ptr(l)));
-        drop(layers);
-        for l in &doomed {
-            // Deleted when the last read holding it lets go.
-            l.doom();
-            result.layers_removed += 1;
-            result.bytes_removed += l.file_size;
-        }
+        let removed = self.apply_layer_change(
+            &flush,
+            LayerChange {
+                remove: doomed,
+                raise_gc_cutoff: Some(cutoff),
+                ..LayerChange::default()
+            },
+        );
+        result.layers_removed = removed.len();
+        result.bytes_removed = removed.iter().map(|l| l.file_size).sum();
         info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, %cutoff,
               removed = result.layers_removed, total = result.layers_total, "GC done");
         Ok(result)
@@ -222,8 +214,7 @@ mod tests {
     #[test]
     fn gc_between_a_reads_cutoff_check_and_its_walk_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let tl =
-            super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+        let tl = super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
         let k = rel_block_key(REL, 7);
         put_block(&tl, Lsn(0x100), Lsn(0x110), 7, 1);
         tl.freeze_and_flush().unwrap();
@@ -348,8 +339,7 @@ mod tests {
         use postgres_ffi::slru::SlruKind;
 
         let dir = tempfile::tempdir().unwrap();
-        let tl =
-            super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+        let tl = super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
         let w = tl.writer();
         let now = to_pg_timestamp(SystemTime::now());
         let hour = 3_600_000_000i64;
@@ -378,8 +368,7 @@ mod tests {
 
         // A timeline whose every commit is newer than the window keeps it all.
         let dir2 = tempfile::tempdir().unwrap();
-        let tl2 =
-            super::super::test_timeline(dir2.path(), TenantConf::default(), Lsn(0x100));
+        let tl2 = super::super::test_timeline(dir2.path(), TenantConf::default(), Lsn(0x100));
         let w2 = tl2.writer();
         w2.put(
             slru_block_key(SlruKind::Clog, 0, 0),

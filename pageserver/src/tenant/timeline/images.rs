@@ -15,17 +15,16 @@
 //! not exist at its LSN (the read path stops there).
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use tracing::info;
 use zenith_utils::lsn::Lsn;
 
-use crate::tenant::layer_map::{LayerMap, PersistentLayer};
-use crate::tenant::storage_layer::filename::LayerFileName;
-use crate::tenant::storage_layer::layer_file::LayerWriter;
-use super::{Timeline, TimelineError};
+use super::{LayerChange, Timeline, TimelineError};
 use crate::key::Key;
 use crate::pgdatadir_mapping::DatadirReader;
+use crate::tenant::layer_map::LayerMap;
+use crate::tenant::storage_layer::filename::LayerFileName;
+use crate::tenant::storage_layer::layer_file::LayerWriter;
 use crate::value::Value;
 
 /// One partition of the keyspace: the key range its image covers (the
@@ -137,10 +136,7 @@ impl Timeline {
     /// the live keyspace with enough deltas above their last image (every
     /// partition if `force`). Returns the new layers' names.
     pub fn create_image_layers(&self, force: bool) -> Result<Vec<LayerFileName>, TimelineError> {
-        let _guard = self
-            .maintenance_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let guard = self.lock_maintenance();
         self.check_not_deleted()?;
         let lsn = self.disk_consistent_lsn();
         let map = self.layer_snapshot();
@@ -178,14 +174,13 @@ impl Timeline {
                 }
             }
             let path = w.finish()?;
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let mut l = self.layers.write().unwrap_or_else(|e| e.into_inner());
-            Arc::make_mut(&mut l.map).insert(Arc::new(PersistentLayer::new(
-                name.clone(),
-                path,
-                size,
-            )));
-            drop(l);
+            self.apply_layer_change(
+                &guard,
+                LayerChange {
+                    add: vec![(name.clone(), path)],
+                    ..LayerChange::default()
+                },
+            );
             created.push(name);
         }
         if !created.is_empty() {
@@ -204,6 +199,7 @@ mod tests {
     use crate::pgdatadir_mapping::DatadirModification;
     use bytes::Bytes;
     use postgres_ffi::relfile::RelTag;
+    use std::sync::Arc;
 
     fn k(n: u32) -> Key {
         Key::MIN.add(n)

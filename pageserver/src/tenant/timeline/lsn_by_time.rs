@@ -95,8 +95,7 @@ mod tests {
     #[test]
     fn finds_the_last_commit_before_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let tl =
-            super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+        let tl = super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
         let w = tl.writer();
         let clog = slru_block_key(SlruKind::Clog, 0, 0);
         assert_eq!(
