@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every fuzz target for N seconds each (default 60): the postgres_ffi WAL
 # decoder, and the wire-protocol parsers of zenith_utils (startup packets,
-# frontend messages, backend messages, replication messages).
+# frontend messages, backend messages, replication messages), and the
+# walkeeper's (consensus protocol messages, control file).
 # Installs cargo-fuzz when missing. Uses RUSTC_BOOTSTRAP so that the stable
 # toolchain can build with the sanitizer flags cargo-fuzz needs.
 # FUZZ_TARGETS="fe_message be_message" limits the run to some targets.
@@ -27,6 +28,8 @@ ALL_TARGETS=(
     zenith_utils/fuzz:fe_message
     zenith_utils/fuzz:be_message
     zenith_utils/fuzz:replication_message
+    walkeeper/fuzz:walkeeper_message
+    walkeeper/fuzz:control_file
 )
 
 seed_corpus() {
@@ -61,6 +64,22 @@ PY
     replication_message)
         printf 'w\x00\x00\x00\x01\x00\x00\x00\x28\x00\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x03\x09WAL!' > "$corpus/xlogdata"
         printf 'k\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05\x01' > "$corpus/keepalive"
+        ;;
+    walkeeper_message)
+        # A ProposerGreeting and a VoteRequest (direction byte 0), a
+        # VoteResponse (direction byte 1).
+        python3 - "$corpus" <<'PY'
+import struct, sys, os
+g = struct.pack("<Q", ord("g")) + struct.pack("<II", 1, 150002) + bytes(16) + struct.pack("<Q", 42) + bytes(range(16)) + bytes(range(16, 32)) + struct.pack("<II", 1, 16 << 20)
+v = struct.pack("<QQ", ord("v"), 3) + bytes(16)
+r = struct.pack("<QQQQQ", ord("v"), 3, 1, 0x1000028, 0) + struct.pack("<I", 1) + struct.pack("<QQ", 2, 0x1000028) + struct.pack("<Q", 0x1000028)
+for name, data in [("greeting", b"\0" + g), ("vote", b"\0" + v), ("vote_response", b"\1" + r)]:
+    with open(os.path.join(sys.argv[1], name), "wb") as f:
+        f.write(data)
+PY
+        ;;
+    control_file)
+        printf 'ZWKC\x01\x00\x00\x00\x02\x00\x00\x00{}\x00\x00\x00\x00' > "$corpus/empty_json"
         ;;
     esac
 }

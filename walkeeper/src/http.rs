@@ -1,0 +1,74 @@
+//! The walkeeper's HTTP API, on the shared kit ([`zenith_utils::http`]):
+//!
+//! - `GET /v1/status`: process id and version (from the kit), plus
+//! - `GET /v1/walkeeper`: this walkeeper's id and its timelines;
+//! - `GET /v1/tenant/{tenant_id}/timeline/{timeline_id}`: a timeline's
+//!   term, epoch, term history, flush/commit/truncate LSNs, the connected
+//!   proposer and replication clients, the pageserver's last feedback
+//!   (404 with a JSON body for an unknown timeline, 400 for a bad id);
+//! - `GET /metrics`.
+
+use std::sync::{Arc, LazyLock};
+
+use hyper::StatusCode;
+use prometheus::{register_int_gauge, IntGauge};
+use serde::Serialize;
+use zenith_utils::http::{json_response, ApiError, ApiRequest, ApiResult, HttpConf, Router};
+use zenith_utils::id::{TenantId, TimelineId};
+
+use crate::timeline::{TimelineStatus, Timelines};
+
+pub struct HttpState {
+    pub node_id: u64,
+    pub timelines: Arc<Timelines>,
+}
+
+static TIMELINES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "walkeeper_timelines",
+        "Timelines on this walkeeper (updated on scrape)"
+    )
+    .expect("registering walkeeper_timelines")
+});
+
+#[derive(Serialize)]
+struct WalkeeperStatus {
+    id: u64,
+    timelines: Vec<TimelineStatus>,
+}
+
+pub fn router() -> Router<HttpState> {
+    Router::new("walkeeper", env!("CARGO_PKG_VERSION"), HttpConf::default())
+        .on_scrape(|s: &HttpState| TIMELINES.set(s.timelines.all().len() as i64))
+        .get("/v1/walkeeper", |s: Arc<HttpState>, _req| async move {
+            let timelines = s.timelines.all().iter().map(|t| t.status()).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &WalkeeperStatus {
+                    id: s.node_id,
+                    timelines,
+                },
+            ))
+        })
+        .get(
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}",
+            timeline_status,
+        )
+}
+
+async fn timeline_status(s: Arc<HttpState>, req: ApiRequest) -> ApiResult {
+    let t = req.param("tenant_id")?;
+    let tenant_id: TenantId = t
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("invalid tenant id {t:?}: {e}")))?;
+    let l = req.param("timeline_id")?;
+    let timeline_id: TimelineId = l
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("invalid timeline id {l:?}: {e}")))?;
+    let tl = s.timelines.get(tenant_id, timeline_id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "timeline {timeline_id} of tenant {tenant_id} is not on this walkeeper"
+        ))
+    })?;
+    Ok(json_response(StatusCode::OK, &tl.status()))
+}

@@ -1,0 +1,170 @@
+//! `START_WAL_PUSH`: a proposer's connection.
+//!
+//! After CopyBothResponse, each CopyData from the proposer holds one
+//! [`ProposerMessage`]; each reply goes back in one CopyData. The first
+//! message must be the greeting, and it must name the timeline of the
+//! connection's options. The acceptor runs in `spawn_blocking` (it fsyncs
+//! before replying).
+//!
+//! Errors reach the proposer as an ErrorResponse and end the stream: bytes
+//! that are not a message (08P01), a greeting for another timeline or
+//! protocol version (22023), a request the acceptor refuses such as an
+//! AppendRequest before the election (55000), storage failures (58030).
+//! Other connections and timelines carry on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::postgres_backend::{HandlerError, PostgresBackend};
+use zenith_utils::pq_proto::{BeMessage, CopyResponse, FeMessage, SqlState};
+
+use crate::acceptor::AcceptorError;
+use crate::proto::ProposerMessage;
+use crate::timeline::{Timeline, Timelines};
+
+fn acceptor_error(e: AcceptorError) -> HandlerError {
+    let code = match &e {
+        AcceptorError::ProtocolVersion { .. }
+        | AcceptorError::PgVersion { .. }
+        | AcceptorError::WrongTimeline { .. } => SqlState::INVALID_PARAMETER_VALUE,
+        AcceptorError::Refused(_) => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        AcceptorError::Store(_) => SqlState::IO_ERROR,
+    };
+    HandlerError::query(code, e.to_string())
+}
+
+async fn process(
+    tl: &Arc<Timeline>,
+    msg: ProposerMessage,
+) -> Result<Option<bytes::Bytes>, HandlerError> {
+    let tl = Arc::clone(tl);
+    let reply = tokio::task::spawn_blocking(move || tl.process(&msg))
+        .await
+        .map_err(|e| {
+            HandlerError::query(
+                SqlState::INTERNAL_ERROR,
+                format!("acceptor task failed: {e}"),
+            )
+        })?
+        .map_err(acceptor_error)?;
+    Ok(reply.map(|r| r.to_bytes()))
+}
+
+pub async fn run(
+    pgb: &mut PostgresBackend,
+    timelines: &Arc<Timelines>,
+    tenant_id: TenantId,
+    timeline_id: TimelineId,
+    peer: SocketAddr,
+) -> Result<(), HandlerError> {
+    pgb.writer
+        .send(&BeMessage::CopyBothResponse(CopyResponse::BINARY))
+        .await?;
+    let (reader, writer) = pgb.split();
+
+    // The greeting, which creates the timeline on first contact.
+    let first = match reader.read_message().await? {
+        Some(FeMessage::CopyData(data)) => data,
+        Some(FeMessage::CopyDone) | Some(FeMessage::Terminate) | None => {
+            return Err(HandlerError::ClientGone)
+        }
+        Some(other) => {
+            return Err(HandlerError::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("expected CopyData in START_WAL_PUSH, got {other:?}"),
+            ))
+        }
+    };
+    let greeting = match ProposerMessage::parse(&first) {
+        Ok(ProposerMessage::Greeting(g)) => g,
+        Ok(other) => {
+            return Err(HandlerError::query(
+                SqlState::PROTOCOL_VIOLATION,
+                format!(
+                    "the first message of START_WAL_PUSH must be a greeting, not {}",
+                    other.name()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(HandlerError::query(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("bad greeting: {e}"),
+            ))
+        }
+    };
+    if greeting.tenant_id != tenant_id || greeting.timeline_id != timeline_id {
+        return Err(acceptor_error(AcceptorError::WrongTimeline {
+            tenant_id: greeting.tenant_id,
+            timeline_id: greeting.timeline_id,
+            expected: format!("tenant {tenant_id} timeline {timeline_id}"),
+        }));
+    }
+    // Refuse a bad greeting before anything is created on disk.
+    if greeting.protocol_version != crate::proto::PROTOCOL_VERSION {
+        return Err(acceptor_error(AcceptorError::ProtocolVersion {
+            got: greeting.protocol_version,
+        }));
+    }
+    let tl = {
+        let timelines = Arc::clone(timelines);
+        tokio::task::spawn_blocking(move || timelines.get_or_create(tenant_id, timeline_id))
+            .await
+            .map_err(|e| {
+                HandlerError::query(
+                    SqlState::INTERNAL_ERROR,
+                    format!("timeline task failed: {e}"),
+                )
+            })?
+            .map_err(|e| HandlerError::query(SqlState::IO_ERROR, e.to_string()))?
+    };
+    let _conn = tl.proposer_connected(peer.to_string());
+    if let Some(reply) = process(&tl, ProposerMessage::Greeting(greeting)).await? {
+        writer.send(&BeMessage::CopyData(&reply)).await?;
+    }
+    info!(%peer, "proposer connected");
+
+    loop {
+        // A proposer deposed by a newer one learns it from the term in its
+        // next reply.
+        let data = match reader.read_message().await? {
+            Some(FeMessage::CopyData(d)) => d,
+            Some(FeMessage::CopyDone) => {
+                writer.send(&BeMessage::CopyDone).await?;
+                return Ok(());
+            }
+            Some(FeMessage::Terminate) | None => {
+                info!("proposer disconnected");
+                return Err(HandlerError::ClientGone);
+            }
+            Some(other) => {
+                return Err(HandlerError::fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("expected CopyData in START_WAL_PUSH, got {other:?}"),
+                ))
+            }
+        };
+        let msg = ProposerMessage::parse(&data).map_err(|e| {
+            HandlerError::query(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("bad proposer message: {e}"),
+            )
+        })?;
+        if let ProposerMessage::Greeting(_) = msg {
+            return Err(HandlerError::query(
+                SqlState::PROTOCOL_VIOLATION,
+                "a second greeting on one connection",
+            ));
+        }
+        match process(&tl, msg).await {
+            Ok(Some(reply)) => writer.send(&BeMessage::CopyData(&reply)).await?,
+            Ok(None) => {}
+            Err(e) => {
+                warn!("proposer request refused: {e}");
+                return Err(e);
+            }
+        }
+    }
+}
