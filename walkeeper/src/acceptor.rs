@@ -241,7 +241,13 @@ impl<S: WalStore> Acceptor<S> {
                 g.wal_seg_size
             )));
         }
-        if have.system_id != 0 && have.system_id != g.system_id && self.flush_lsn() != Lsn(0) {
+        // System id 0: the proposer does not know it (postgres
+        // --sync-walkeepers before the compute exists); never adopted.
+        if have.system_id != 0
+            && g.system_id != 0
+            && have.system_id != g.system_id
+            && self.flush_lsn() != Lsn(0)
+        {
             return Err(AcceptorError::Refused(format!(
                 "system id {} does not match the timeline's {}",
                 g.system_id, have.system_id
@@ -249,7 +255,7 @@ impl<S: WalStore> Acceptor<S> {
         }
         let server = ServerInfo {
             pg_version: g.pg_version,
-            system_id: g.system_id,
+            system_id: if g.system_id == 0 { have.system_id } else { g.system_id },
             wal_seg_size: g.wal_seg_size,
         };
         if server != have {

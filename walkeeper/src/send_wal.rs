@@ -74,11 +74,15 @@ async fn poll_client(
     }
 }
 
+/// Stream WAL from `start`: committed WAL, or with `recovery` everything
+/// this walkeeper has flushed (for a newly elected proposer reading the
+/// donor's WAL).
 pub async fn run(
     pgb: &mut PostgresBackend,
     tl: Arc<Timeline>,
     start: Lsn,
     peer: SocketAddr,
+    recovery: bool,
 ) -> Result<(), HandlerError> {
     let first = tl.start_lsn();
     if start < first {
@@ -90,7 +94,7 @@ pub async fn run(
         ));
     }
     let mut commit_rx = tl.commit_lsn();
-    info!(%peer, %start, commit = %*commit_rx.borrow(), "replication started");
+    info!(%peer, %start, commit = %*commit_rx.borrow(), recovery, "replication started");
     let _conn = tl.replication_connected(peer.to_string());
     pgb.writer
         .send(&BeMessage::CopyBothResponse(CopyResponse::BINARY))
@@ -99,7 +103,10 @@ pub async fn run(
     let mut pos = start;
     let mut buf = vec![0u8; MAX_CHUNK];
     loop {
-        let commit = *commit_rx.borrow_and_update();
+        let mut commit = *commit_rx.borrow_and_update();
+        if recovery {
+            commit = commit.max(tl.flush_and_epoch().0);
+        }
         if pos < commit {
             let (t, b) = (Arc::clone(&tl), std::mem::take(&mut buf));
             let (n, b) = tokio::task::spawn_blocking(move || {
@@ -144,7 +151,7 @@ pub async fn run(
                     return Err(HandlerError::Shutdown);
                 }
             }
-            _ = tokio::time::sleep(KEEPALIVE_INTERVAL) => {
+            _ = tokio::time::sleep(if recovery { Duration::from_millis(100) } else { KEEPALIVE_INTERVAL }) => {
                 let k = ReplicationMessage::PrimaryKeepalive(PrimaryKeepalive {
                     wal_end: commit,
                     send_time: pg_now(),

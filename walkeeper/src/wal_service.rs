@@ -11,7 +11,8 @@
 //! - `START_WAL_PUSH`: the consensus protocol with a proposer
 //!   ([`crate::receive_wal`]);
 //! - `START_REPLICATION [PHYSICAL] X/Y`: committed WAL from `X/Y`
-//!   ([`crate::send_wal`]);
+//!   ([`crate::send_wal`]); with `application_name=walproposer_recovery`
+//!   (a newly elected proposer reading the donor's WAL) up to the flush LSN;
 //! - `SET ...` is accepted and ignored (clients send it).
 
 use std::net::SocketAddr;
@@ -104,7 +105,13 @@ pub struct WalServiceHandler {
     pub timelines: Arc<Timelines>,
     pub peer: SocketAddr,
     ids: Option<(TenantId, TimelineId)>,
+    /// A proposer reading a donor's WAL: replication goes up to the flush
+    /// LSN, not only the commit LSN.
+    recovery: bool,
 }
+
+/// The application_name of a proposer's recovery connection.
+pub const RECOVERY_APPLICATION_NAME: &str = "walproposer_recovery";
 
 impl WalServiceHandler {
     pub fn new(timelines: Arc<Timelines>, peer: SocketAddr) -> WalServiceHandler {
@@ -112,6 +119,7 @@ impl WalServiceHandler {
             timelines,
             peer,
             ids: None,
+            recovery: false,
         }
     }
 
@@ -135,6 +143,7 @@ impl WalServiceHandler {
 
 impl Handler for WalServiceHandler {
     fn startup(&mut self, params: &StartupParams) -> Result<(), HandlerError> {
+        self.recovery = params.get("application_name") == Some(RECOVERY_APPLICATION_NAME);
         let Some(options) = params.get("options") else {
             return Ok(());
         };
@@ -202,7 +211,7 @@ impl Handler for WalServiceHandler {
             }
             Command::StartReplication { start } => {
                 let tl = self.existing_timeline()?;
-                crate::send_wal::run(pgb, tl, start, self.peer).await
+                crate::send_wal::run(pgb, tl, start, self.peer, self.recovery).await
             }
         }
     }

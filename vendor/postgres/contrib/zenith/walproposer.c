@@ -1,0 +1,1131 @@
+/*-------------------------------------------------------------------------
+ *
+ * walproposer.c
+ *	  Make the compute's WAL durable on a quorum of walkeepers.
+ *
+ * The walproposer connects to every walkeeper in zenith.walkeepers
+ * (libpq, non-blocking, one event loop), runs an election (greeting, vote
+ * with a term above any seen, the most advanced log wins), tells each
+ * walkeeper where its WAL agrees with ours (ProposerElected), and streams
+ * WAL to it in AppendRequests. The commit LSN is the highest LSN a majority
+ * has fsynced, counting only walkeepers that reached the start of our term.
+ * The protocol and its rules: docs/walkeeper_protocol.md.
+ *
+ * Two modes share this code:
+ *
+ * - The background worker of a running compute (WalProposerMain). It takes
+ *   a walsender slot (patch 0008), named "walproposer" for
+ *   synchronous_standby_names, and records the commit LSN there as the
+ *   standby's write/flush/apply positions: commits return once a majority
+ *   of walkeepers has fsynced them. WAL flushes wake it (WalSndWakeup).
+ *   It sends WAL up to the end of the last complete record at or below the
+ *   local flush LSN, so that the end of the walkeepers' WAL is always a
+ *   record boundary where the next compute can start. If a walkeeper
+ *   answers with a higher term, another compute has taken the timeline:
+ *   the walproposer logs why and shuts the compute down (fast shutdown);
+ *   waiting commits fail instead of being acknowledged.
+ *
+ * - postgres --sync-walkeepers (WalProposerSync), before a compute starts:
+ *   the same election, then the WAL of the most advanced walkeeper is
+ *   copied to a majority and the commit LSN brought to its end; the LSN is
+ *   printed and the process exits 0. "0/0": the walkeepers hold no WAL.
+ *
+ * WAL below the start of this compute's WAL (a lagging walkeeper's catch
+ * up) is read from the donor, the most advanced walkeeper, over
+ * START_REPLICATION with application_name walproposer_recovery (the
+ * walkeeper then streams up to its flush LSN, not only committed WAL).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xlogreader.h"
+#include "access/xlogrecord.h"
+#include "access/xlogutils.h"
+#include "access/rmgr.h"
+#include "catalog/pg_control.h"
+#include "common/controldata_utils.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "replication/syncrep.h"
+#include "replication/walsender.h"
+#include "replication/walsender_private.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "walproposer.h"
+
+typedef enum
+{
+	WK_OFFLINE,					/* not connected; retried after a delay */
+	WK_CONNECTING,				/* PQconnectPoll in progress */
+	WK_WAIT_COPY,				/* START_WAL_PUSH sent */
+	WK_HANDSHAKE,				/* greeting sent */
+	WK_GREETED,					/* greeting answered, term not chosen yet */
+	WK_VOTING,					/* vote request sent */
+	WK_VOTED,					/* vote answered, not elected yet */
+	WK_ACTIVE					/* elected: streaming */
+} WkState;
+
+typedef struct Walkeeper
+{
+	char		host[256];
+	char		port[32];
+	PGconn	   *conn;
+	WkState		state;
+	TimestampTz state_since;
+	PostgresPollingStatusType poll;
+	bool		want_write;		/* libpq has output pending */
+	term_t		greeting_term;
+	VoteResponse vote;
+	XLogRecPtr	sent;			/* next byte to send */
+	XLogRecPtr	flush;			/* its flush LSN in our term */
+	XLogRecPtr	commit;			/* the commit LSN it reported */
+	XLogRecPtr	commit_sent;	/* the commit LSN last sent to it */
+	TimestampTz last_send;
+} Walkeeper;
+
+static Walkeeper wks[WK_MAX_WALKEEPERS];
+static int	n_wks;
+static int	quorum;
+static bool sync_mode;
+
+static uint8 proposer_id[16];
+static uint8 tenant_id[16];
+static uint8 timeline_id[16];
+static uint64 system_id;
+static uint32 seg_size;
+
+static term_t prop_term;		/* 0: not chosen yet */
+static bool elected;
+static XLogRecPtr epoch_start;	/* where our term's WAL starts */
+static TermHistory prop_history;
+static XLogRecPtr truncate_lsn;
+static XLogRecPtr timeline_start;
+static XLogRecPtr commit_lsn;
+
+/* bgworker: where this compute's WAL starts, and how far whole records go */
+static XLogRecPtr compute_start;
+static XLogRecPtr record_walk_pos;
+static XLogReaderState *wal_reader;
+
+/* WAL below epoch_start that this process does not have, from the donor */
+static char *recovered;
+static XLogRecPtr recovered_start;
+
+#define MAX_IN_FLIGHT (1024 * 1024)
+#define HEARTBEAT_MS 1000
+
+static void wk_connect(int i);
+static void wk_shutdown(int i, const char *why);
+static void send_elected(int i);
+static void send_wal(int i);
+static void event_loop(void) pg_attribute_noreturn();
+
+static const char *
+wk_name(int i)
+{
+	static char buf[300];
+
+	snprintf(buf, sizeof(buf), "%s:%s", wks[i].host, wks[i].port);
+	return buf;
+}
+
+/* ------------------------------------------------------------ configuration */
+
+static void
+parse_config(void)
+{
+	char	   *list;
+	char	   *tok;
+	char	   *save;
+
+	if (!wk_parse_id(zenith_tenant_id, tenant_id))
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zenith.tenant_id \"%s\" is not 32 hex digits", zenith_tenant_id)));
+	if (!wk_parse_id(zenith_timeline_id, timeline_id))
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zenith.timeline_id \"%s\" is not 32 hex digits", zenith_timeline_id)));
+	list = pstrdup(zenith_walkeepers ? zenith_walkeepers : "");
+	n_wks = 0;
+	for (tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
+	{
+		char	   *colon;
+
+		while (*tok == ' ')
+			tok++;
+		if (*tok == '\0')
+			continue;
+		if (n_wks >= WK_MAX_WALKEEPERS)
+			ereport(FATAL,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("zenith.walkeepers lists more than %d walkeepers", WK_MAX_WALKEEPERS)));
+		colon = strrchr(tok, ':');
+		if (colon == NULL || colon == tok || colon[1] == '\0' ||
+			colon - tok >= (int) sizeof(wks[0].host) || strlen(colon + 1) >= sizeof(wks[0].port))
+			ereport(FATAL,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid walkeeper address \"%s\" in zenith.walkeepers: expected host:port", tok)));
+		memset(&wks[n_wks], 0, sizeof(Walkeeper));
+		memcpy(wks[n_wks].host, tok, colon - tok);
+		strlcpy(wks[n_wks].port, colon + 1, sizeof(wks[n_wks].port));
+		wks[n_wks].state = WK_OFFLINE;
+		n_wks++;
+	}
+	if (n_wks == 0)
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zenith.walkeepers is empty")));
+	quorum = n_wks / 2 + 1;
+	if (!pg_strong_random(proposer_id, sizeof(proposer_id)))
+		ereport(FATAL, (errmsg("could not generate a proposer id")));
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void
+set_state(int i, WkState s)
+{
+	wks[i].state = s;
+	wks[i].state_since = GetCurrentTimestamp();
+}
+
+static void
+wk_connect(int i)
+{
+	Walkeeper  *wk = &wks[i];
+	char		options[200];
+	char		timeout[32];
+	const char *keys[] = {"host", "port", "dbname", "user", "application_name",
+	"options", "connect_timeout", NULL};
+	const char *values[8];
+
+	snprintf(options, sizeof(options), "-c tenant_id=%s -c timeline_id=%s",
+			 zenith_tenant_id, zenith_timeline_id);
+	snprintf(timeout, sizeof(timeout), "%d", Max(1, zenith_walkeeper_connect_timeout / 1000));
+	values[0] = wk->host;
+	values[1] = wk->port;
+	values[2] = "postgres";
+	values[3] = "zenith_walproposer";
+	values[4] = "walproposer";
+	values[5] = options;
+	values[6] = timeout;
+	values[7] = NULL;
+	wk->conn = PQconnectStartParams(keys, values, 0);
+	if (wk->conn == NULL || PQstatus(wk->conn) == CONNECTION_BAD)
+	{
+		wk_shutdown(i, wk->conn ? PQerrorMessage(wk->conn) : "out of memory");
+		return;
+	}
+	wk->poll = PGRES_POLLING_WRITING;
+	wk->want_write = false;
+	set_state(i, WK_CONNECTING);
+}
+
+static void
+wk_shutdown(int i, const char *why)
+{
+	Walkeeper  *wk = &wks[i];
+
+	if (wk->state != WK_OFFLINE || wk->conn != NULL)
+		ereport(LOG,
+				(errmsg("walproposer: walkeeper %s: %s", wk_name(i), why ? why : "connection closed")));
+	if (wk->conn)
+		PQfinish(wk->conn);
+	wk->conn = NULL;
+	wk->want_write = false;
+	set_state(i, WK_OFFLINE);
+}
+
+/* Queue one message and push what libpq can send now. */
+static bool
+wk_send(int i, StringInfo msg)
+{
+	Walkeeper  *wk = &wks[i];
+	int			r;
+
+	if (PQputCopyData(wk->conn, msg->data, msg->len) != 1)
+	{
+		wk_shutdown(i, PQerrorMessage(wk->conn));
+		return false;
+	}
+	r = PQflush(wk->conn);
+	if (r < 0)
+	{
+		wk_shutdown(i, PQerrorMessage(wk->conn));
+		return false;
+	}
+	wk->want_write = r == 1;
+	wk->last_send = GetCurrentTimestamp();
+	return true;
+}
+
+static void
+send_greeting(int i)
+{
+	StringInfoData msg;
+
+	initStringInfo(&msg);
+	wk_write_greeting(&msg, PG_VERSION_NUM, proposer_id, system_id, timeline_id,
+					  tenant_id, seg_size);
+	if (wk_send(i, &msg))
+		set_state(i, WK_HANDSHAKE);
+	pfree(msg.data);
+}
+
+static void
+send_vote_request(int i)
+{
+	StringInfoData msg;
+
+	initStringInfo(&msg);
+	wk_write_vote_request(&msg, prop_term, proposer_id);
+	if (wk_send(i, &msg))
+		set_state(i, WK_VOTING);
+	pfree(msg.data);
+}
+
+/* ------------------------------------------------------------ deposed */
+
+static void
+deposed(int i, term_t their_term)
+{
+	if (sync_mode)
+		ereport(FATAL,
+				(errmsg("walproposer: walkeeper %s has term " UINT64_FORMAT ", above ours (" UINT64_FORMAT "): another compute is writing this timeline",
+						wk_name(i), their_term, prop_term)));
+	ereport(LOG,
+			(errmsg("walproposer: deposed: walkeeper %s has term " UINT64_FORMAT ", above ours (" UINT64_FORMAT "); another compute has taken over this timeline, shutting down",
+					wk_name(i), their_term, prop_term)));
+	/* Fast shutdown: waiting commits fail, nothing more is acknowledged. */
+	kill(PostmasterPid, SIGINT);
+	proc_exit(1);
+}
+
+/* ------------------------------------------------------------ election */
+
+static term_t
+epoch_of(const VoteResponse *v)
+{
+	term_t		t = 0;
+
+	for (uint32 k = 0; k < v->history.n; k++)
+		if (v->history.entries[k].lsn < v->flush_lsn)
+			t = v->history.entries[k].term;
+	return t;
+}
+
+/* Where walkeeper i starts receiving our WAL (see proposer.rs). */
+static XLogRecPtr
+start_streaming_at(const VoteResponse *v)
+{
+	uint32		common = 0;
+
+	while (common < prop_history.n && common < v->history.n &&
+		   prop_history.entries[common].term == v->history.entries[common].term &&
+		   prop_history.entries[common].lsn == v->history.entries[common].lsn)
+		common++;
+	if (common == 0 || v->flush_lsn == InvalidXLogRecPtr)
+	{
+		XLogRecPtr	first = prop_history.entries[0].lsn;
+		XLogRecPtr	last = prop_history.entries[prop_history.n - 1].lsn;
+
+		return Max(first, Min(truncate_lsn, last));
+	}
+	if (common == prop_history.n)
+		return v->flush_lsn;
+	return Min(v->flush_lsn, prop_history.entries[common].lsn);
+}
+
+/*
+ * Read [start, end) from walkeeper i's WAL into recovered (blocking: this
+ * happens once per election or late joiner, before anything waits on it).
+ */
+static bool
+fetch_wal(int donor, XLogRecPtr start, XLogRecPtr end)
+{
+	char		conninfo[1024];
+	PGconn	   *conn;
+	PGresult   *res;
+	char		cmd[64];
+	char	   *buf = palloc(end - start);
+	XLogRecPtr	pos = start;
+
+	snprintf(conninfo, sizeof(conninfo),
+			 "host=%s port=%s dbname=postgres user=zenith_walproposer application_name=walproposer_recovery connect_timeout=%d options='-c tenant_id=%s -c timeline_id=%s'",
+			 wks[donor].host, wks[donor].port, Max(1, zenith_walkeeper_connect_timeout / 1000),
+			 zenith_tenant_id, zenith_timeline_id);
+	conn = PQconnectdb(conninfo);
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		ereport(LOG, (errmsg("walproposer: recovery from %s: %s", wk_name(donor), PQerrorMessage(conn))));
+		PQfinish(conn);
+		pfree(buf);
+		return false;
+	}
+	snprintf(cmd, sizeof(cmd), "START_REPLICATION PHYSICAL %X/%X", LSN_FORMAT_ARGS(start));
+	res = PQexec(conn, cmd);
+	if (PQresultStatus(res) != PGRES_COPY_BOTH)
+	{
+		ereport(LOG, (errmsg("walproposer: recovery from %s: %s", wk_name(donor), PQerrorMessage(conn))));
+		PQclear(res);
+		PQfinish(conn);
+		pfree(buf);
+		return false;
+	}
+	PQclear(res);
+	while (pos < end)
+	{
+		char	   *data;
+		int			len = PQgetCopyData(conn, &data, 0);
+
+		if (len < 0)
+			break;
+		if (len > 25 && data[0] == 'w')
+		{
+			XLogRecPtr	wal_start = 0;
+			int			n = len - 25;
+
+			for (int k = 0; k < 8; k++)
+				wal_start = (wal_start << 8) | (unsigned char) data[1 + k];
+			if (wal_start != pos)
+			{
+				PQfreemem(data);
+				break;
+			}
+			n = Min((uint64) n, end - pos);
+			memcpy(buf + (pos - start), data + 25, n);
+			pos += n;
+		}
+		PQfreemem(data);
+	}
+	PQfinish(conn);
+	if (pos < end)
+	{
+		ereport(LOG,
+				(errmsg("walproposer: recovery from %s stopped at %X/%X, needed up to %X/%X",
+						wk_name(donor), LSN_FORMAT_ARGS(pos), LSN_FORMAT_ARGS(end))));
+		pfree(buf);
+		return false;
+	}
+	if (recovered)
+		pfree(recovered);
+	recovered = buf;
+	recovered_start = start;
+	ereport(LOG,
+			(errmsg("walproposer: recovered WAL %X/%X..%X/%X from %s",
+					LSN_FORMAT_ARGS(start), LSN_FORMAT_ARGS(end), wk_name(donor))));
+	return true;
+}
+
+/* Make sure WAL from lsn up to epoch_start is at hand; false if not now. */
+static bool
+have_wal_from(XLogRecPtr lsn, int prefer)
+{
+	if (lsn >= epoch_start)
+		return true;
+	if (recovered != NULL && lsn >= recovered_start)
+		return true;
+	/* The preferred donor first, then any walkeeper that has our epoch. */
+	if (prefer >= 0 && fetch_wal(prefer, lsn, epoch_start))
+		return true;
+	for (int i = 0; i < n_wks; i++)
+		if (i != prefer && wks[i].state == WK_ACTIVE && wks[i].flush >= epoch_start &&
+			fetch_wal(i, lsn, epoch_start))
+			return true;
+	return false;
+}
+
+static void
+run_election(void)
+{
+	int			donor = -1;
+	XLogRecPtr	min_start = InvalidXLogRecPtr;
+	TermHistory h;
+
+	truncate_lsn = InvalidXLogRecPtr;
+	timeline_start = InvalidXLogRecPtr;
+	for (int i = 0; i < n_wks; i++)
+	{
+		VoteResponse *v = &wks[i].vote;
+
+		if (wks[i].state != WK_VOTED || !v->vote_given)
+			continue;
+		if (donor < 0 || epoch_of(v) > epoch_of(&wks[donor].vote) ||
+			(epoch_of(v) == epoch_of(&wks[donor].vote) && v->flush_lsn > wks[donor].vote.flush_lsn))
+			donor = i;
+		truncate_lsn = Max(truncate_lsn, v->truncate_lsn);
+		if (v->timeline_start_lsn != InvalidXLogRecPtr &&
+			(timeline_start == InvalidXLogRecPtr || v->timeline_start_lsn < timeline_start))
+			timeline_start = v->timeline_start_lsn;
+	}
+	Assert(donor >= 0);
+
+	if (wks[donor].vote.flush_lsn == InvalidXLogRecPtr)
+	{
+		if (sync_mode)
+		{
+			/* Nothing anywhere: the timeline starts with the next compute. */
+			printf("0/0\n");
+			fflush(stdout);
+			proc_exit(0);
+		}
+		epoch_start = compute_start;
+		h.n = 0;
+	}
+	else
+	{
+		VoteResponse *d = &wks[donor].vote;
+
+		epoch_start = d->flush_lsn;
+		h.n = 0;
+		for (uint32 k = 0; k < d->history.n; k++)
+			if (d->history.entries[k].lsn < epoch_start)
+				h.n = k + 1;
+		if (!sync_mode && epoch_start != compute_start)
+		{
+			ereport(LOG,
+					(errmsg("walproposer: the walkeepers' WAL ends at %X/%X, but this compute's WAL starts at %X/%X; "
+							"start the compute from a basebackup taken at the LSN postgres --sync-walkeepers prints",
+							LSN_FORMAT_ARGS(epoch_start), LSN_FORMAT_ARGS(compute_start))));
+			kill(PostmasterPid, SIGINT);
+			proc_exit(1);
+		}
+	}
+	if (timeline_start == InvalidXLogRecPtr)
+		timeline_start = epoch_start;
+	prop_history.n = h.n + 1;
+	prop_history.entries = MemoryContextAlloc(TopMemoryContext, sizeof(TermSwitch) * prop_history.n);
+	for (uint32 k = 0; k < h.n; k++)
+		prop_history.entries[k] = wks[donor].vote.history.entries[k];
+	prop_history.entries[h.n].term = prop_term;
+	prop_history.entries[h.n].lsn = epoch_start;
+	elected = true;
+
+	for (int i = 0; i < n_wks; i++)
+	{
+		XLogRecPtr	s;
+
+		if (wks[i].state != WK_VOTED)
+			continue;
+		s = start_streaming_at(&wks[i].vote);
+		if (min_start == InvalidXLogRecPtr || s < min_start)
+			min_start = s;
+	}
+	ereport(LOG,
+			(errmsg("walproposer: elected in term " UINT64_FORMAT " with donor %s; our WAL starts at %X/%X, truncate LSN %X/%X",
+					prop_term, wk_name(donor), LSN_FORMAT_ARGS(epoch_start),
+					LSN_FORMAT_ARGS(truncate_lsn))));
+	if (min_start != InvalidXLogRecPtr && min_start < epoch_start)
+		(void) have_wal_from(min_start, donor);
+
+	for (int i = 0; i < n_wks; i++)
+		if (wks[i].state == WK_VOTED)
+			send_elected(i);
+}
+
+static void
+send_elected(int i)
+{
+	Walkeeper  *wk = &wks[i];
+	XLogRecPtr	start = start_streaming_at(&wk->vote);
+	StringInfoData msg;
+
+	if (!have_wal_from(start, -1))
+	{
+		wk_shutdown(i, "its missing WAL could not be read from any walkeeper; retrying later");
+		return;
+	}
+	initStringInfo(&msg);
+	wk_write_elected(&msg, prop_term, start, &prop_history, timeline_start);
+	if (!wk_send(i, &msg))
+	{
+		pfree(msg.data);
+		return;
+	}
+	pfree(msg.data);
+	wk->sent = start;
+	wk->flush = start;
+	/* Force an AppendRequest now: its reply tells us its flush LSN. */
+	wk->commit_sent = PG_UINT64_MAX;
+	set_state(i, WK_ACTIVE);
+	ereport(LOG,
+			(errmsg("walproposer: streaming to walkeeper %s from %X/%X",
+					wk_name(i), LSN_FORMAT_ARGS(start))));
+	send_wal(i);
+}
+
+/* ------------------------------------------------------------ WAL */
+
+static void
+read_local_wal(char *buf, XLogRecPtr start, Size count)
+{
+	WALReadError errinfo;
+
+	if (!WALRead(wal_reader, buf, start, count, 1, &errinfo))
+		WALReadRaiseError(&errinfo);
+}
+
+/*
+ * Advance record_walk_pos over whole records below the local flush LSN;
+ * returns how far WAL may be sent (the end of the last whole record).
+ */
+static XLogRecPtr
+whole_records_end(void)
+{
+	XLogRecPtr	flush = GetFlushRecPtr(NULL);
+
+	for (;;)
+	{
+		XLogRecPtr	pos = record_walk_pos;
+		char		hdr[SizeOfXLogRecord];
+		XLogRecord *rec = (XLogRecord *) hdr;
+		uint32		left;
+		int			got = 0;
+
+		/* A record never starts inside a page header. */
+		if (XLogSegmentOffset(pos, seg_size) == 0)
+			pos += SizeOfXLogLongPHD;
+		else if (pos % XLOG_BLCKSZ == 0)
+			pos += SizeOfXLogShortPHD;
+		/* The header, which may be split across pages. */
+		while (got < (int) SizeOfXLogRecord)
+		{
+			uint32		n = Min(SizeOfXLogRecord - got, XLOG_BLCKSZ - pos % XLOG_BLCKSZ);
+
+			if (pos + n > flush)
+				return record_walk_pos;
+			read_local_wal(hdr + got, pos, n);
+			got += n;
+			pos += n;
+			if (got < (int) SizeOfXLogRecord)
+				pos += XLogSegmentOffset(pos, seg_size) == 0 ? SizeOfXLogLongPHD : SizeOfXLogShortPHD;
+		}
+		if (rec->xl_tot_len < SizeOfXLogRecord)
+			return record_walk_pos;		/* not written yet */
+		/* The rest of the record, skipping page headers. */
+		left = rec->xl_tot_len - SizeOfXLogRecord;
+		while (left > 0)
+		{
+			uint32		n;
+
+			if (pos % XLOG_BLCKSZ == 0)
+				pos += XLogSegmentOffset(pos, seg_size) == 0 ? SizeOfXLogLongPHD : SizeOfXLogShortPHD;
+			n = Min(left, XLOG_BLCKSZ - pos % XLOG_BLCKSZ);
+			pos += n;
+			left -= n;
+		}
+		pos = MAXALIGN64(pos);
+		if (rec->xl_rmid == RM_XLOG_ID &&
+			(rec->xl_info & ~XLR_INFO_MASK) == XLOG_SWITCH)
+		{
+			/* The rest of the segment is padding. */
+			if (XLogSegmentOffset(pos, seg_size) != 0)
+				pos += seg_size - XLogSegmentOffset(pos, seg_size);
+		}
+		if (pos > flush)
+			return record_walk_pos;
+		record_walk_pos = pos;
+	}
+}
+
+/* Copy WAL [start, start + count) from wherever we have it. */
+static void
+read_wal(char *buf, XLogRecPtr start, Size count)
+{
+	if (start < epoch_start)
+	{
+		Assert(recovered != NULL && start >= recovered_start && start + count <= epoch_start);
+		memcpy(buf, recovered + (start - recovered_start), count);
+	}
+	else
+		read_local_wal(buf, start, count);
+}
+
+static void
+send_append(int i, XLogRecPtr end)
+{
+	Walkeeper  *wk = &wks[i];
+	StringInfoData msg;
+	Size		n = end - wk->sent;
+
+	initStringInfo(&msg);
+	wk_write_append_header(&msg, prop_term, epoch_start, wk->sent, end, commit_lsn,
+						   truncate_lsn, proposer_id);
+	if (n > 0)
+	{
+		enlargeStringInfo(&msg, n);
+		read_wal(msg.data + msg.len, wk->sent, n);
+		msg.len += n;
+		msg.data[msg.len] = '\0';
+	}
+	if (wk_send(i, &msg))
+	{
+		wk->sent = end;
+		wk->commit_sent = commit_lsn;
+	}
+	pfree(msg.data);
+}
+
+static XLogRecPtr available_end = InvalidXLogRecPtr;
+
+static void
+send_wal(int i)
+{
+	Walkeeper  *wk = &wks[i];
+	XLogRecPtr	avail = sync_mode ? epoch_start : available_end;
+
+	while (wk->state == WK_ACTIVE && wk->sent < avail && wk->sent - wk->flush < MAX_IN_FLIGHT)
+	{
+		XLogRecPtr	end = Min(avail, wk->sent + WK_MAX_SEND_SIZE);
+
+		/* Recovered WAL and local WAL are sent in separate messages. */
+		if (wk->sent < epoch_start)
+			end = Min(end, epoch_start);
+		send_append(i, end);
+	}
+	if (wk->state == WK_ACTIVE &&
+		(wk->commit_sent != commit_lsn ||
+		 TimestampDifferenceExceeds(wk->last_send, GetCurrentTimestamp(), HEARTBEAT_MS)))
+		send_append(i, wk->sent);
+}
+
+/* ------------------------------------------------------------ commit */
+
+static void
+update_commit(void)
+{
+	XLogRecPtr	flushes[WK_MAX_WALKEEPERS];
+	XLogRecPtr	min_flush = PG_UINT64_MAX;
+	XLogRecPtr	c;
+
+	for (int i = 0; i < n_wks; i++)
+	{
+		flushes[i] = wks[i].flush >= epoch_start ? wks[i].flush : InvalidXLogRecPtr;
+		min_flush = Min(min_flush, wks[i].flush);
+	}
+	/* The quorum-th highest. */
+	for (int a = 0; a < n_wks; a++)
+		for (int b = a + 1; b < n_wks; b++)
+			if (flushes[b] > flushes[a])
+			{
+				XLogRecPtr	t = flushes[a];
+
+				flushes[a] = flushes[b];
+				flushes[b] = t;
+			}
+	c = flushes[quorum - 1];
+	if (min_flush > truncate_lsn)
+		truncate_lsn = min_flush;
+	if (c <= commit_lsn)
+		return;
+	commit_lsn = c;
+	if (!sync_mode)
+	{
+		SpinLockAcquire(&MyWalSnd->mutex);
+		MyWalSnd->write = commit_lsn;
+		MyWalSnd->flush = commit_lsn;
+		MyWalSnd->apply = commit_lsn;
+		SpinLockRelease(&MyWalSnd->mutex);
+		SyncRepReleaseWaiters();
+	}
+}
+
+/* ------------------------------------------------------------ messages */
+
+static void
+handle_message(int i, const char *buf, int len)
+{
+	Walkeeper  *wk = &wks[i];
+	const char *err = NULL;
+
+	switch (wk->state)
+	{
+		case WK_HANDSHAKE:
+			{
+				AcceptorGreeting g;
+				int			greeted = 0;
+				term_t		max_term = 0;
+
+				if (!wk_parse_greeting(buf, len, &g, &err))
+					break;
+				wk->greeting_term = g.term;
+				set_state(i, WK_GREETED);
+				if (prop_term != 0)
+				{
+					if (g.term > prop_term && elected)
+						deposed(i, g.term);
+					send_vote_request(i);
+					return;
+				}
+				for (int k = 0; k < n_wks; k++)
+					if (wks[k].state == WK_GREETED)
+					{
+						greeted++;
+						max_term = Max(max_term, wks[k].greeting_term);
+					}
+				if (greeted >= quorum)
+				{
+					prop_term = max_term + 1;
+					ereport(LOG,
+							(errmsg("walproposer: %d walkeepers greeted; proposing term " UINT64_FORMAT,
+									greeted, prop_term)));
+					for (int k = 0; k < n_wks; k++)
+						if (wks[k].state == WK_GREETED)
+							send_vote_request(k);
+				}
+				return;
+			}
+		case WK_VOTING:
+			{
+				VoteResponse v;
+				int			votes = 0;
+
+				if (!wk_parse_vote(buf, len, &v, &err))
+					break;
+				if (v.term > prop_term)
+				{
+					if (elected || sync_mode)
+						deposed(i, v.term);
+					wk_shutdown(i, "it has voted in a higher term");
+					return;
+				}
+				if (!v.vote_given && !elected)
+				{
+					/*
+					 * It voted for another proposer in our term: two computes
+					 * started at once. Neither can be sure to win; give way.
+					 */
+					deposed(i, v.term);
+				}
+				if (wk->vote.history.entries)
+					pfree(wk->vote.history.entries);
+				wk->vote = v;	/* its history is in TopMemoryContext */
+				set_state(i, WK_VOTED);
+				if (elected)
+				{
+					send_elected(i);
+					return;
+				}
+				for (int k = 0; k < n_wks; k++)
+					if (wks[k].state == WK_VOTED && wks[k].vote.vote_given)
+						votes++;
+				if (votes >= quorum)
+					run_election();
+				return;
+			}
+		case WK_ACTIVE:
+			{
+				AppendResponse r;
+
+				if (!wk_parse_append(buf, len, &r, &err))
+					break;
+				if (r.term > prop_term)
+					deposed(i, r.term);
+				if (r.flush_lsn > wk->flush)
+					wk->flush = r.flush_lsn;
+				wk->commit = r.commit_lsn;
+				update_commit();
+				send_wal(i);
+				return;
+			}
+		default:
+			err = "a message in a state that expects none";
+			break;
+	}
+	wk_shutdown(i, psprintf("bad message from the walkeeper: %s", err ? err : "unexpected"));
+}
+
+/* Read what walkeeper i sent. */
+static void
+wk_read(int i)
+{
+	Walkeeper  *wk = &wks[i];
+
+	if (!PQconsumeInput(wk->conn))
+	{
+		wk_shutdown(i, PQerrorMessage(wk->conn));
+		return;
+	}
+	if (wk->state == WK_WAIT_COPY)
+	{
+		PGresult   *res;
+
+		if (PQisBusy(wk->conn))
+			return;
+		res = PQgetResult(wk->conn);
+		if (PQresultStatus(res) != PGRES_COPY_BOTH)
+		{
+			wk_shutdown(i, psprintf("START_WAL_PUSH failed: %s", PQerrorMessage(wk->conn)));
+			PQclear(res);
+			return;
+		}
+		PQclear(res);
+		send_greeting(i);
+		return;
+	}
+	while (wk->conn != NULL && wk->state != WK_OFFLINE)
+	{
+		char	   *buf;
+		int			len = PQgetCopyData(wk->conn, &buf, 1);
+
+		if (len == 0)
+			return;
+		if (len < 0)
+		{
+			PGresult   *res = PQgetResult(wk->conn);
+
+			wk_shutdown(i, psprintf("the walkeeper ended the stream: %s",
+									res ? PQresultErrorMessage(res) : PQerrorMessage(wk->conn)));
+			if (res)
+				PQclear(res);
+			return;
+		}
+		handle_message(i, buf, len);
+		PQfreemem(buf);
+	}
+}
+
+static void
+wk_advance_connect(int i)
+{
+	Walkeeper  *wk = &wks[i];
+
+	wk->poll = PQconnectPoll(wk->conn);
+	if (wk->poll == PGRES_POLLING_FAILED)
+	{
+		wk_shutdown(i, PQerrorMessage(wk->conn));
+		return;
+	}
+	if (wk->poll != PGRES_POLLING_OK)
+		return;
+	if (PQsetnonblocking(wk->conn, 1) != 0 || !PQsendQuery(wk->conn, "START_WAL_PUSH"))
+	{
+		wk_shutdown(i, PQerrorMessage(wk->conn));
+		return;
+	}
+	set_state(i, WK_WAIT_COPY);
+	if (PQflush(wk->conn) == 1)
+		wk->want_write = true;
+}
+
+/* ------------------------------------------------------------ loop */
+
+static bool
+sync_done(void)
+{
+	int			n = 0;
+
+	for (int i = 0; i < n_wks; i++)
+		if (wks[i].state == WK_ACTIVE && wks[i].commit >= epoch_start)
+			n++;
+	return elected && n >= quorum;
+}
+
+static void
+event_loop(void)
+{
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		WaitEventSet *set;
+		WaitEvent	events[WK_MAX_WALKEEPERS + 2];
+		int			n;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		for (int i = 0; i < n_wks; i++)
+		{
+			Walkeeper  *wk = &wks[i];
+
+			if (wk->state == WK_OFFLINE &&
+				TimestampDifferenceExceeds(wk->state_since, now, zenith_walkeeper_reconnect_timeout))
+				wk_connect(i);
+			else if (wk->state >= WK_CONNECTING && wk->state <= WK_HANDSHAKE &&
+					 TimestampDifferenceExceeds(wk->state_since, now, zenith_walkeeper_connect_timeout))
+				wk_shutdown(i, "timed out connecting");
+		}
+		if (elected)
+		{
+			if (!sync_mode)
+				available_end = whole_records_end();
+			for (int i = 0; i < n_wks; i++)
+				if (wks[i].state == WK_ACTIVE)
+					send_wal(i);
+		}
+		if (sync_mode && sync_done())
+		{
+			printf("%X/%X\n", LSN_FORMAT_ARGS(epoch_start));
+			fflush(stdout);
+			ereport(LOG,
+					(errmsg("walproposer: walkeepers synced at %X/%X in term " UINT64_FORMAT,
+							LSN_FORMAT_ARGS(epoch_start), prop_term)));
+			proc_exit(0);
+		}
+
+		set = CreateWaitEventSet(CurrentMemoryContext, n_wks + 2);
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		if (!sync_mode)
+			AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		for (int i = 0; i < n_wks; i++)
+		{
+			Walkeeper  *wk = &wks[i];
+			uint32		ev;
+
+			if (wk->state == WK_OFFLINE || wk->conn == NULL)
+				continue;
+			if (wk->state == WK_CONNECTING)
+				ev = wk->poll == PGRES_POLLING_READING ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE;
+			else
+				ev = WL_SOCKET_READABLE | (wk->want_write ? WL_SOCKET_WRITEABLE : 0);
+			AddWaitEventToSet(set, ev, PQsocket(wk->conn), NULL, (void *) (intptr_t) (i + 1));
+		}
+		n = WaitEventSetWait(set, 100, events, n_wks + 2, PG_WAIT_EXTENSION);
+		FreeWaitEventSet(set);
+		for (int e = 0; e < n; e++)
+		{
+			int			i = (int) (intptr_t) events[e].user_data - 1;
+
+			if (events[e].events & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				continue;
+			}
+			if (i < 0 || wks[i].conn == NULL || wks[i].state == WK_OFFLINE)
+				continue;
+			if (wks[i].state == WK_CONNECTING)
+			{
+				wk_advance_connect(i);
+				continue;
+			}
+			if (events[e].events & WL_SOCKET_WRITEABLE)
+			{
+				int			r = PQflush(wks[i].conn);
+
+				if (r < 0)
+				{
+					wk_shutdown(i, PQerrorMessage(wks[i].conn));
+					continue;
+				}
+				wks[i].want_write = r == 1;
+			}
+			if (events[e].events & WL_SOCKET_READABLE)
+				wk_read(i);
+		}
+	}
+}
+
+/* ------------------------------------------------------------ entry points */
+
+void
+WalProposerRegister(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "zenith");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "WalProposerMain");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "WAL proposer");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "WAL proposer");
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	bgw.bgw_notify_pid = 0;
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Where this compute's WAL starts: the page holding the checkpoint it started from. */
+static XLogRecPtr
+find_compute_start(void)
+{
+	XLogRecPtr	redo = GetRedoRecPtr();
+
+	if (XLogSegmentOffset(redo, seg_size) == SizeOfXLogLongPHD)
+		return redo - SizeOfXLogLongPHD;
+	if (redo % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		return redo - SizeOfXLogShortPHD;
+	return redo;
+}
+
+void
+WalProposerMain(Datum arg)
+{
+	MemoryContextSwitchTo(TopMemoryContext);
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	sync_mode = false;
+	parse_config();
+	system_id = GetSystemIdentifier();
+	seg_size = wal_segment_size;
+
+	/* Take part in synchronous replication as "walproposer". */
+	SetConfigOption("application_name", "walproposer", PGC_USERSET, PGC_S_OVERRIDE);
+	WalSndInitSlotForWalProposer();
+	SyncRepInitConfig();
+	SpinLockAcquire(&MyWalSnd->mutex);
+	MyWalSnd->state = WALSNDSTATE_STREAMING;
+	SpinLockRelease(&MyWalSnd->mutex);
+
+	wal_reader = XLogReaderAllocate(wal_segment_size, NULL,
+									XL_ROUTINE(.segment_open = wal_segment_open,
+											   .segment_close = wal_segment_close),
+									NULL);
+	if (wal_reader == NULL)
+		ereport(FATAL, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	compute_start = find_compute_start();
+	record_walk_pos = compute_start;
+	ereport(LOG,
+			(errmsg("walproposer: this compute's WAL starts at %X/%X; %d walkeepers, quorum %d",
+					LSN_FORMAT_ARGS(compute_start), n_wks, quorum)));
+	event_loop();
+}
+
+void
+WalProposerSync(void)
+{
+	ControlFileData *cf;
+	bool		crc_ok;
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	sync_mode = true;
+	parse_config();
+	/* The system id and segment size come from the walkeepers' greeting
+	 * checks; a compute that does not exist yet has neither: use pg_control
+	 * when there is one, else 0 (adopted by the walkeepers). */
+	seg_size = DEFAULT_XLOG_SEG_SIZE;
+	system_id = 0;
+	if (access(psprintf("%s/%s", DataDir, XLOG_CONTROL_FILE), R_OK) == 0)
+	{
+		cf = get_controlfile(DataDir, &crc_ok);
+		if (crc_ok)
+		{
+			system_id = cf->system_identifier;
+			seg_size = cf->xlog_seg_size;
+		}
+	}
+	event_loop();
+}

@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * walproposer.h
+ *	  The walproposer: makes the compute's WAL durable on a quorum of
+ *	  walkeepers (docs/walkeeper_protocol.md in the Zenith repository).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WALPROPOSER_H
+#define WALPROPOSER_H
+
+#include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
+
+/* GUCs (zenith.c) */
+extern char *zenith_walkeepers;
+extern char *zenith_tenant_id;
+extern char *zenith_timeline_id;
+extern int	zenith_walkeeper_reconnect_timeout;
+extern int	zenith_walkeeper_connect_timeout;
+
+#define WK_PROTOCOL_VERSION 1
+#define WK_MAX_SEND_SIZE (16 * 8192)
+#define WK_MAX_TERM_HISTORY 100000
+#define WK_MAX_WALKEEPERS 32
+
+typedef uint64 term_t;
+
+typedef struct TermSwitch
+{
+	term_t		term;
+	XLogRecPtr	lsn;
+} TermSwitch;
+
+typedef struct TermHistory
+{
+	uint32		n;
+	TermSwitch *entries;		/* palloc'd */
+} TermHistory;
+
+/* Walkeeper -> proposer messages, decoded. */
+typedef struct AcceptorGreeting
+{
+	term_t		term;
+	uint64		node_id;
+} AcceptorGreeting;
+
+typedef struct VoteResponse
+{
+	term_t		term;
+	bool		vote_given;
+	XLogRecPtr	flush_lsn;
+	XLogRecPtr	truncate_lsn;
+	TermHistory history;
+	XLogRecPtr	timeline_start_lsn;
+} VoteResponse;
+
+typedef struct AppendResponse
+{
+	term_t		term;
+	XLogRecPtr	flush_lsn;
+	XLogRecPtr	commit_lsn;
+	bool		has_feedback;
+	XLogRecPtr	ps_writelsn;
+	XLogRecPtr	ps_flushlsn;
+	XLogRecPtr	ps_applylsn;
+} AppendResponse;
+
+/* walproposer_proto.c: the codec (little-endian, u64 tag first) */
+extern void wk_write_greeting(StringInfo buf, uint32 pg_version, const uint8 *proposer_id,
+							  uint64 system_id, const uint8 *timeline_id,
+							  const uint8 *tenant_id, uint32 wal_seg_size);
+extern void wk_write_vote_request(StringInfo buf, term_t term, const uint8 *proposer_id);
+extern void wk_write_elected(StringInfo buf, term_t term, XLogRecPtr start_streaming_at,
+							 const TermHistory *history, XLogRecPtr timeline_start_lsn);
+extern void wk_write_append_header(StringInfo buf, term_t term, XLogRecPtr epoch_start_lsn,
+								   XLogRecPtr begin_lsn, XLogRecPtr end_lsn,
+								   XLogRecPtr commit_lsn, XLogRecPtr truncate_lsn,
+								   const uint8 *proposer_id);
+extern bool wk_parse_greeting(const char *buf, int len, AcceptorGreeting *out, const char **err);
+extern bool wk_parse_vote(const char *buf, int len, VoteResponse *out, const char **err);
+extern bool wk_parse_append(const char *buf, int len, AppendResponse *out, const char **err);
+extern char wk_tag(const char *buf, int len);
+extern bool wk_parse_id(const char *hex, uint8 *out);
+
+/* walproposer.c */
+extern void WalProposerRegister(void);
+extern PGDLLEXPORT void WalProposerMain(Datum arg) pg_attribute_noreturn();
+extern PGDLLEXPORT void WalProposerSync(void) pg_attribute_noreturn();
+
+#endif							/* WALPROPOSER_H */

@@ -1,0 +1,82 @@
+/*-------------------------------------------------------------------------
+ *
+ * zenith.c
+ *	  Entry point of contrib/zenith: configuration, and the walproposer
+ *	  background worker.
+ *
+ * The library must be in shared_preload_libraries: the walproposer is a
+ * background worker registered at postmaster start, and a compute whose
+ * commits do not wait for the walkeepers must not start as one that does.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "walproposer.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *zenith_walkeepers = NULL;
+char	   *zenith_tenant_id = NULL;
+char	   *zenith_timeline_id = NULL;
+int			zenith_walkeeper_reconnect_timeout = 1000;
+int			zenith_walkeeper_connect_timeout = 10000;
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("zenith.walkeepers",
+							   "The walkeepers of this compute's timeline, host:port,host:port,...",
+							   "Empty: no walproposer (commits do not wait for walkeepers).",
+							   &zenith_walkeepers,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("zenith.tenant_id",
+							   "The tenant of this compute's timeline (32 hex digits).",
+							   NULL,
+							   &zenith_tenant_id,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("zenith.timeline_id",
+							   "The timeline this compute writes (32 hex digits).",
+							   NULL,
+							   &zenith_timeline_id,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("zenith.walkeeper_reconnect_timeout",
+							"How long to wait before reconnecting to a walkeeper that went away.",
+							NULL,
+							&zenith_walkeeper_reconnect_timeout,
+							1000, 10, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("zenith.walkeeper_connect_timeout",
+							"How long a connection attempt to a walkeeper may take.",
+							NULL,
+							&zenith_walkeeper_connect_timeout,
+							10000, 100, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	MarkGUCPrefixReserved("zenith");
+
+	/* Not in postgres --sync-walkeepers, which runs the protocol itself. */
+	if (process_shared_preload_libraries_in_progress && IsPostmasterEnvironment &&
+		zenith_walkeepers != NULL && zenith_walkeepers[0] != '\0')
+		WalProposerRegister();
+}
