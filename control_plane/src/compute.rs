@@ -3,11 +3,21 @@
 //! Until stateless computes exist (they need the compute-side extension that
 //! reads pages over GetPage@LSN), a compute runs from a **full** basebackup:
 //!
-//! - **read-write**: started from the full basebackup of its branch's last
-//!   LSN. It keeps its data directory between restarts, and the pageserver
-//!   follows its WAL through the physical replication slot `pageserver`, so
-//!   the branch advances as the compute writes. One read-write compute per
-//!   branch: a second writer would fork the branch's WAL.
+//! - **read-write with walkeepers** (the default: `zenith init` makes 3):
+//!   every start runs `postgres --sync-walkeepers` (a majority agrees on the
+//!   end of the timeline's WAL), points the pageserver's WAL source at the
+//!   walkeepers, waits until the pageserver has that WAL, and starts from a
+//!   full basebackup taken there, with the walproposer (contrib/zenith)
+//!   loaded: commits return once a majority of walkeepers has fsynced them.
+//!   `start` reports how long each step took.
+//! - **read-write without walkeepers** (`zenith init --walkeepers 0`):
+//!   started from the full basebackup of its branch's last LSN. It keeps its
+//!   data directory between restarts, and the pageserver follows its WAL
+//!   through the physical replication slot `pageserver`.
+//!
+//! One read-write compute per branch: a second writer would fork the
+//! branch's WAL (with walkeepers, one started anyway is fenced by the quorum:
+//! the newer compute's election deposes the older one).
 //! - **read-only** (`--lsn`): started from the full basebackup at that LSN as
 //!   a standby that never leaves recovery; it refuses writes.
 //!
@@ -204,8 +214,14 @@ pub fn create<'a>(
     };
     let res = (|| -> anyhow::Result<()> {
         let pgdata = tmp.join("pgdata");
-        ps.basebackup_into(tenant, timeline, Some(basebackup_lsn), true, &pgdata)?;
-        write_config(&pgdata, &spec)?;
+        if lsn.is_some() || env.walkeepers.is_empty() {
+            ps.basebackup_into(tenant, timeline, Some(basebackup_lsn), true, &pgdata)?;
+            write_config(env, &pgdata, &spec)?;
+        } else {
+            // With walkeepers, every start takes a new basebackup where the
+            // walkeepers agree the WAL ends (`ComputeNode::start`).
+            std::fs::create_dir_all(&tmp)?;
+        }
         let text = toml::to_string_pretty(&spec)?;
         crashsafe::write_file_atomic(tmp.join(SPEC_FILE_NAME), text.as_bytes())?;
         crashsafe::rename_durable(&tmp, &dir)?;
@@ -241,9 +257,11 @@ fn pick_port(env: &LocalEnv, existing: &[ComputeNode<'_>]) -> anyhow::Result<u16
 }
 
 /// Our `postgresql.conf` and `pg_hba.conf` (replacing the basebackup's
-/// minimal ones), and `standby.signal` for a read-only compute.
-fn write_config(pgdata: &Path, spec: &ComputeSpec) -> anyhow::Result<()> {
-    let conf = format!(
+/// minimal ones), and `standby.signal` for a read-only compute. A
+/// read-write compute with walkeepers gets the walproposer: commits wait
+/// until a majority of walkeepers has the WAL on disk.
+fn write_config(env: &LocalEnv, pgdata: &Path, spec: &ComputeSpec) -> anyhow::Result<()> {
+    let mut conf = format!(
         "# Written by zenith for compute {name:?}.\n\
          listen_addresses = '127.0.0.1'\n\
          port = {port}\n\
@@ -261,6 +279,11 @@ fn write_config(pgdata: &Path, spec: &ComputeSpec) -> anyhow::Result<()> {
         name = spec.name,
         port = spec.port
     );
+    if spec.read_only_lsn.is_none() && !env.walkeepers.is_empty() {
+        conf.push_str(&walproposer_config(env, spec));
+        // WAL a lagging walkeeper may still need is read from here.
+        conf.push_str("wal_keep_size = '1GB'\n");
+    }
     let hba = "# Written by zenith: local computes trust loopback connections.\n\
                local all all trust\n\
                host all all 127.0.0.1/32 trust\n\
@@ -278,7 +301,151 @@ fn write_config(pgdata: &Path, spec: &ComputeSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The walproposer's settings for a compute of `spec`'s timeline.
+fn walproposer_config(env: &LocalEnv, spec: &ComputeSpec) -> String {
+    format!(
+        "shared_preload_libraries = 'zenith'\n\
+         zenith.walkeepers = '{}'\n\
+         zenith.tenant_id = '{}'\n\
+         zenith.timeline_id = '{}'\n\
+         synchronous_standby_names = 'walproposer'\n",
+        crate::walkeeper::addresses(env),
+        spec.tenant_id,
+        spec.timeline_id
+    )
+}
+
+/// How long each step of starting a compute with walkeepers took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartTimings {
+    pub sync_walkeepers: Duration,
+    pub basebackup: Duration,
+    pub start: Duration,
+}
+
+impl std::fmt::Display for StartTimings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sync-walkeepers {} ms, basebackup {} ms, start {} ms",
+            self.sync_walkeepers.as_millis(),
+            self.basebackup.as_millis(),
+            self.start.as_millis()
+        )
+    }
+}
+
+/// How long `postgres --sync-walkeepers` may take (a majority must answer).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl ComputeNode<'_> {
+    /// Whether this compute's WAL goes through the walkeepers.
+    pub fn uses_walkeepers(&self) -> bool {
+        !self.read_only() && !self.env.walkeepers.is_empty()
+    }
+
+    /// `postgres --sync-walkeepers`: the LSN where a majority of walkeepers
+    /// agree the timeline's WAL ends; `None` if they hold none yet.
+    pub fn sync_walkeepers(&self) -> anyhow::Result<Option<Lsn>> {
+        let dir = self.dir.join("sync");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crashsafe::write_file_atomic(
+            dir.join("postgresql.conf"),
+            walproposer_config(self.env, &self.spec).as_bytes(),
+        )?;
+        let log = std::fs::File::create(dir.join("sync.log"))?;
+        let mut child = self
+            .pg_cmd("postgres")
+            .arg("--sync-walkeepers")
+            .arg("-D")
+            .arg(&dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("running postgres --sync-walkeepers")?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if start.elapsed() > SYNC_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "postgres --sync-walkeepers found no majority of walkeepers within {}s (are they running? `zenith status`); see {}",
+                    SYNC_TIMEOUT.as_secs(),
+                    dir.join("sync.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            use std::io::Read;
+            o.read_to_string(&mut out)?;
+        }
+        if !status.success() {
+            bail!(
+                "postgres --sync-walkeepers failed ({status}); see {}",
+                dir.join("sync.log").display()
+            );
+        }
+        let line = out.lines().last().unwrap_or("").trim();
+        let lsn: Lsn = line.parse().map_err(|_| {
+            anyhow::anyhow!("postgres --sync-walkeepers printed {line:?}, not an LSN")
+        })?;
+        Ok((lsn != Lsn(0)).then_some(lsn))
+    }
+
+    /// With walkeepers: agree on the end of WAL, make the pageserver follow
+    /// the walkeepers up to it, and put a basebackup taken there in place of
+    /// the data directory.
+    fn prepare_from_walkeepers(
+        &self,
+        ps: &PageServerNode<'_>,
+        t: &mut StartTimings,
+    ) -> anyhow::Result<()> {
+        let (tenant, timeline) = (self.spec.tenant_id, self.spec.timeline_id);
+        let started = Instant::now();
+        let synced = self.sync_walkeepers()?;
+        t.sync_walkeepers = started.elapsed();
+        let started = Instant::now();
+        let source = format!("walkeepers={}", crate::walkeeper::addresses(self.env));
+        ps.set_wal_source(tenant, timeline, &source)?;
+        let lsn = match synced {
+            Some(l) => {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let info = ps.timeline_info(tenant, timeline)?;
+                    if info.last_record_lsn >= l {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!(
+                            "the pageserver has WAL up to {} only, not {l} where the walkeepers end, after 120s; see {}",
+                            info.last_record_lsn,
+                            ps.log_file().display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                l
+            }
+            None => ps.timeline_info(tenant, timeline)?.last_record_lsn,
+        };
+        let pgdata = self.pgdata();
+        let tmp = self
+            .dir
+            .join(format!("pgdata{}", crashsafe::TEMP_FILE_SUFFIX));
+        let _ = std::fs::remove_dir_all(&tmp);
+        ps.basebackup_into(tenant, timeline, Some(lsn), true, &tmp)?;
+        write_config(self.env, &tmp, &self.spec)?;
+        let _ = std::fs::remove_dir_all(&pgdata);
+        crashsafe::rename_durable(&tmp, &pgdata)?;
+        t.basebackup = started.elapsed();
+        Ok(())
+    }
+
     pub fn pgdata(&self) -> PathBuf {
         self.dir.join("pgdata")
     }
@@ -303,6 +470,7 @@ impl ComputeNode<'_> {
     pub fn mode(&self) -> String {
         match self.spec.read_only_lsn {
             Some(l) => format!("read-only at {l}"),
+            None if self.uses_walkeepers() => "read-write (WAL to the walkeepers)".to_string(),
             None => "read-write (local data dir; pageserver follows its WAL)".to_string(),
         }
     }
@@ -366,7 +534,7 @@ impl ComputeNode<'_> {
 
     /// Start PostgreSQL and, for a read-write compute, make the pageserver
     /// follow it. On failure the compute is stopped again.
-    pub fn start(&self, ps: &PageServerNode<'_>) -> anyhow::Result<()> {
+    pub fn start(&self, ps: &PageServerNode<'_>) -> anyhow::Result<StartTimings> {
         self.env.check_binaries()?;
         if self.status() == ComputeStatus::Running {
             bail!(
@@ -388,6 +556,11 @@ impl ComputeNode<'_> {
                     format!("checking branch {:?} on the pageserver", self.spec.branch)
                 })?;
         }
+        let mut timings = StartTimings::default();
+        if self.uses_walkeepers() {
+            self.prepare_from_walkeepers(ps, &mut timings)?;
+        }
+        let started = Instant::now();
         let out = self
             .pg_cmd("pg_ctl")
             .arg("start")
@@ -408,7 +581,8 @@ impl ComputeNode<'_> {
                 self.log_file().display()
             );
         }
-        if !self.read_only() {
+        timings.start = started.elapsed();
+        if !self.read_only() && !self.uses_walkeepers() {
             if let Err(e) = self.attach_pageserver(ps) {
                 let _ = self.stop(true);
                 return Err(e.context(format!(
@@ -417,7 +591,7 @@ impl ComputeNode<'_> {
                 )));
             }
         }
-        Ok(())
+        Ok(timings)
     }
 
     /// Create the slot if missing and point the timeline's WAL source here.

@@ -1,8 +1,8 @@
 //! The local control plane (docs/architecture.md §10).
 //!
 //! Knows the `.zenith/` repository directory ([`local_env`]) and starts,
-//! stops and inspects the pageserver ([`pageserver`]) and computes
-//! ([`compute`]) as local processes ([`background_process`]); [`repo`] and
+//! stops and inspects the pageserver ([`pageserver`]), the walkeepers
+//! ([`walkeeper`]) and computes ([`compute`]) as local processes ([`background_process`]); [`repo`] and
 //! [`branches`] hold the operations behind `zenith init/start/stop` and
 //! `zenith branch`. The `zenith` CLI is a thin layer over this crate.
 
@@ -12,3 +12,4 @@ pub mod compute;
 pub mod local_env;
 pub mod pageserver;
 pub mod repo;
+pub mod walkeeper;

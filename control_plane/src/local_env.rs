@@ -7,6 +7,7 @@
 //! .zenith/
 //!   config                         this file: binaries, ports, tenants, branch names
 //!   pageserver/                    the pageserver's workdir (pageserver.toml, pid, log, tenants/)
+//!   walkeepers/<id>/               each walkeeper's data directory (timelines, pid, log)
 //!   pgdatadirs/tenants/<tenant>/<compute>/
 //!       compute.toml               what the compute is (branch, mode, port)
 //!       compute.log                PostgreSQL's log
@@ -23,6 +24,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
+
+use crate::walkeeper::WalkeeperConf;
 
 /// Name of the configuration file in the repository directory.
 pub const CONFIG_FILE_NAME: &str = "config";
@@ -118,6 +121,10 @@ pub struct LocalEnv {
     pub pageserver: PageServerConf,
     #[serde(default)]
     pub computes: ComputesConf,
+    /// The walkeepers of every timeline (none: computes stream to the
+    /// pageserver through a replication slot instead).
+    #[serde(default, rename = "walkeeper")]
+    pub walkeepers: Vec<WalkeeperConf>,
     /// Branch names, per tenant.
     #[serde(default, rename = "branch")]
     pub branches: Vec<BranchName>,
@@ -138,6 +145,15 @@ pub struct InitConfig {
     pub pageserver: PageServerConf,
     #[serde(default)]
     pub computes: ComputesConf,
+    /// How many walkeepers to create (default 3; 0: none).
+    pub walkeepers: Option<usize>,
+    /// Explicit walkeepers (ids and addresses) instead of `walkeepers` on
+    /// default ports.
+    #[serde(default, rename = "walkeeper")]
+    pub walkeeper_list: Vec<WalkeeperConf>,
+    /// First WAL-service and HTTP ports of the walkeepers.
+    pub walkeeper_base_pg_port: Option<u16>,
+    pub walkeeper_base_http_port: Option<u16>,
     /// Extra `pageserver --init -c` settings written into `pageserver.toml`,
     /// e.g. `"tenant_config.checkpoint_distance=1048576"`.
     #[serde(default)]
@@ -212,6 +228,15 @@ impl LocalEnv {
             default_tenant_id: None,
             pageserver: init.pageserver.clone(),
             computes: init.computes.clone(),
+            walkeepers: if init.walkeeper_list.is_empty() {
+                WalkeeperConf::defaults(
+                    init.walkeepers.unwrap_or(3),
+                    init.walkeeper_base_pg_port.unwrap_or(5454),
+                    init.walkeeper_base_http_port.unwrap_or(7676),
+                )
+            } else {
+                init.walkeeper_list.clone()
+            },
             branches: Vec::new(),
         })
     }
@@ -288,12 +313,20 @@ impl LocalEnv {
                 );
             }
         }
-        let p = self.zenith_bin("pageserver");
-        if !p.is_file() {
-            bail!(
-                "the pageserver is not built ({} is missing): run `make` (or `make rust`) in the source tree",
-                p.display()
-            );
+        for (bin, what) in [
+            ("pageserver", "the pageserver"),
+            ("walkeeper", "the walkeeper"),
+        ] {
+            if bin == "walkeeper" && self.walkeepers.is_empty() {
+                continue;
+            }
+            let p = self.zenith_bin(bin);
+            if !p.is_file() {
+                bail!(
+                    "{what} is not built ({} is missing): run `make` (or `make rust`) in the source tree",
+                    p.display()
+                );
+            }
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! The repository as a whole: `zenith init`, and starting and stopping
-//! every daemon.
+//! every daemon (walkeepers, pageserver, computes).
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use crate::background_process::Stopped;
 use crate::compute::{self, ComputeStatus};
 use crate::local_env::{InitConfig, LocalEnv, CONFIG_FILE_NAME, DEFAULT_BRANCH_NAME};
 use crate::pageserver::PageServerNode;
+use crate::walkeeper::WalkeeperNode;
 
 /// Create a repository in `base_dir`: the config, the pageserver's workdir,
 /// a default tenant and its `main` branch (initdb + import on the
@@ -58,10 +59,33 @@ pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
     Ok(env)
 }
 
-/// `zenith start`: the pageserver (computes are started one by one with
-/// `zenith pg start`). Returns its pid.
-pub fn start_all(env: &LocalEnv) -> anyhow::Result<i32> {
-    PageServerNode::new(env).start()
+/// `zenith start`: the walkeepers, then the pageserver (computes are
+/// started one by one with `zenith pg start`). Returns a line per daemon.
+/// A walkeeper that is already running is left alone.
+pub fn start_all(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
+    let mut report = Vec::new();
+    for wk in WalkeeperNode::all(env) {
+        if let Some(pid) = wk.pid()? {
+            report.push(format!(
+                "walkeeper {} already running (pid {pid})",
+                wk.conf.id
+            ));
+            continue;
+        }
+        let pid = wk
+            .start()
+            .with_context(|| format!("starting walkeeper {}", wk.conf.id))?;
+        report.push(format!(
+            "walkeeper {} started (pid {pid}), WAL service on {}",
+            wk.conf.id, wk.conf.listen_pg_addr
+        ));
+    }
+    let pid = PageServerNode::new(env).start()?;
+    report.push(format!(
+        "pageserver started (pid {pid}), page service on {}, HTTP API on {}",
+        env.pageserver.listen_pg_addr, env.pageserver.listen_http_addr
+    ));
+    Ok(report)
 }
 
 /// `zenith stop`: every running compute, then the pageserver. Returns a
@@ -77,6 +101,20 @@ pub fn stop_all(env: &LocalEnv, immediate: bool) -> anyhow::Result<Vec<String>> 
                     report.push(format!("compute {}: {e:#}", c.spec.name));
                     first_err.get_or_insert(e);
                 }
+            }
+        }
+    }
+    for wk in WalkeeperNode::all(env) {
+        let what = format!("walkeeper {}", wk.conf.id);
+        match wk.stop(immediate) {
+            Ok(Stopped::Stopped(pid)) => report.push(format!("{what} (pid {pid}) stopped")),
+            Ok(Stopped::Killed(pid)) => report.push(format!(
+                "{what} (pid {pid}) did not stop in time and was killed"
+            )),
+            Ok(Stopped::NotRunning) => report.push(format!("{what} was not running")),
+            Err(e) => {
+                report.push(format!("{what}: {e:#}"));
+                first_err.get_or_insert(e);
             }
         }
     }

@@ -255,7 +255,11 @@ impl<S: WalStore> Acceptor<S> {
         }
         let server = ServerInfo {
             pg_version: g.pg_version,
-            system_id: if g.system_id == 0 { have.system_id } else { g.system_id },
+            system_id: if g.system_id == 0 {
+                have.system_id
+            } else {
+                g.system_id
+            },
             wal_seg_size: g.wal_seg_size,
         };
         if server != have {

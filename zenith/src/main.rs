@@ -15,6 +15,7 @@ use control_plane::compute::{self, ComputeStatus};
 use control_plane::local_env::{self, InitConfig, LocalEnv, DEFAULT_BRANCH_NAME};
 use control_plane::pageserver::PageServerNode;
 use control_plane::repo;
+use control_plane::walkeeper::WalkeeperNode;
 use zenith_utils::id::TenantId;
 
 #[derive(Parser)]
@@ -53,11 +54,15 @@ enum Cmd {
         /// PostgreSQL major version of the computes (only 15 is supported).
         #[arg(long, default_value_t = 15)]
         pg_version: u32,
+        /// How many walkeepers make the WAL service (0: computes stream WAL
+        /// to the pageserver through a replication slot instead).
+        #[arg(long, default_value_t = 3)]
+        walkeepers: usize,
     },
-    /// Start every daemon (the pageserver); computes start with `zenith pg start`.
+    /// Start every daemon (walkeepers, pageserver); computes start with `zenith pg start`.
     #[command(after_help = "Example:\n  zenith start")]
     Start,
-    /// Stop every running compute, then the pageserver.
+    /// Stop every running compute, then the walkeepers and the pageserver.
     #[command(after_help = "Examples:\n  zenith stop\n  zenith stop --immediate")]
     Stop {
         /// Kill instead of shutting down cleanly (SIGKILL, pg_ctl -m immediate).
@@ -73,6 +78,12 @@ enum Cmd {
         after_help = "Examples:\n  zenith pageserver restart\n  zenith pageserver stop --immediate"
     )]
     Pageserver(PageserverCmd),
+    /// Start, stop or restart one walkeeper.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  zenith walkeeper stop 2 --immediate\n  zenith walkeeper start 2\n  zenith walkeeper restart 1"
+    )]
+    Walkeeper(WalkeeperCmd),
     /// Create or list tenants.
     #[command(
         subcommand,
@@ -109,6 +120,25 @@ enum PageserverCmd {
     },
     /// Stop, then start the pageserver.
     Restart,
+}
+
+#[derive(Subcommand)]
+enum WalkeeperCmd {
+    /// Start walkeeper ID.
+    Start { id: u64 },
+    /// Stop walkeeper ID.
+    Stop {
+        id: u64,
+        /// SIGKILL instead of SIGTERM.
+        #[arg(long)]
+        immediate: bool,
+    },
+    /// Stop, then start walkeeper ID.
+    Restart {
+        id: u64,
+        #[arg(long)]
+        immediate: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,7 +231,11 @@ fn load_env() -> anyhow::Result<LocalEnv> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Init { config, pg_version } => {
+        Cmd::Init {
+            config,
+            pg_version,
+            walkeepers,
+        } => {
             let mut init = match &config {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
@@ -211,6 +245,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => InitConfig::default(),
             };
             init.pg_version = Some(pg_version);
+            if init.walkeepers.is_none() {
+                init.walkeepers = Some(walkeepers);
+            }
             let env = repo::init(&local_env::repo_dir(), init)?;
             let tenant = env.tenant(None)?;
             println!(
@@ -221,13 +258,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Start => {
             let env = load_env()?;
-            let pid = repo::start_all(&env)?;
-            println!(
-                "pageserver started (pid {pid}): page service {}, HTTP {}, log {}",
-                env.pageserver.listen_pg_addr,
-                env.pageserver.listen_http_addr,
-                PageServerNode::new(&env).log_file().display()
-            );
+            for line in repo::start_all(&env)? {
+                println!("{line}");
+            }
+        }
+        Cmd::Walkeeper(cmd) => {
+            let env = load_env()?;
+            let (id, stop, start, immediate) = match cmd {
+                WalkeeperCmd::Start { id } => (id, false, true, false),
+                WalkeeperCmd::Stop { id, immediate } => (id, true, false, immediate),
+                WalkeeperCmd::Restart { id, immediate } => (id, true, true, immediate),
+            };
+            let wk = WalkeeperNode::find(&env, id)?;
+            if stop {
+                match wk.stop(immediate)? {
+                    Stopped::Stopped(pid) => println!("walkeeper {id} (pid {pid}) stopped"),
+                    Stopped::Killed(pid) => println!("walkeeper {id} (pid {pid}) killed"),
+                    Stopped::NotRunning => println!("walkeeper {id} was not running"),
+                }
+            }
+            if start {
+                let pid = wk.start()?;
+                println!(
+                    "walkeeper {id} started (pid {pid}), WAL service on {}, log {}",
+                    wk.conf.listen_pg_addr,
+                    wk.log_file().display()
+                );
+            }
         }
         Cmd::Stop { immediate } => {
             let env = load_env()?;
@@ -354,19 +411,27 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
                     create_compute(&env, &ps, &a)?
                 }
             };
-            if let Err(e) = c.start(&ps) {
-                // Do not leave behind a compute this command made and could not start.
-                if created {
-                    let _ = c.destroy(&ps);
+            let timings = match c.start(&ps) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Do not leave behind a compute this command made and could not start.
+                    if created {
+                        let _ = c.destroy(&ps);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
+            };
             println!(
-                "compute {} started on branch {} ({}) in {} ms\n  psql {}",
+                "compute {} started on branch {} ({}) in {} ms{}\n  psql {}",
                 c.spec.name,
                 c.spec.branch,
                 c.mode(),
                 started.elapsed().as_millis(),
+                if c.uses_walkeepers() {
+                    format!(" ({timings})")
+                } else {
+                    String::new()
+                },
                 c.connstr()
             );
         }
@@ -461,6 +526,22 @@ fn status(env: &LocalEnv) -> anyhow::Result<()> {
             println!("pageserver: stopped (start it with `zenith start`)");
         }
     }
+    let walkeepers = WalkeeperNode::all(env);
+    for wk in &walkeepers {
+        match wk.pid()? {
+            Some(pid) => println!(
+                "walkeeper {}: running (pid {pid}), WAL service {}, HTTP {}, log {}",
+                wk.conf.id,
+                wk.conf.listen_pg_addr,
+                wk.conf.listen_http_addr,
+                wk.log_file().display()
+            ),
+            None => println!(
+                "walkeeper {}: stopped (start it with `zenith walkeeper start {}`)",
+                wk.conf.id, wk.conf.id
+            ),
+        }
+    }
     let computes = compute::list(env)?;
     let running = pid.is_some();
     let mut tenants: Vec<TenantId> = env.branches.iter().map(|b| b.tenant_id).collect();
@@ -505,6 +586,21 @@ fn status(env: &LocalEnv) -> anyhow::Result<()> {
                 "  branch {:<16} timeline {}  last_record_lsn {last}  {lag}",
                 b.name, b.timeline_id
             );
+            for wk in &walkeepers {
+                if let Ok(Some(st)) = wk.timeline_status(tenant, b.timeline_id) {
+                    println!(
+                        "    walkeeper {}: term {} epoch {} flush {} commit {}{}",
+                        wk.conf.id,
+                        st.term,
+                        st.epoch,
+                        st.flush_lsn,
+                        st.commit_lsn,
+                        st.proposer
+                            .map(|p| format!(", proposer {p}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
         }
     }
     for c in &computes {

@@ -1,6 +1,7 @@
 //! The WAL receiver: follows a WAL source that speaks PostgreSQL physical
-//! replication (a PostgreSQL 15 primary, later a walkeeper) and ingests what
-//! it sends into a timeline.
+//! replication (a PostgreSQL 15 primary, or the walkeepers of a timeline,
+//! choosing the one with the highest commit LSN) and ingests what it sends
+//! into a timeline.
 //!
 //! Protocol: startup with `replication=true` (trust, cleartext, MD5 or
 //! SCRAM-SHA-256 authentication), `IDENTIFY_SYSTEM` (the system identifier
@@ -35,26 +36,73 @@ use crate::pgdatadir_mapping::DatadirReader;
 use crate::tenant::timeline::Timeline;
 use crate::walingest::WalIngest;
 
-/// Where to get WAL from: a libpq-style `key=value` connection string with
-/// `host`, `port`, `user`, optional `password` and optional `slot` (the
-/// replication slot to stream from; not a libpq key).
+/// Where to get WAL from: a libpq-style `key=value` connection string.
+///
+/// - A PostgreSQL primary: `host`, `port`, `user`, optional `password` and
+///   optional `slot` (the replication slot to stream from; not a libpq key).
+/// - Walkeepers: `walkeepers=host:port,host:port,...`, optional `user` and
+///   `password`. The receiver streams committed WAL from the walkeeper with
+///   the highest commit LSN (what `IDENTIFY_SYSTEM` reports), and switches
+///   when it goes away or falls behind another by [`LAGGING_WAL_TIMEOUT`]
+///   of silence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalSource {
-    /// How to connect (with `replication=true`).
+    /// How to connect to a primary (with `replication=true`).
     pub config: Config,
     pub slot: Option<String>,
+    /// The walkeepers, when the source is a WAL service.
+    pub walkeepers: Vec<Config>,
 }
+
+/// How long a walkeeper may send nothing before the others are asked
+/// whether they have more.
+pub const LAGGING_WAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long choosing a walkeeper may wait for each one.
+const WALKEEPER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl WalSource {
     pub fn parse(connstr: &str) -> anyhow::Result<WalSource> {
         let mut pairs = parse_connstr(connstr)?;
+        if let Some((_, list)) = pairs.iter().find(|(k, _)| k == "walkeepers") {
+            let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            if let Some((k, _)) = pairs
+                .iter()
+                .find(|(k, _)| !matches!(k.as_str(), "walkeepers" | "user" | "password"))
+            {
+                bail!("unsupported key {k:?} with walkeepers (use walkeepers, user, password)");
+            }
+            let user = get("user").unwrap_or_else(|| "zenith".to_string());
+            let mut walkeepers = Vec::new();
+            for addr in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .with_context(|| format!("walkeeper address {addr:?} is not host:port"))?;
+                let port: u16 = port
+                    .parse()
+                    .with_context(|| format!("walkeeper address {addr:?} has an invalid port"))?;
+                let mut c = Config::new(host, port, user.clone()).application_name("pageserver");
+                if let Some(p) = get("password") {
+                    c = c.password(p);
+                }
+                walkeepers.push(c);
+            }
+            if walkeepers.is_empty() {
+                bail!("walkeepers= lists no walkeeper");
+            }
+            return Ok(WalSource {
+                config: walkeepers[0].clone(),
+                slot: None,
+                walkeepers,
+            });
+        }
         if let Some((k, _)) = pairs.iter().find(|(k, _)| {
             !matches!(
                 k.as_str(),
                 "host" | "port" | "user" | "password" | "slot" | "slot_name"
             )
         }) {
-            bail!("unsupported connection string key {k:?} (use host, port, user, password, slot)");
+            bail!("unsupported connection string key {k:?} (use host, port, user, password, slot; or walkeepers)");
         }
         let mut slot = None;
         pairs.retain(|(k, v)| {
@@ -67,13 +115,81 @@ impl WalSource {
         let config = Config::from_pairs(pairs)?
             .application_name("pageserver")
             .param("replication", "true");
-        Ok(WalSource { config, slot })
+        Ok(WalSource {
+            config,
+            slot,
+            walkeepers: Vec::new(),
+        })
     }
 
-    /// `host:port`, for messages.
+    /// `host:port`, or the walkeepers' addresses, for messages.
     pub fn addr(&self) -> String {
-        self.config.addr()
+        if self.walkeepers.is_empty() {
+            self.config.addr()
+        } else {
+            let list: Vec<String> = self.walkeepers.iter().map(Config::addr).collect();
+            format!("walkeepers {}", list.join(","))
+        }
     }
+}
+
+/// A walkeeper's connection config for one timeline.
+fn walkeeper_config(c: &Config, tl: &Timeline) -> Config {
+    c.clone().param(
+        "options",
+        format!(
+            "-c tenant_id={} -c timeline_id={}",
+            tl.tenant_id, tl.timeline_id
+        ),
+    )
+}
+
+/// Connect to `c` and ask IDENTIFY_SYSTEM: the connection, the system id
+/// and the position (a walkeeper's commit LSN).
+async fn identify(c: &Config) -> anyhow::Result<(Connection, String, Lsn)> {
+    let mut conn = Connection::connect(c).await?;
+    let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
+    let row = rows.first().context("IDENTIFY_SYSTEM returned no row")?;
+    let sysid = row
+        .get(0)
+        .context("IDENTIFY_SYSTEM returned no system identifier")?
+        .to_string();
+    let pos = row
+        .get(2)
+        .context("IDENTIFY_SYSTEM returned no position")?
+        .parse::<Lsn>()
+        .context("IDENTIFY_SYSTEM position")?;
+    Ok((conn, sysid, pos))
+}
+
+/// The walkeeper with the highest commit LSN (the first on ties), other
+/// than `except`; its connection, system id, commit LSN and index.
+async fn choose_walkeeper(
+    tl: &Timeline,
+    src: &WalSource,
+    except: Option<usize>,
+) -> anyhow::Result<(Connection, String, Lsn, usize)> {
+    let mut best: Option<(Connection, String, Lsn, usize)> = None;
+    let mut errors = Vec::new();
+    for (i, c) in src.walkeepers.iter().enumerate() {
+        if Some(i) == except {
+            continue;
+        }
+        let c = walkeeper_config(c, tl);
+        match tokio::time::timeout(WALKEEPER_PROBE_TIMEOUT, identify(&c)).await {
+            Ok(Ok((conn, sysid, pos))) => {
+                if best.as_ref().is_none_or(|b| pos > b.2) {
+                    best = Some((conn, sysid, pos, i));
+                }
+            }
+            Ok(Err(e)) => errors.push(format!("{}: {e:#}", c.addr())),
+            Err(_) => errors.push(format!(
+                "{}: no answer within {WALKEEPER_PROBE_TIMEOUT:?}",
+                c.addr()
+            )),
+        }
+    }
+    best.with_context(|| format!("no walkeeper available: {}", errors.join("; ")))
 }
 
 /// How long one wait for the WAL source may last before the receiver
@@ -127,20 +243,28 @@ async fn stream_once(
     stop: &AtomicBool,
     connected: &mut bool,
 ) -> Result<(), StreamError> {
-    let mut conn = Connection::connect(&src.config).await?;
-    let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
-    let sysid = rows
-        .first()
-        .and_then(|r| r.get(0))
-        .context("IDENTIFY_SYSTEM returned no system identifier")?
-        .to_string();
+    let (conn, sysid, chosen) = if src.walkeepers.is_empty() {
+        let mut conn = Connection::connect(&src.config).await?;
+        let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
+        let sysid = rows
+            .first()
+            .and_then(|r| r.get(0))
+            .context("IDENTIFY_SYSTEM returned no system identifier")?
+            .to_string();
+        (conn, sysid, None)
+    } else {
+        let (conn, sysid, pos, i) = choose_walkeeper(tl, src, None).await?;
+        debug!(walkeeper = %src.walkeepers[i].addr(), commit_lsn = %pos, "walkeeper chosen");
+        (conn, sysid, Some(i))
+    };
     let control = DatadirReader::new(tl, tl.last_record_lsn())
         .control_file()
         .map_err(ingest_err)?;
     let ours = ControlFileData::decode(&control)
         .map_err(ingest_err)?
         .system_identifier;
-    if sysid != ours.to_string() {
+    // A walkeeper that no compute has greeted yet does not know it (0).
+    if sysid != ours.to_string() && !(chosen.is_some() && sysid == "0") {
         return Err(StreamError::Source(anyhow::anyhow!(
             "the WAL source is system {sysid}, but this timeline belongs to system {ours}"
         )));
@@ -151,12 +275,16 @@ async fn stream_once(
         .as_ref()
         .map(|s| format!("SLOT {s} "))
         .unwrap_or_default();
+    let source_addr = match chosen {
+        Some(i) => src.walkeepers[i].addr(),
+        None => src.addr(),
+    };
     let mut stream = conn
         .copy_both(&format!("START_REPLICATION {slot}PHYSICAL {start}"))
         .await
         .context("START_REPLICATION")?;
     if !*connected {
-        info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, %start, "streaming WAL from {}", src.addr());
+        info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, %start, "streaming WAL from {source_addr}");
         *connected = true;
     }
     let rl = tl.record_lsn();
@@ -173,8 +301,24 @@ async fn stream_once(
     let conf_timeout = tl.checkpoint_timeout();
     let mut last_flush = Instant::now();
     let mut last_status = Instant::now() - Duration::from_secs(10);
+    let mut last_data = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut reply = false;
+        if let Some(current) = chosen {
+            if last_data.elapsed() >= LAGGING_WAL_TIMEOUT {
+                // Quiet for a while: does another walkeeper have more?
+                last_data = Instant::now();
+                if let Ok((_, _, pos, other)) = choose_walkeeper(tl, src, Some(current)).await {
+                    if pos > decoder.available() {
+                        return Err(anyhow::anyhow!(
+                            "walkeeper {source_addr} sends nothing while {} has WAL up to {pos}; switching",
+                            src.walkeepers[other].addr()
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
         // recv is cancel safe: a timeout loses nothing.
         if let Ok(data) = tokio::time::timeout(POLL_INTERVAL, stream.recv()).await {
             let Some(data) = data? else {
@@ -191,6 +335,7 @@ async fn stream_once(
                         .into());
                     }
                     decoder.feed_bytes(&x.data);
+                    last_data = Instant::now();
                     while let Some(rec) = decoder.poll_decode().map_err(ingest_err)? {
                         let at = rec.start_lsn;
                         ingest.ingest_record(tl, &writer, rec).map_err(|e| {
@@ -370,5 +515,13 @@ mod tests {
         assert!(WalSource::parse("port=x").is_err());
         assert!(WalSource::parse("sslmode=require").is_err());
         assert!(WalSource::parse("dbname=x").is_err());
+        let w = WalSource::parse("walkeepers=127.0.0.1:1,localhost:2 password=p").unwrap();
+        assert_eq!(w.walkeepers.len(), 2);
+        assert_eq!(w.walkeepers[1].port, 2);
+        assert_eq!(w.walkeepers[0].password.as_deref(), Some("p"));
+        assert_eq!(w.addr(), "walkeepers 127.0.0.1:1,localhost:2");
+        assert!(WalSource::parse("walkeepers=127.0.0.1").is_err());
+        assert!(WalSource::parse("walkeepers=").is_err());
+        assert!(WalSource::parse("walkeepers=a:1 slot=x").is_err());
     }
 }
