@@ -120,6 +120,21 @@ impl<'a> PageServerNode<'a> {
         background_process::running_pid(&self.pid_file())
     }
 
+    /// Fail with a clear message if its ports are taken.
+    pub fn check_ports_free(&self) -> anyhow::Result<()> {
+        let ps = &self.env.pageserver;
+        background_process::check_port_free(
+            ps.listen_pg_addr,
+            "pageserver page service",
+            "change pageserver.listen_pg_addr in .zenith/config",
+        )?;
+        background_process::check_port_free(
+            ps.listen_http_addr,
+            "pageserver HTTP API",
+            "change pageserver.listen_http_addr in .zenith/config",
+        )
+    }
+
     /// Start in the background; returns when `/v1/status` answers OK.
     pub fn start(&self) -> anyhow::Result<i32> {
         self.env.check_binaries()?;

@@ -61,30 +61,47 @@ pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
 
 /// `zenith start`: the walkeepers, then the pageserver (computes are
 /// started one by one with `zenith pg start`). Returns a line per daemon.
-/// A walkeeper that is already running is left alone.
+/// A walkeeper that is already running is left alone. If anything fails,
+/// what this call started is stopped again.
 pub fn start_all(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
-    let mut report = Vec::new();
-    for wk in WalkeeperNode::all(env) {
-        if let Some(pid) = wk.pid()? {
-            report.push(format!(
-                "walkeeper {} already running (pid {pid})",
-                wk.conf.id
-            ));
-            continue;
-        }
-        let pid = wk
-            .start()
-            .with_context(|| format!("starting walkeeper {}", wk.conf.id))?;
-        report.push(format!(
-            "walkeeper {} started (pid {pid}), WAL service on {}",
-            wk.conf.id, wk.conf.listen_pg_addr
-        ));
+    let ps = PageServerNode::new(env);
+    if let Some(pid) = ps.pid()? {
+        bail!("the pageserver is already running (pid {pid}); stop it first with `zenith stop`");
     }
-    let pid = PageServerNode::new(env).start()?;
-    report.push(format!(
-        "pageserver started (pid {pid}), page service on {}, HTTP API on {}",
-        env.pageserver.listen_pg_addr, env.pageserver.listen_http_addr
-    ));
+    ps.check_ports_free()?;
+    let mut report = Vec::new();
+    let mut started = Vec::new();
+    let res = (|| -> anyhow::Result<()> {
+        for wk in WalkeeperNode::all(env) {
+            if let Some(pid) = wk.pid()? {
+                report.push(format!(
+                    "walkeeper {} already running (pid {pid})",
+                    wk.conf.id
+                ));
+                continue;
+            }
+            let pid = wk
+                .start()
+                .with_context(|| format!("starting walkeeper {}", wk.conf.id))?;
+            report.push(format!(
+                "walkeeper {} started (pid {pid}), WAL service on {}",
+                wk.conf.id, wk.conf.listen_pg_addr
+            ));
+            started.push(wk);
+        }
+        let pid = ps.start()?;
+        report.push(format!(
+            "pageserver started (pid {pid}), page service on {}, HTTP API on {}",
+            env.pageserver.listen_pg_addr, env.pageserver.listen_http_addr
+        ));
+        Ok(())
+    })();
+    if let Err(e) = res {
+        for wk in started {
+            let _ = wk.stop(true);
+        }
+        return Err(e);
+    }
     Ok(report)
 }
 
