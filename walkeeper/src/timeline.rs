@@ -9,7 +9,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
+    IntCounterVec,
+};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -20,6 +25,32 @@ use zenith_utils::lsn::Lsn;
 use crate::acceptor::{Acceptor, AcceptorError, AcceptorState, StoreError};
 use crate::proto::{AcceptorMessage, NodeId, PageserverFeedback, ProposerMessage, Term};
 use crate::wal_storage::{self, DiskStore};
+
+static WAL_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "walkeeper_wal_bytes_received_total",
+        "WAL bytes received in AppendRequests"
+    )
+    .expect("registering walkeeper_wal_bytes_received_total")
+});
+
+static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "walkeeper_proposer_messages_total",
+        "Proposer messages handled, by message and outcome",
+        &["message", "outcome"]
+    )
+    .expect("registering walkeeper_proposer_messages_total")
+});
+
+static PROCESS_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "walkeeper_proposer_message_seconds",
+        "Time to handle a proposer message, fsync included",
+        vec![0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+    )
+    .expect("registering walkeeper_proposer_message_seconds")
+});
 
 /// PostgreSQL's default WAL segment size, for timelines that have not been
 /// greeted yet.
@@ -128,6 +159,10 @@ impl Timeline {
 
     /// Handle one proposer message (blocking: may fsync).
     pub fn process(&self, msg: &ProposerMessage) -> Result<Option<AcceptorMessage>, AcceptorError> {
+        let started = std::time::Instant::now();
+        if let ProposerMessage::Append(a) = msg {
+            WAL_BYTES.inc_by(a.wal_data.len() as u64);
+        }
         let mut acc = self.lock();
         if let ProposerMessage::Greeting(g) = msg {
             if g.wal_seg_size.is_power_of_two() && g.wal_seg_size >= 1 << 20 {
@@ -135,6 +170,10 @@ impl Timeline {
             }
         }
         let reply = acc.process(msg);
+        PROCESS_SECONDS.observe(started.elapsed().as_secs_f64());
+        REQUESTS
+            .with_label_values(&[msg.name(), if reply.is_ok() { "ok" } else { "error" }])
+            .inc();
         let commit = acc.state.commit_lsn.min(acc.flush_lsn());
         let term = acc.state.term;
         drop(acc);

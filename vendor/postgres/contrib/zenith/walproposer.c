@@ -119,14 +119,8 @@ static XLogRecPtr truncate_lsn;
 static XLogRecPtr timeline_start;
 static XLogRecPtr commit_lsn;
 
-/* bgworker: where this compute's WAL starts, and how far whole records go */
+/* bgworker: where this compute's WAL starts */
 static XLogRecPtr compute_start;
-static XLogRecPtr record_walk_pos;
-static XLogReaderState *wal_reader;
-
-/* WAL below epoch_start that this process does not have, from the donor */
-static char *recovered;
-static XLogRecPtr recovered_start;
 
 #define MAX_IN_FLIGHT (1024 * 1024)
 #define HEARTBEAT_MS 1000
@@ -354,85 +348,11 @@ start_streaming_at(const VoteResponse *v)
 	return Min(v->flush_lsn, prop_history.entries[common].lsn);
 }
 
-/*
- * Read [start, end) from walkeeper i's WAL into recovered (blocking: this
- * happens once per election or late joiner, before anything waits on it).
- */
+/* Read [start, end) of walkeeper i's WAL into the recovered buffer. */
 static bool
 fetch_wal(int donor, XLogRecPtr start, XLogRecPtr end)
 {
-	char		conninfo[1024];
-	PGconn	   *conn;
-	PGresult   *res;
-	char		cmd[64];
-	char	   *buf = palloc(end - start);
-	XLogRecPtr	pos = start;
-
-	snprintf(conninfo, sizeof(conninfo),
-			 "host=%s port=%s dbname=postgres user=zenith_walproposer application_name=walproposer_recovery connect_timeout=%d options='-c tenant_id=%s -c timeline_id=%s'",
-			 wks[donor].host, wks[donor].port, Max(1, zenith_walkeeper_connect_timeout / 1000),
-			 zenith_tenant_id, zenith_timeline_id);
-	conn = PQconnectdb(conninfo);
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		ereport(LOG, (errmsg("walproposer: recovery from %s: %s", wk_name(donor), PQerrorMessage(conn))));
-		PQfinish(conn);
-		pfree(buf);
-		return false;
-	}
-	snprintf(cmd, sizeof(cmd), "START_REPLICATION PHYSICAL %X/%X", LSN_FORMAT_ARGS(start));
-	res = PQexec(conn, cmd);
-	if (PQresultStatus(res) != PGRES_COPY_BOTH)
-	{
-		ereport(LOG, (errmsg("walproposer: recovery from %s: %s", wk_name(donor), PQerrorMessage(conn))));
-		PQclear(res);
-		PQfinish(conn);
-		pfree(buf);
-		return false;
-	}
-	PQclear(res);
-	while (pos < end)
-	{
-		char	   *data;
-		int			len = PQgetCopyData(conn, &data, 0);
-
-		if (len < 0)
-			break;
-		if (len > 25 && data[0] == 'w')
-		{
-			XLogRecPtr	wal_start = 0;
-			int			n = len - 25;
-
-			for (int k = 0; k < 8; k++)
-				wal_start = (wal_start << 8) | (unsigned char) data[1 + k];
-			if (wal_start != pos)
-			{
-				PQfreemem(data);
-				break;
-			}
-			n = Min((uint64) n, end - pos);
-			memcpy(buf + (pos - start), data + 25, n);
-			pos += n;
-		}
-		PQfreemem(data);
-	}
-	PQfinish(conn);
-	if (pos < end)
-	{
-		ereport(LOG,
-				(errmsg("walproposer: recovery from %s stopped at %X/%X, needed up to %X/%X",
-						wk_name(donor), LSN_FORMAT_ARGS(pos), LSN_FORMAT_ARGS(end))));
-		pfree(buf);
-		return false;
-	}
-	if (recovered)
-		pfree(recovered);
-	recovered = buf;
-	recovered_start = start;
-	ereport(LOG,
-			(errmsg("walproposer: recovered WAL %X/%X..%X/%X from %s",
-					LSN_FORMAT_ARGS(start), LSN_FORMAT_ARGS(end), wk_name(donor))));
-	return true;
+	return wp_fetch_wal(wks[donor].host, wks[donor].port, wk_name(donor), start, end);
 }
 
 /* Make sure WAL from lsn up to epoch_start is at hand; false if not now. */
@@ -441,7 +361,7 @@ have_wal_from(XLogRecPtr lsn, int prefer)
 {
 	if (lsn >= epoch_start)
 		return true;
-	if (recovered != NULL && lsn >= recovered_start)
+	if (wp_have_recovered(lsn))
 		return true;
 	/* The preferred donor first, then any walkeeper that has our epoch. */
 	if (prefer >= 0 && fetch_wal(prefer, lsn, epoch_start))
@@ -575,91 +495,6 @@ send_elected(int i)
 /* ------------------------------------------------------------ WAL */
 
 static void
-read_local_wal(char *buf, XLogRecPtr start, Size count)
-{
-	WALReadError errinfo;
-
-	if (!WALRead(wal_reader, buf, start, count, 1, &errinfo))
-		WALReadRaiseError(&errinfo);
-}
-
-/*
- * Advance record_walk_pos over whole records below the local flush LSN;
- * returns how far WAL may be sent (the end of the last whole record).
- */
-static XLogRecPtr
-whole_records_end(void)
-{
-	XLogRecPtr	flush = GetFlushRecPtr(NULL);
-
-	for (;;)
-	{
-		XLogRecPtr	pos = record_walk_pos;
-		char		hdr[SizeOfXLogRecord];
-		XLogRecord *rec = (XLogRecord *) hdr;
-		uint32		left;
-		int			got = 0;
-
-		/* A record never starts inside a page header. */
-		if (XLogSegmentOffset(pos, seg_size) == 0)
-			pos += SizeOfXLogLongPHD;
-		else if (pos % XLOG_BLCKSZ == 0)
-			pos += SizeOfXLogShortPHD;
-		/* The header, which may be split across pages. */
-		while (got < (int) SizeOfXLogRecord)
-		{
-			uint32		n = Min(SizeOfXLogRecord - got, XLOG_BLCKSZ - pos % XLOG_BLCKSZ);
-
-			if (pos + n > flush)
-				return record_walk_pos;
-			read_local_wal(hdr + got, pos, n);
-			got += n;
-			pos += n;
-			if (got < (int) SizeOfXLogRecord)
-				pos += XLogSegmentOffset(pos, seg_size) == 0 ? SizeOfXLogLongPHD : SizeOfXLogShortPHD;
-		}
-		if (rec->xl_tot_len < SizeOfXLogRecord)
-			return record_walk_pos;		/* not written yet */
-		/* The rest of the record, skipping page headers. */
-		left = rec->xl_tot_len - SizeOfXLogRecord;
-		while (left > 0)
-		{
-			uint32		n;
-
-			if (pos % XLOG_BLCKSZ == 0)
-				pos += XLogSegmentOffset(pos, seg_size) == 0 ? SizeOfXLogLongPHD : SizeOfXLogShortPHD;
-			n = Min(left, XLOG_BLCKSZ - pos % XLOG_BLCKSZ);
-			pos += n;
-			left -= n;
-		}
-		pos = MAXALIGN64(pos);
-		if (rec->xl_rmid == RM_XLOG_ID &&
-			(rec->xl_info & ~XLR_INFO_MASK) == XLOG_SWITCH)
-		{
-			/* The rest of the segment is padding. */
-			if (XLogSegmentOffset(pos, seg_size) != 0)
-				pos += seg_size - XLogSegmentOffset(pos, seg_size);
-		}
-		if (pos > flush)
-			return record_walk_pos;
-		record_walk_pos = pos;
-	}
-}
-
-/* Copy WAL [start, start + count) from wherever we have it. */
-static void
-read_wal(char *buf, XLogRecPtr start, Size count)
-{
-	if (start < epoch_start)
-	{
-		Assert(recovered != NULL && start >= recovered_start && start + count <= epoch_start);
-		memcpy(buf, recovered + (start - recovered_start), count);
-	}
-	else
-		read_local_wal(buf, start, count);
-}
-
-static void
 send_append(int i, XLogRecPtr end)
 {
 	Walkeeper  *wk = &wks[i];
@@ -672,7 +507,7 @@ send_append(int i, XLogRecPtr end)
 	if (n > 0)
 	{
 		enlargeStringInfo(&msg, n);
-		read_wal(msg.data + msg.len, wk->sent, n);
+		wp_read_wal(msg.data + msg.len, wk->sent, n, epoch_start);
 		msg.len += n;
 		msg.data[msg.len] = '\0';
 	}
@@ -970,7 +805,7 @@ event_loop(void)
 		if (elected)
 		{
 			if (!sync_mode)
-				available_end = whole_records_end();
+				available_end = wp_whole_records_end();
 			for (int i = 0; i < n_wks; i++)
 				if (wks[i].state == WK_ACTIVE)
 					send_wal(i);
@@ -1090,14 +925,8 @@ WalProposerMain(Datum arg)
 	MyWalSnd->state = WALSNDSTATE_STREAMING;
 	SpinLockRelease(&MyWalSnd->mutex);
 
-	wal_reader = XLogReaderAllocate(wal_segment_size, NULL,
-									XL_ROUTINE(.segment_open = wal_segment_open,
-											   .segment_close = wal_segment_close),
-									NULL);
-	if (wal_reader == NULL)
-		ereport(FATAL, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	compute_start = find_compute_start();
-	record_walk_pos = compute_start;
+	wp_wal_init(compute_start, seg_size);
 	ereport(LOG,
 			(errmsg("walproposer: this compute's WAL starts at %X/%X; %d walkeepers, quorum %d",
 					LSN_FORMAT_ARGS(compute_start), n_wks, quorum)));

@@ -83,6 +83,14 @@ extern bool wk_parse_append(const char *buf, int len, AppendResponse *out, const
 extern char wk_tag(const char *buf, int len);
 extern bool wk_parse_id(const char *hex, uint8 *out);
 
+/* walproposer_wal.c */
+extern void wp_wal_init(XLogRecPtr compute_start, uint32 segment_size);
+extern XLogRecPtr wp_whole_records_end(void);
+extern bool wp_fetch_wal(const char *host, const char *port, const char *name,
+						 XLogRecPtr start, XLogRecPtr end);
+extern bool wp_have_recovered(XLogRecPtr lsn);
+extern void wp_read_wal(char *buf, XLogRecPtr start, Size count, XLogRecPtr epoch_start);
+
 /* walproposer.c */
 extern void WalProposerRegister(void);
 extern PGDLLEXPORT void WalProposerMain(Datum arg) pg_attribute_noreturn();
