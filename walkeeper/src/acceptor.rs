@@ -115,6 +115,13 @@ pub trait WalStore {
     fn truncate_wal(&mut self, lsn: Lsn) -> Result<(), StoreError>;
     /// Durably replace the control file with `state`.
     fn persist(&mut self, state: &AcceptorState) -> Result<(), StoreError>;
+    /// While on, [`write_wal`](WalStore::write_wal) may leave its bytes
+    /// unsynced until [`sync`](WalStore::sync) (one fsync for a batch).
+    fn defer_sync(&mut self, _on: bool) {}
+    /// Make every byte written so far durable.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +211,34 @@ impl<S: WalStore> Acceptor<S> {
             ProposerMessage::Elected(e) => self.elected(e).map(|()| None),
             ProposerMessage::Append(a) => self.append(a).map(Some),
         }
+    }
+
+    /// Handle several messages with one fsync: WAL is written as each
+    /// AppendRequest comes and made durable once, before any reply is
+    /// returned, so every reply still reports only durable WAL. Stops at the
+    /// first error (the replies before it are returned with it).
+    pub fn process_batch(
+        &mut self,
+        msgs: &[ProposerMessage],
+    ) -> (Vec<AcceptorMessage>, Option<AcceptorError>) {
+        self.store.defer_sync(true);
+        let mut replies = Vec::new();
+        let mut err = None;
+        for m in msgs {
+            match self.process(m) {
+                Ok(Some(r)) => replies.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        self.store.defer_sync(false);
+        if let Err(e) = self.store.sync() {
+            return (Vec::new(), Some(e.into()));
+        }
+        (replies, err)
     }
 
     fn greeting(&mut self, g: &ProposerGreeting) -> Result<AcceptorMessage, AcceptorError> {

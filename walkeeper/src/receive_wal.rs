@@ -126,45 +126,95 @@ pub async fn run(
     }
     info!(%peer, "proposer connected");
 
+    // Messages that are already buffered are handled together, with one
+    // fsync for all of them (the replies go out after it).
+    let mut pending: Option<FeMessage> = None;
     loop {
         // A proposer deposed by a newer one learns it from the term in its
         // next reply.
-        let data = match reader.read_message().await? {
-            Some(FeMessage::CopyData(d)) => d,
-            Some(FeMessage::CopyDone) => {
+        let first = match pending.take() {
+            Some(m) => Some(m),
+            None => reader.read_message().await?,
+        };
+        let msg = match classify(first)? {
+            Ok(m) => m,
+            Err(StreamEnd::CopyDone) => {
                 writer.send(&BeMessage::CopyDone).await?;
                 return Ok(());
             }
-            Some(FeMessage::Terminate) | None => {
+            Err(StreamEnd::Gone) => {
                 info!("proposer disconnected");
                 return Err(HandlerError::ClientGone);
             }
-            Some(other) => {
-                return Err(HandlerError::fatal(
-                    SqlState::PROTOCOL_VIOLATION,
-                    format!("expected CopyData in START_WAL_PUSH, got {other:?}"),
-                ))
-            }
         };
-        let msg = ProposerMessage::parse(&data).map_err(|e| {
-            HandlerError::query(
-                SqlState::PROTOCOL_VIOLATION,
-                format!("bad proposer message: {e}"),
-            )
-        })?;
-        if let ProposerMessage::Greeting(_) = msg {
-            return Err(HandlerError::query(
-                SqlState::PROTOCOL_VIOLATION,
-                "a second greeting on one connection",
-            ));
-        }
-        match process(&tl, msg).await {
-            Ok(Some(reply)) => writer.send(&BeMessage::CopyData(&reply)).await?,
-            Ok(None) => {}
-            Err(e) => {
-                warn!("proposer request refused: {e}");
-                return Err(e);
+        let mut batch = vec![msg];
+        let mut batch_bytes = 0;
+        while batch.len() < MAX_BATCH && batch_bytes < MAX_BATCH_BYTES {
+            let next = tokio::select! {
+                biased;
+                m = reader.read_message() => m?,
+                _ = std::future::ready(()) => break,
+            };
+            match next {
+                Some(FeMessage::CopyData(d)) => {
+                    batch_bytes += d.len();
+                    batch.push(parse(&d)?);
+                }
+                other => {
+                    pending = other;
+                    break;
+                }
             }
+        }
+        // The write and fsync block: block_in_place hands this worker's other
+        // tasks to another thread first, and saves the round trip through the
+        // blocking pool that spawn_blocking costs every commit.
+        let (replies, err) = tokio::task::block_in_place(|| tl.process_batch(&batch));
+        for r in &replies {
+            writer.queue(&BeMessage::CopyData(&r.to_bytes()))?;
+        }
+        writer.flush().await?;
+        if let Some(e) = err {
+            warn!("proposer request refused: {e}");
+            return Err(acceptor_error(e));
         }
     }
+}
+
+enum StreamEnd {
+    CopyDone,
+    Gone,
+}
+
+/// A proposer message, or how the stream ended.
+fn classify(m: Option<FeMessage>) -> Result<Result<ProposerMessage, StreamEnd>, HandlerError> {
+    match m {
+        Some(FeMessage::CopyData(d)) => Ok(Ok(parse(&d)?)),
+        Some(FeMessage::CopyDone) => Ok(Err(StreamEnd::CopyDone)),
+        Some(FeMessage::Terminate) | None => Ok(Err(StreamEnd::Gone)),
+        Some(other) => Err(HandlerError::fatal(
+            SqlState::PROTOCOL_VIOLATION,
+            format!("expected CopyData in START_WAL_PUSH, got {other:?}"),
+        )),
+    }
+}
+
+/// Most messages handled with one fsync.
+const MAX_BATCH: usize = 64;
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+fn parse(data: &[u8]) -> Result<ProposerMessage, HandlerError> {
+    let msg = ProposerMessage::parse(data).map_err(|e| {
+        HandlerError::query(
+            SqlState::PROTOCOL_VIOLATION,
+            format!("bad proposer message: {e}"),
+        )
+    })?;
+    if let ProposerMessage::Greeting(_) = msg {
+        return Err(HandlerError::query(
+            SqlState::PROTOCOL_VIOLATION,
+            "a second greeting on one connection",
+        ));
+    }
+    Ok(msg)
 }

@@ -190,6 +190,43 @@ impl Timeline {
         reply
     }
 
+    /// Handle several proposer messages with one fsync (blocking); see
+    /// [`Acceptor::process_batch`].
+    pub fn process_batch(
+        &self,
+        msgs: &[ProposerMessage],
+    ) -> (Vec<AcceptorMessage>, Option<AcceptorError>) {
+        let started = std::time::Instant::now();
+        for m in msgs {
+            if let ProposerMessage::Append(a) = m {
+                WAL_BYTES.inc_by(a.wal_data.len() as u64);
+            }
+        }
+        let mut acc = self.lock();
+        let (replies, err) = acc.process_batch(msgs);
+        PROCESS_SECONDS.observe(started.elapsed().as_secs_f64());
+        for (i, m) in msgs.iter().enumerate() {
+            let ok = err.is_none() || i < replies.len();
+            REQUESTS
+                .with_label_values(&[m.name(), if ok { "ok" } else { "error" }])
+                .inc();
+        }
+        let commit = acc.state.commit_lsn.min(acc.flush_lsn());
+        let term = acc.state.term;
+        drop(acc);
+        self.commit_tx.send_if_modified(|c| {
+            let changed = *c != commit;
+            *c = commit;
+            changed
+        });
+        self.term_tx.send_if_modified(|t| {
+            let changed = *t != term;
+            *t = term;
+            changed
+        });
+        (replies, err)
+    }
+
     pub fn commit_lsn(&self) -> watch::Receiver<Lsn> {
         self.commit_tx.subscribe()
     }

@@ -115,6 +115,10 @@ pub struct DiskStore {
     flush: Lsn,
     /// The `.partial` segment being written, open.
     open: Option<(u64, File)>,
+    /// Batching: writes leave their bytes unsynced until `sync`.
+    deferred: bool,
+    /// Bytes written and not yet synced.
+    dirty: bool,
 }
 
 impl DiskStore {
@@ -133,6 +137,8 @@ impl DiskStore {
             start: Lsn(0),
             flush: Lsn(0),
             open: None,
+            deferred: false,
+            dirty: false,
         };
         if let Some(st) = &state {
             if st.local_start_lsn != Lsn(0) {
@@ -273,10 +279,25 @@ impl WalStore for DiskStore {
             rest = &rest[n..];
             pos = Lsn(pos.0 + n as u64);
         }
-        if let Some((_, f)) = &self.open {
-            f.sync_data()?;
+        self.dirty = true;
+        if !self.deferred {
+            self.sync()?;
         }
         self.flush = pos;
+        Ok(())
+    }
+
+    fn defer_sync(&mut self, on: bool) {
+        self.deferred = on;
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.dirty {
+            if let Some((_, f)) = &self.open {
+                f.sync_data()?;
+            }
+            self.dirty = false;
+        }
         Ok(())
     }
 

@@ -124,6 +124,12 @@ static XLogRecPtr compute_start;
 
 #define MAX_IN_FLIGHT (1024 * 1024)
 #define HEARTBEAT_MS 1000
+/*
+ * A new commit LSN rides on the next AppendRequest; one with no WAL is sent
+ * for it only after this long without any (the walkeepers need it to serve
+ * the pageserver, not to acknowledge anything).
+ */
+#define COMMIT_NOTIFY_MS 20
 
 static void wk_connect(int i);
 static void wk_shutdown(int i, const char *why);
@@ -536,10 +542,16 @@ send_wal(int i)
 			end = Min(end, epoch_start);
 		send_append(i, end);
 	}
-	if (wk->state == WK_ACTIVE &&
-		(wk->commit_sent != commit_lsn ||
-		 TimestampDifferenceExceeds(wk->last_send, GetCurrentTimestamp(), HEARTBEAT_MS)))
-		send_append(i, wk->sent);
+	if (wk->state == WK_ACTIVE)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (wk->commit_sent == PG_UINT64_MAX ||
+			(wk->commit_sent != commit_lsn &&
+			 (sync_mode || TimestampDifferenceExceeds(wk->last_send, now, COMMIT_NOTIFY_MS))) ||
+			TimestampDifferenceExceeds(wk->last_send, now, HEARTBEAT_MS))
+			send_append(i, wk->sent);
+	}
 }
 
 /* ------------------------------------------------------------ commit */
@@ -837,7 +849,7 @@ event_loop(void)
 				ev = WL_SOCKET_READABLE | (wk->want_write ? WL_SOCKET_WRITEABLE : 0);
 			AddWaitEventToSet(set, ev, PQsocket(wk->conn), NULL, (void *) (intptr_t) (i + 1));
 		}
-		n = WaitEventSetWait(set, 100, events, n_wks + 2, PG_WAIT_EXTENSION);
+		n = WaitEventSetWait(set, COMMIT_NOTIFY_MS, events, n_wks + 2, PG_WAIT_EXTENSION);
 		FreeWaitEventSet(set);
 		for (int e = 0; e < n; e++)
 		{
