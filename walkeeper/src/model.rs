@@ -567,13 +567,20 @@ mod tests {
         }
     }
 
+    /// The bounds: `ZENITH_MODEL_TERMS` (default 2) and
+    /// `ZENITH_MODEL_ENTRIES` (default 1); the full bounds are 3 and
+    /// 3 (far more states than a test run can afford today).
     fn bounds() -> (Term, usize) {
-        let full = std::env::var("ZENITH_MODEL_FULL").is_ok();
-        if full {
-            (3, 3)
-        } else {
-            (1, 1)
-        }
+        let get = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        (
+            get("ZENITH_MODEL_TERMS", 2),
+            get("ZENITH_MODEL_ENTRIES", 1) as usize,
+        )
     }
 
     #[test]

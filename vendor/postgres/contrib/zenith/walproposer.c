@@ -122,7 +122,7 @@ static XLogRecPtr commit_lsn;
 /* bgworker: where this compute's WAL starts */
 static XLogRecPtr compute_start;
 
-#define MAX_IN_FLIGHT (1024 * 1024)
+#define MAX_IN_FLIGHT (4 * 1024 * 1024)
 #define HEARTBEAT_MS 1000
 /*
  * A new commit LSN rides on the next AppendRequest; one with no WAL is sent

@@ -142,6 +142,32 @@ read_local_wal(char *buf, XLogRecPtr start, Size count)
 }
 
 /*
+ * Record headers are read through a buffer of WALK_BUF bytes of flushed
+ * WAL: a pread per header would cost a system call per WAL record.
+ */
+#define WALK_BUF (64 * 1024)
+static char walk_buf[WALK_BUF];
+static XLogRecPtr walk_buf_start;
+static Size walk_buf_len;
+
+static void
+read_walk(char *dst, XLogRecPtr pos, Size n, XLogRecPtr flush)
+{
+	if (pos < walk_buf_start || pos + n > walk_buf_start + walk_buf_len)
+	{
+		/* Refill from pos, up to the flush LSN and the end of its segment. */
+		Size		len = Min(WALK_BUF, flush - pos);
+
+		len = Min(len, seg_size - XLogSegmentOffset(pos, seg_size));
+		Assert(len >= n);
+		read_local_wal(walk_buf, pos, len);
+		walk_buf_start = pos;
+		walk_buf_len = len;
+	}
+	memcpy(dst, walk_buf + (pos - walk_buf_start), n);
+}
+
+/*
  * Advance record_walk_pos over whole records below the local flush LSN;
  * returns how far WAL may be sent (the end of the last whole record).
  */
@@ -170,7 +196,7 @@ wp_whole_records_end(void)
 
 			if (pos + n > flush)
 				return record_walk_pos;
-			read_local_wal(hdr + got, pos, n);
+			read_walk(hdr + got, pos, n, flush);
 			got += n;
 			pos += n;
 			if (got < (int) SizeOfXLogRecord)
