@@ -142,16 +142,7 @@ impl<'a> PageServerNode<'a> {
             bail!("the pageserver is already running (pid {pid}); stop it with `zenith stop`");
         }
         let ps = &self.env.pageserver;
-        background_process::check_port_free(
-            ps.listen_pg_addr,
-            "pageserver page service",
-            "change pageserver.listen_pg_addr in .zenith/config",
-        )?;
-        background_process::check_port_free(
-            ps.listen_http_addr,
-            "pageserver HTTP API",
-            "change pageserver.listen_http_addr in .zenith/config",
-        )?;
+        self.check_ports_free()?;
         let d = Daemon {
             name: "pageserver",
             program: &self.program(),

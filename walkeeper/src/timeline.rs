@@ -174,19 +174,7 @@ impl Timeline {
         REQUESTS
             .with_label_values(&[msg.name(), if reply.is_ok() { "ok" } else { "error" }])
             .inc();
-        let commit = acc.state.commit_lsn.min(acc.flush_lsn());
-        let term = acc.state.term;
-        drop(acc);
-        self.commit_tx.send_if_modified(|c| {
-            let changed = *c != commit;
-            *c = commit;
-            changed
-        });
-        self.term_tx.send_if_modified(|t| {
-            let changed = *t != term;
-            *t = term;
-            changed
-        });
+        self.publish(acc);
         reply
     }
 
@@ -211,6 +199,12 @@ impl Timeline {
                 .with_label_values(&[m.name(), if ok { "ok" } else { "error" }])
                 .inc();
         }
+        self.publish(acc);
+        (replies, err)
+    }
+
+    /// Tell the watchers the acceptor's commit LSN and term (and unlock).
+    fn publish(&self, acc: std::sync::MutexGuard<'_, Acceptor<DiskStore>>) {
         let commit = acc.state.commit_lsn.min(acc.flush_lsn());
         let term = acc.state.term;
         drop(acc);
@@ -224,7 +218,6 @@ impl Timeline {
             *t = term;
             changed
         });
-        (replies, err)
     }
 
     pub fn commit_lsn(&self) -> watch::Receiver<Lsn> {
