@@ -898,7 +898,12 @@ WalProposerRegister(void)
 	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "WalProposerMain");
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "WAL proposer");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "WAL proposer");
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	/*
+	 * Restarted after a crash of the compute (crash recovery wrote WAL the
+	 * walkeepers do not have: the new walproposer finds that out and shuts
+	 * the compute down, rather than none running and commits hanging).
+	 */
+	bgw.bgw_restart_time = 1;
 	bgw.bgw_notify_pid = 0;
 	RegisterBackgroundWorker(&bgw);
 }
@@ -916,11 +921,40 @@ find_compute_start(void)
 	return redo;
 }
 
+/*
+ * The walproposer exits only when the compute shuts down (SIGTERM from the
+ * postmaster) or on an error. After an error no commit could ever be
+ * acknowledged again (it is not restarted: a new election must start from a
+ * new basebackup), so it shuts the compute down instead of leaving commits
+ * hanging.
+ */
+static volatile sig_atomic_t got_sigterm = false;
+
+static void
+walproposer_sigterm(SIGNAL_ARGS)
+{
+	got_sigterm = true;
+	die(postgres_signal_arg);
+}
+
+static void
+shutdown_compute_on_exit(int code, Datum arg)
+{
+	if (!got_sigterm)
+	{
+		ereport(LOG,
+				(errmsg("walproposer: exiting (code %d); shutting the compute down, since no commit could be acknowledged without it",
+						code)));
+		kill(PostmasterPid, SIGINT);
+	}
+}
+
 void
 WalProposerMain(Datum arg)
 {
 	MemoryContextSwitchTo(TopMemoryContext);
-	pqsignal(SIGTERM, die);
+	on_proc_exit(shutdown_compute_on_exit, 0);
+	pqsignal(SIGTERM, walproposer_sigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
