@@ -372,3 +372,50 @@ def test_divergent_wal_is_truncated(zenith_env_builder):
     assert w1.read_wal(tl, start, end) == w2.read_wal(tl, start, end), "walkeeper 1's WAL differs from the majority's"
     log.info("walkeeper 1 had divergent WAL up to %X, now equals the majority up to %X", divergent_end, end)
     assert pg.safe_psql("SELECT count(*), sum(x) FROM t")[0] == (501, 1 + 2 * 500)
+
+
+def test_backpressure_waits_for_the_pageserver(zenith_env_builder):
+    """With zenith.max_replication_write_lag set, statements that write wait while the
+    pageserver has ingested that much less WAL than the compute flushed, and go on when it
+    catches up."""
+    env = zenith_env_builder.init_start()
+    pg = env.postgres.create_start("main")
+    pg.safe_psql("ALTER SYSTEM SET zenith.max_replication_write_lag = '1MB'")
+    pg.safe_psql("SELECT pg_reload_conf()")
+    pg.safe_psql("CREATE TABLE t(x int)")
+    wait_until(
+        "the setting to be in effect",
+        lambda: pg.safe_psql("SHOW zenith.max_replication_write_lag")[0][0] == "1MB",
+    )
+    env.zenith_cli(["pageserver", "stop"])
+    done = []
+    stop = threading.Event()
+
+    def writer():
+        conn = pg.connect()
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                cur.execute("INSERT INTO t SELECT g FROM generate_series(1, 20000) g")  # ~1.1 MB of WAL
+                done.append(time.monotonic())
+        conn.close()
+
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+
+    def waiting():
+        rows = pg.safe_psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE 'INSERT%'"
+        )
+        return rows[0][0] == 1
+
+    wait_until("a writer to wait for the pageserver", waiting, timeout=60)
+    n = len(done)
+    assert n <= 3, f"{n} statements ran with the pageserver down"
+    # It stays waiting while the pageserver is down ...
+    th.join(3)
+    assert len(done) == n and waiting()
+    # ... and goes on once the pageserver has caught up.
+    env.zenith_cli(["pageserver", "start"])
+    wait_until("the writer to go on", lambda: len(done) >= n + 3, timeout=60)
+    stop.set()
+    th.join(60)

@@ -689,6 +689,8 @@ handle_message(int i, const char *buf, int len)
 				if (r.flush_lsn > wk->flush)
 					wk->flush = r.flush_lsn;
 				wk->commit = r.commit_lsn;
+				if (r.has_feedback && !sync_mode)
+					wp_publish_feedback(r.ps_writelsn, r.ps_flushlsn, r.ps_applylsn);
 				update_commit();
 				send_wal(i);
 				return;

@@ -18,6 +18,7 @@ extern char *zenith_tenant_id;
 extern char *zenith_timeline_id;
 extern int	zenith_walkeeper_reconnect_timeout;
 extern int	zenith_walkeeper_connect_timeout;
+extern int	zenith_max_replication_write_lag;
 
 #define WK_PROTOCOL_VERSION 1
 #define WK_MAX_SEND_SIZE (16 * 8192)
@@ -90,6 +91,10 @@ extern bool wp_fetch_wal(const char *host, const char *port, const char *name,
 						 XLogRecPtr start, XLogRecPtr end);
 extern bool wp_have_recovered(XLogRecPtr lsn);
 extern void wp_read_wal(char *buf, XLogRecPtr start, Size count, XLogRecPtr epoch_start);
+
+/* backpressure.c */
+extern void wp_backpressure_init(void);
+extern void wp_publish_feedback(XLogRecPtr write, XLogRecPtr flush, XLogRecPtr apply);
 
 /* walproposer.c */
 extern void WalProposerRegister(void);

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * zenith.c
- *	  Entry point of contrib/zenith: configuration, and the walproposer
- *	  background worker.
+ *	  Entry point of contrib/zenith: configuration, the walproposer
+ *	  background worker, and backpressure.
  *
  * The library must be in shared_preload_libraries: the walproposer is a
  * background worker registered at postmaster start, and a compute whose
@@ -73,10 +73,21 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("zenith.max_replication_write_lag",
+							"Statements that write wait while the pageserver has ingested this much less WAL than the compute flushed (0: never).",
+							NULL,
+							&zenith_max_replication_write_lag,
+							0, 0, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_MB,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("zenith");
 
 	/* Not in postgres --sync-walkeepers, which runs the protocol itself. */
 	if (process_shared_preload_libraries_in_progress && IsPostmasterEnvironment &&
 		zenith_walkeepers != NULL && zenith_walkeepers[0] != '\0')
+	{
 		WalProposerRegister();
+		wp_backpressure_init();
+	}
 }
