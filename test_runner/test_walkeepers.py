@@ -222,6 +222,7 @@ def amcheck(env: ZenithEnv, pg: Postgres) -> None:
     assert p.returncode == 0, f"pg_amcheck: {p.stdout}\n{p.stderr}"
 
 
+@pytest.mark.timeout(CHAOS_SECONDS + 600)
 def test_ledger_under_walkeeper_chaos(zenith_env_builder):
     env = zenith_env_builder.init_start()
     pg = env.postgres.create_start("main")
