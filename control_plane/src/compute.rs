@@ -414,21 +414,13 @@ impl ComputeNode<'_> {
         ps.set_wal_source(tenant, timeline, &source)?;
         let lsn = match synced {
             Some(l) => {
-                let deadline = Instant::now() + Duration::from_secs(120);
-                loop {
-                    let info = ps.timeline_info(tenant, timeline)?;
-                    if info.last_record_lsn >= l {
-                        break;
-                    }
-                    if Instant::now() > deadline {
-                        bail!(
-                            "the pageserver has WAL up to {} only, not {l} where the walkeepers end, after 120s; see {}",
-                            info.last_record_lsn,
-                            ps.log_file().display()
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                ps.wait_for_lsn(
+                    tenant,
+                    timeline,
+                    l,
+                    Duration::from_secs(120),
+                    "of the walkeepers",
+                )?;
                 l
             }
             None => ps.timeline_info(tenant, timeline)?.last_record_lsn,
@@ -663,23 +655,14 @@ impl ComputeNode<'_> {
         timeout: Duration,
     ) -> anyhow::Result<Lsn> {
         let target = self.flush_lsn()?;
-        let start = Instant::now();
-        loop {
-            let info = ps.timeline_info(self.spec.tenant_id, self.spec.timeline_id)?;
-            if info.last_record_lsn >= target {
-                return Ok(target);
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "the pageserver has WAL of compute {:?} up to {} only, not {target}, after {}s; see {}",
-                    self.spec.name,
-                    info.last_record_lsn,
-                    timeout.as_secs(),
-                    ps.log_file().display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        ps.wait_for_lsn(
+            self.spec.tenant_id,
+            self.spec.timeline_id,
+            target,
+            timeout,
+            &format!("of compute {:?}", self.spec.name),
+        )?;
+        Ok(target)
     }
 }
 

@@ -270,6 +270,34 @@ impl<'a> PageServerNode<'a> {
         )
     }
 
+    /// Wait until the timeline's `last_record_lsn` reaches `lsn`. `what`
+    /// names the WAL in the timeout error ("of compute \"main\"").
+    pub fn wait_for_lsn(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+        lsn: Lsn,
+        timeout: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        loop {
+            let info = self.timeline_info(tenant, timeline)?;
+            if info.last_record_lsn >= lsn {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "the pageserver has WAL {what} up to {} only, not {lsn}, after {}s; see {}",
+                    info.last_record_lsn,
+                    timeout.as_secs(),
+                    self.log_file().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn set_wal_source(
         &self,
         tenant: TenantId,

@@ -3,8 +3,9 @@
 //! After CopyBothResponse, each CopyData from the proposer holds one
 //! [`ProposerMessage`]; each reply goes back in one CopyData. The first
 //! message must be the greeting, and it must name the timeline of the
-//! connection's options. The acceptor runs in `spawn_blocking` (it fsyncs
-//! before replying).
+//! connection's options. Messages already buffered are handled together
+//! with one fsync, before any of their replies goes out; the acceptor runs
+//! in `block_in_place` (it fsyncs).
 //!
 //! Errors reach the proposer as an ErrorResponse and end the stream: bytes
 //! that are not a message (08P01), a greeting for another timeline or
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 use zenith_utils::id::{TenantId, TimelineId};
-use zenith_utils::postgres_backend::{HandlerError, PostgresBackend};
+use zenith_utils::postgres_backend::{BackendWriter, HandlerError, PostgresBackend};
 use zenith_utils::pq_proto::{BeMessage, CopyResponse, FeMessage, SqlState};
 
 use crate::acceptor::AcceptorError;
@@ -35,21 +36,28 @@ fn acceptor_error(e: AcceptorError) -> HandlerError {
     HandlerError::query(code, e.to_string())
 }
 
-async fn process(
-    tl: &Arc<Timeline>,
-    msg: ProposerMessage,
-) -> Result<Option<bytes::Bytes>, HandlerError> {
-    let tl = Arc::clone(tl);
-    let reply = tokio::task::spawn_blocking(move || tl.process(&msg))
-        .await
-        .map_err(|e| {
-            HandlerError::query(
-                SqlState::INTERNAL_ERROR,
-                format!("acceptor task failed: {e}"),
-            )
-        })?
-        .map_err(acceptor_error)?;
-    Ok(reply.map(|r| r.to_bytes()))
+/// Handle `batch` (one fsync for all of it) and send the replies; an error
+/// the acceptor refused with ends the stream.
+async fn handle(
+    tl: &Timeline,
+    writer: &mut BackendWriter,
+    batch: &[ProposerMessage],
+) -> Result<(), HandlerError> {
+    // The write and fsync block: block_in_place hands this worker's other
+    // tasks to another thread first, and saves the round trip through the
+    // blocking pool that spawn_blocking costs every commit.
+    let (replies, err) = tokio::task::block_in_place(|| tl.process_batch(batch));
+    for r in &replies {
+        writer.queue(&BeMessage::CopyData(&r.to_bytes()))?;
+    }
+    writer.flush().await?;
+    match err {
+        Some(e) => {
+            warn!("proposer request refused: {e}");
+            Err(acceptor_error(e))
+        }
+        None => Ok(()),
+    }
 }
 
 pub async fn run(
@@ -121,9 +129,7 @@ pub async fn run(
             .map_err(|e| HandlerError::query(SqlState::IO_ERROR, e.to_string()))?
     };
     let _conn = tl.proposer_connected(peer.to_string());
-    if let Some(reply) = process(&tl, ProposerMessage::Greeting(greeting)).await? {
-        writer.send(&BeMessage::CopyData(&reply)).await?;
-    }
+    handle(&tl, writer, &[ProposerMessage::Greeting(greeting)]).await?;
     info!(%peer, "proposer connected");
 
     // Messages that are already buffered are handled together, with one
@@ -166,18 +172,7 @@ pub async fn run(
                 }
             }
         }
-        // The write and fsync block: block_in_place hands this worker's other
-        // tasks to another thread first, and saves the round trip through the
-        // blocking pool that spawn_blocking costs every commit.
-        let (replies, err) = tokio::task::block_in_place(|| tl.process_batch(&batch));
-        for r in &replies {
-            writer.queue(&BeMessage::CopyData(&r.to_bytes()))?;
-        }
-        writer.flush().await?;
-        if let Some(e) = err {
-            warn!("proposer request refused: {e}");
-            return Err(acceptor_error(e));
-        }
+        handle(&tl, writer, &batch).await?;
     }
 }
 

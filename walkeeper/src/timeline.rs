@@ -3,9 +3,10 @@
 //! senders wait on.
 //!
 //! The acceptor is behind a `std::sync::Mutex`: every call into it may
-//! fsync, so callers run it in `spawn_blocking` (see [`Timeline::process`]).
+//! fsync, so callers run it off the async workers' tasks (`block_in_place`
+//! or `spawn_blocking`; see [`Timeline::process_batch`]).
 //! WAL below the commit LSN never changes, so replication senders read
-//! segment files without taking the lock ([`read_committed`]).
+//! segment files without taking the lock ([`wal_storage::read_segment`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -157,29 +158,8 @@ impl Timeline {
         self.acceptor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Handle one proposer message (blocking: may fsync).
-    pub fn process(&self, msg: &ProposerMessage) -> Result<Option<AcceptorMessage>, AcceptorError> {
-        let started = std::time::Instant::now();
-        if let ProposerMessage::Append(a) = msg {
-            WAL_BYTES.inc_by(a.wal_data.len() as u64);
-        }
-        let mut acc = self.lock();
-        if let ProposerMessage::Greeting(g) = msg {
-            if g.wal_seg_size.is_power_of_two() && g.wal_seg_size >= 1 << 20 {
-                acc.store.set_seg_size(g.wal_seg_size as usize)?;
-            }
-        }
-        let reply = acc.process(msg);
-        PROCESS_SECONDS.observe(started.elapsed().as_secs_f64());
-        REQUESTS
-            .with_label_values(&[msg.name(), if reply.is_ok() { "ok" } else { "error" }])
-            .inc();
-        self.publish(acc);
-        reply
-    }
-
-    /// Handle several proposer messages with one fsync (blocking); see
-    /// [`Acceptor::process_batch`].
+    /// Handle proposer messages with one fsync for all of them (blocking);
+    /// see [`Acceptor::process_batch`].
     pub fn process_batch(
         &self,
         msgs: &[ProposerMessage],
@@ -191,6 +171,14 @@ impl Timeline {
             }
         }
         let mut acc = self.lock();
+        if let Some(ProposerMessage::Greeting(g)) = msgs.first() {
+            // A timeline that holds no WAL yet takes the proposer's segment size.
+            if g.wal_seg_size.is_power_of_two() && g.wal_seg_size >= 1 << 20 {
+                if let Err(e) = acc.store.set_seg_size(g.wal_seg_size as usize) {
+                    return (Vec::new(), Some(e.into()));
+                }
+            }
+        }
         let (replies, err) = acc.process_batch(msgs);
         PROCESS_SECONDS.observe(started.elapsed().as_secs_f64());
         for (i, m) in msgs.iter().enumerate() {
@@ -254,7 +242,7 @@ impl Timeline {
         if n == 0 {
             return Ok(0);
         }
-        read_committed(&self.dir, self.seg_size(), lsn, &mut buf[..n])
+        wal_storage::read_segment(&self.dir, self.seg_size(), lsn, &mut buf[..n])
     }
 
     /// Record the pageserver's feedback: relayed to the proposer, and its
@@ -358,37 +346,6 @@ impl Drop for ConnGuard<'_> {
             None => c.proposer = None,
         }
     }
-}
-
-/// Read WAL below the commit LSN straight from the segment files (the
-/// segment may be renamed from `.partial` meanwhile: both names are tried).
-pub fn read_committed(
-    dir: &Path,
-    seg_size: usize,
-    lsn: Lsn,
-    buf: &mut [u8],
-) -> Result<usize, StoreError> {
-    use std::os::unix::fs::FileExt;
-    let segno = lsn.segment_number(seg_size);
-    let off = lsn.segment_offset(seg_size);
-    let n = buf.len().min(seg_size - off);
-    for _ in 0..3 {
-        for seg in wal_storage::list_segments(dir, seg_size)? {
-            if seg.segno == segno {
-                match std::fs::File::open(&seg.path) {
-                    Ok(f) => {
-                        f.read_exact_at(&mut buf[..n], off as u64)?;
-                        return Ok(n);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    }
-    Err(StoreError(format!(
-        "the WAL segment holding {lsn} is gone (removed below the horizon?)"
-    )))
 }
 
 /// Every timeline of a walkeeper.

@@ -240,20 +240,38 @@ impl DiskStore {
         if lsn >= self.flush || lsn < self.start {
             return Ok(0);
         }
-        let segno = lsn.segment_number(self.seg_size);
-        let off = lsn.segment_offset(self.seg_size);
-        let n = buf
-            .len()
-            .min(self.seg_size - off)
-            .min((self.flush.0 - lsn.0) as usize);
-        let path = [self.seg_path(segno, false), self.seg_path(segno, true)]
-            .into_iter()
-            .find(|p| p.exists())
-            .ok_or_else(|| StoreError(format!("WAL segment of {lsn} is missing")))?;
-        let file = File::open(path)?;
-        file.read_exact_at(&mut buf[..n], off as u64)?;
-        Ok(n)
+        let n = buf.len().min((self.flush.0 - lsn.0) as usize);
+        read_segment(&self.dir, self.seg_size, lsn, &mut buf[..n])
     }
+}
+
+/// Read WAL at `lsn` from its segment file into `buf`, up to the end of the
+/// segment; bytes read. The segment may be renamed from `.partial` while
+/// this runs (it fills up), so both names are tried, the finished one
+/// again last. WAL below the commit LSN never changes, so replication reads
+/// it this way without the acceptor's lock.
+pub fn read_segment(
+    dir: &Path,
+    seg_size: usize,
+    lsn: Lsn,
+    buf: &mut [u8],
+) -> Result<usize, StoreError> {
+    let segno = lsn.segment_number(seg_size);
+    let off = lsn.segment_offset(seg_size);
+    let n = buf.len().min(seg_size - off);
+    for partial in [false, true, false] {
+        match File::open(dir.join(seg_name(segno, seg_size, partial))) {
+            Ok(f) => {
+                f.read_exact_at(&mut buf[..n], off as u64)?;
+                return Ok(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError(format!(
+        "the WAL segment holding {lsn} is gone (removed below the horizon?)"
+    )))
 }
 
 impl WalStore for DiskStore {

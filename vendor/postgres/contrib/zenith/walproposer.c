@@ -314,8 +314,10 @@ deposed(int i, term_t their_term)
 	ereport(LOG,
 			(errmsg("walproposer: deposed: walkeeper %s has term " UINT64_FORMAT ", above ours (" UINT64_FORMAT "); another compute has taken over this timeline, shutting down",
 					wk_name(i), their_term, prop_term)));
-	/* Fast shutdown: waiting commits fail, nothing more is acknowledged. */
-	kill(PostmasterPid, SIGINT);
+	/*
+	 * Exiting shuts the compute down (shutdown_compute_on_exit: a fast
+	 * shutdown): waiting commits fail, nothing more is acknowledged.
+	 */
 	proc_exit(1);
 }
 
@@ -431,8 +433,7 @@ run_election(void)
 					(errmsg("walproposer: the walkeepers' WAL ends at %X/%X, but this compute's WAL starts at %X/%X; "
 							"start the compute from a basebackup taken at the LSN postgres --sync-walkeepers prints",
 							LSN_FORMAT_ARGS(epoch_start), LSN_FORMAT_ARGS(compute_start))));
-			kill(PostmasterPid, SIGINT);
-			proc_exit(1);
+			proc_exit(1);	/* and the compute shuts down with it */
 		}
 	}
 	if (timeline_start == InvalidXLogRecPtr)
