@@ -43,10 +43,12 @@ $(VENV)/.requirements-stamp: test_runner/requirements.txt
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
+	CARGO_INCREMENTAL=0 $(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
 
+# Incremental compilation state is several GiB and buys nothing in a one-shot
+# test run.
 cargo-test:
-	$(CARGO) test -j $(CARGO_JOBS)
+	CARGO_INCREMENTAL=0 $(CARGO) test -j $(CARGO_JOBS)
 
 pytest: postgres rust-testing venv
 	cd test_runner && $(PYTHON) -m pytest $(PYTEST_ARGS)
