@@ -405,14 +405,8 @@ impl ConsensusModel {
             }
             s.committed = committed;
             s.committed_term = term;
-            s.holders = (0..s.acceptors.len())
-                .filter(|a| {
-                    s.acceptors[*a]
-                        .store
-                        .log()
-                        .is_some_and(|l| l.starts_with(&s.committed))
-                })
-                .collect();
+            // `after_step` counts who holds the new commit.
+            s.holders.clear();
         } else if !s.committed.starts_with(&committed) {
             s.commit_conflict = true;
         }
