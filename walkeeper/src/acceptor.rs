@@ -167,6 +167,10 @@ pub struct Acceptor<S> {
     /// term (a planted bug the model must catch).
     #[cfg(test)]
     pub bug_vote_before_persist: bool,
+    /// For the model checker only: let a repeated ProposerElected of the
+    /// current term truncate (the bug the model found, planted again).
+    #[cfg(test)]
+    pub bug_repeated_elected_truncates: bool,
 }
 
 impl<S: WalStore> Acceptor<S> {
@@ -179,6 +183,8 @@ impl<S: WalStore> Acceptor<S> {
             pageserver_feedback: None,
             #[cfg(test)]
             bug_vote_before_persist: false,
+            #[cfg(test)]
+            bug_repeated_elected_truncates: false,
         }
     }
 
@@ -345,7 +351,11 @@ impl<S: WalStore> Acceptor<S> {
                 e.term, e.term_history
             )));
         }
-        if self.state.term_history.last().map(|t| t.0) == Some(e.term) {
+        #[cfg(test)]
+        let guard = !self.bug_repeated_elected_truncates;
+        #[cfg(not(test))]
+        let guard = true;
+        if guard && self.state.term_history.last().map(|t| t.0) == Some(e.term) {
             // This term's election is already applied, and every byte of
             // this term's WAL here came from its one proposer: a repeated
             // (duplicated or delayed) ProposerElected must not truncate it.
