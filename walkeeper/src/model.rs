@@ -37,8 +37,23 @@
 //! does (which neither reorders nor duplicates within a connection), so it
 //! loses no real behaviour.
 //!
-//! Acceptors are interchangeable: states that differ only by a permutation
-//! of acceptors are checked once ([`Representative`]).
+//! Acceptors are interchangeable, and so are proposers: states that differ
+//! only by a permutation of acceptors or of proposers are checked once
+//! ([`Representative`]). What a proposer keeps that can no longer change
+//! anything is dropped after every step
+//! ([`ConsensusModel::forget_what_cannot_matter`]): an acceptor whose term
+//! is above `t` takes nothing of term `t`, and terms never go back
+//! (LogIsMonotonic, checked), so what an instance of term `t` knows of such
+//! acceptors goes; flush LSNs below the start of a term's WAL count for
+//! nothing; who was elected in a term nobody can still be elected in goes
+//! once ElectionSafety has been checked for it. That keeps the bounds of the
+//! design, terms <= 3 with 3 WAL entries, to a few million states.
+//!
+//! Planted bugs ([`Bug`]) show what the invariants catch: a vote answered
+//! before it is persisted, a repeated ProposerElected that truncates (the
+//! bug this model found in the acceptor), and a proposer committing older
+//! terms' WAL by counting replicas (Raft's "figure 8", which needs terms <=
+//! 4 to show).
 //!
 //! Invariants:
 //! - **ElectionSafety**: at most one proposer is elected in a term;
