@@ -420,3 +420,57 @@ def test_backpressure_waits_for_the_pageserver(zenith_env_builder):
     wait_until("the writer to go on", lambda: len(done) >= n + 3, timeout=60)
     stop.set()
     th.join(60)
+
+
+
+def test_backpressure_throttles_inside_one_statement(zenith_env_builder):
+    """One statement writing far more WAL than zenith.max_replication_write_lag (an insert of
+    ~100 MB of WAL, 50 times the allowed lag) with the pageserver down waits part-way through,
+    with the compute's WAL no more than about the allowed lag ahead of where the pageserver
+    stopped; it finishes, whole, once the pageserver is back."""
+    env = zenith_env_builder.init_start()
+    pg = env.postgres.create_start("main")
+    pg.safe_psql("ALTER SYSTEM SET zenith.max_replication_write_lag = '2MB'")
+    pg.safe_psql("SELECT pg_reload_conf()")
+    pg.safe_psql("CREATE TABLE t(x int, pad text)")
+    wait_until(
+        "the setting to be in effect",
+        lambda: pg.safe_psql("SHOW zenith.max_replication_write_lag")[0][0] == "2MB",
+    )
+    stopped_at = env.wait_branch_caught_up(pg)
+    env.zenith_cli(["pageserver", "stop"])
+    rows = 700_000
+    result = []
+
+    def writer():
+        conn = pg.connect()
+        with conn.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, {rows}) g"
+            )
+            result.append(cur.rowcount)
+        conn.close()
+
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+
+    def waiting():
+        rows = pg.safe_psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE 'INSERT%'"
+        )
+        return rows[0][0] == 1
+
+    wait_until("the insert to wait for the pageserver", waiting, timeout=120)
+    ahead = pg.flush_lsn() - stopped_at
+    log.info("the insert waits with the compute's WAL %d bytes past the pageserver's", ahead)
+    # 2 MB allowed; one record and what autovacuum and checkpoints write go past it.
+    assert ahead < 6 * 1024 * 1024, f"{ahead} bytes of WAL written with the pageserver down"
+    # It stays waiting while the pageserver is down ...
+    th.join(3)
+    assert not result and waiting()
+    assert pg.flush_lsn() - stopped_at < 6 * 1024 * 1024
+    # ... and finishes once the pageserver is back.
+    env.zenith_cli(["pageserver", "start"])
+    th.join(300)
+    assert result == [rows]
+    assert pg.safe_psql("SELECT count(*) FROM t")[0][0] == rows

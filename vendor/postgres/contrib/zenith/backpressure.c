@@ -6,27 +6,29 @@
  * The pageserver's progress reaches the compute through the walkeepers:
  * its standby status updates are relayed in AppendResponses, and the
  * walproposer publishes the highest "written" (ingested) LSN in shared
- * memory. A backend about to run a statement that writes (any DML, and
- * COPY, CREATE TABLE AS, CREATE INDEX, CLUSTER, VACUUM, REFRESH, REINDEX)
- * waits while the compute's flush LSN is more than
- * zenith.max_replication_write_lag ahead of it (0, the default: never).
- * The wait is at statement start: one statement may still write any
- * amount of WAL.
+ * memory. With zenith.max_replication_write_lag set (0, the default:
+ * never), a client backend that inserts a WAL record ending more than that
+ * far ahead of it is throttled: XLogInsert() asks wal_throttle_check_hook
+ * after each record (often inside a critical section, so it only notes
+ * it), and at the backend's next CHECK_FOR_INTERRUPTS() wal_throttle_hook
+ * waits while the compute's flush LSN is that far ahead (core patch 0009).
+ * So one statement, a COPY of gigabytes say, waits as it goes, not only at
+ * its start. The time spent waiting is in pg_stat_activity as wait event
+ * type Extension.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xlog.h"
-#include "executor/executor.h"
+#include "access/xloginsert.h"
 #include "miscadmin.h"
-#include "nodes/parsenodes.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
-#include "tcop/utility.h"
 #include "utils/wait_event.h"
 
 #include "walproposer.h"
@@ -38,6 +40,8 @@ typedef struct WalProposerShared
 	XLogRecPtr	ps_writelsn;
 	XLogRecPtr	ps_flushlsn;
 	XLogRecPtr	ps_applylsn;
+	/* ps_writelsn, for the check after every WAL record (0: not known) */
+	pg_atomic_uint64 written;
 } WalProposerShared;
 
 int			zenith_max_replication_write_lag = 0;	/* MB */
@@ -45,8 +49,9 @@ int			zenith_max_replication_write_lag = 0;	/* MB */
 static WalProposerShared *wp_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-static ExecutorStart_hook_type prev_ExecutorStart = NULL;
-static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+/* This backend inserted WAL too far ahead of the pageserver. */
+static bool throttle_pending = false;
 
 static void
 wp_shmem_request(void)
@@ -69,6 +74,7 @@ wp_shmem_startup(void)
 	{
 		memset(wp_shared, 0, sizeof(WalProposerShared));
 		SpinLockInit(&wp_shared->mutex);
+		pg_atomic_init_u64(&wp_shared->written, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -83,6 +89,8 @@ wp_publish_feedback(XLogRecPtr write, XLogRecPtr flush, XLogRecPtr apply)
 	wp_shared->ps_writelsn = Max(wp_shared->ps_writelsn, write);
 	wp_shared->ps_flushlsn = Max(wp_shared->ps_flushlsn, flush);
 	wp_shared->ps_applylsn = Max(wp_shared->ps_applylsn, apply);
+	/* Under the mutex, so it never goes back. */
+	pg_atomic_write_u64(&wp_shared->written, wp_shared->ps_writelsn);
 	SpinLockRelease(&wp_shared->mutex);
 }
 
@@ -104,6 +112,10 @@ write_lag(void)
 	return flush > written ? flush - written : 0;
 }
 
+/*
+ * Wait while the compute's flush LSN is more than the allowed lag ahead of
+ * the pageserver. Query cancel and termination are served while waiting.
+ */
 static void
 backpressure(void)
 {
@@ -112,6 +124,14 @@ backpressure(void)
 	if (zenith_max_replication_write_lag <= 0 || wp_shared == NULL || RecoveryInProgress())
 		return;
 	max = (uint64) zenith_max_replication_write_lag * 1024 * 1024;
+
+	/*
+	 * What this backend wrote may still be in the WAL buffers, out of the
+	 * pageserver's reach and not counted in the flush LSN: flush it, so
+	 * that the lag is measured with it and can be caught up.
+	 */
+	if (XactLastRecEnd > GetFlushRecPtr(NULL))
+		XLogFlush(XactLastRecEnd);
 	while (write_lag() > max)
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -121,40 +141,49 @@ backpressure(void)
 	}
 }
 
-static void
-wp_ExecutorStart(QueryDesc *queryDesc, int eflags)
+/*
+ * wal_throttle_check_hook: after every WAL record this process inserts,
+ * perhaps in a critical section, so it only decides. Client backends only:
+ * the walproposer, checkpointer and autovacuum must keep going.
+ */
+static bool
+wp_wal_throttle_check(XLogRecPtr end)
 {
-	if (queryDesc->operation != CMD_SELECT)
-		backpressure();
-	if (prev_ExecutorStart)
-		prev_ExecutorStart(queryDesc, eflags);
-	else
-		standard_ExecutorStart(queryDesc, eflags);
+	XLogRecPtr	written;
+
+	if (zenith_max_replication_write_lag <= 0 || wp_shared == NULL ||
+		MyBackendType != B_BACKEND)
+		return false;
+	written = pg_atomic_read_u64(&wp_shared->written);
+	if (written == InvalidXLogRecPtr || end <= written ||
+		end - written <= (uint64) zenith_max_replication_write_lag * 1024 * 1024)
+		return false;
+	throttle_pending = true;
+	return true;
 }
 
+/*
+ * wal_throttle_hook: from ProcessInterrupts(), outside critical sections.
+ * The wait itself checks for interrupts, which comes back here: not again.
+ */
 static void
-wp_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				  ProcessUtilityContext context, ParamListInfo params,
-				  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+wp_wal_throttle(void)
 {
-	switch (nodeTag(pstmt->utilityStmt))
+	static bool waiting = false;
+
+	if (!throttle_pending || waiting)
+		return;
+	throttle_pending = false;
+	waiting = true;
+	PG_TRY();
 	{
-		case T_CopyStmt:
-		case T_CreateTableAsStmt:
-		case T_IndexStmt:
-		case T_ClusterStmt:
-		case T_VacuumStmt:
-		case T_RefreshMatViewStmt:
-		case T_ReindexStmt:
-			backpressure();
-			break;
-		default:
-			break;
+		backpressure();
 	}
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	PG_FINALLY();
+	{
+		waiting = false;
+	}
+	PG_END_TRY();
 }
 
 void
@@ -164,8 +193,6 @@ wp_backpressure_init(void)
 	shmem_request_hook = wp_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wp_shmem_startup;
-	prev_ExecutorStart = ExecutorStart_hook;
-	ExecutorStart_hook = wp_ExecutorStart;
-	prev_ProcessUtility = ProcessUtility_hook;
-	ProcessUtility_hook = wp_ProcessUtility;
+	wal_throttle_check_hook = wp_wal_throttle_check;
+	wal_throttle_hook = wp_wal_throttle;
 }

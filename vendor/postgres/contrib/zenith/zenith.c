@@ -74,7 +74,7 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("zenith.max_replication_write_lag",
-							"Statements that write wait while the pageserver has ingested this much less WAL than the compute flushed (0: never).",
+							"Backends that write WAL wait while the pageserver has ingested this much less WAL than the compute flushed (0: never).",
 							NULL,
 							&zenith_max_replication_write_lag,
 							0, 0, INT_MAX / 2,
