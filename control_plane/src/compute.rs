@@ -279,8 +279,9 @@ fn write_config(env: &LocalEnv, pgdata: &Path, spec: &ComputeSpec) -> anyhow::Re
         name = spec.name,
         port = spec.port
     );
+    conf.push_str(&zenith_config(env, spec));
     if spec.read_only_lsn.is_none() && !env.walkeepers.is_empty() {
-        conf.push_str(&walproposer_config(env, spec));
+        conf.push_str(&walproposer_config(env));
         // WAL a lagging walkeeper may still need is read from here.
         conf.push_str("wal_keep_size = '1GB'\n");
     }
@@ -301,17 +302,28 @@ fn write_config(env: &LocalEnv, pgdata: &Path, spec: &ComputeSpec) -> anyhow::Re
     Ok(())
 }
 
-/// The walproposer's settings for a compute of `spec`'s timeline.
-fn walproposer_config(env: &LocalEnv, spec: &ComputeSpec) -> String {
+/// What every compute of `spec`'s timeline gets: the zenith extension,
+/// its timeline, and the pageserver that has its pages.
+fn zenith_config(env: &LocalEnv, spec: &ComputeSpec) -> String {
+    let ps = env.pageserver.listen_pg_addr;
     format!(
         "shared_preload_libraries = 'zenith'\n\
-         zenith.walkeepers = '{}'\n\
          zenith.tenant_id = '{}'\n\
          zenith.timeline_id = '{}'\n\
-         synchronous_standby_names = 'walproposer'\n",
-        crate::walkeeper::addresses(env),
+         zenith.pageserver_connstring = 'host={} port={} dbname=postgres user=zenith_admin application_name=compute'\n",
         spec.tenant_id,
-        spec.timeline_id
+        spec.timeline_id,
+        ps.ip(),
+        ps.port()
+    )
+}
+
+/// The walproposer's settings.
+fn walproposer_config(env: &LocalEnv) -> String {
+    format!(
+        "zenith.walkeepers = '{}'\n\
+         synchronous_standby_names = 'walproposer'\n",
+        crate::walkeeper::addresses(env)
     )
 }
 
@@ -351,7 +363,12 @@ impl ComputeNode<'_> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         crashsafe::write_file_atomic(
             dir.join("postgresql.conf"),
-            walproposer_config(self.env, &self.spec).as_bytes(),
+            format!(
+                "{}{}",
+                zenith_config(self.env, &self.spec),
+                walproposer_config(self.env)
+            )
+            .as_bytes(),
         )?;
         let log = std::fs::File::create(dir.join("sync.log"))?;
         let mut child = self

@@ -2,7 +2,7 @@
  *
  * zenith.c
  *	  Entry point of contrib/zenith: configuration, the walproposer
- *	  background worker, and backpressure.
+ *	  background worker, backpressure, and the pagestream client.
  *
  * The library must be in shared_preload_libraries: the walproposer is a
  * background worker registered at postmaster start, and a compute whose
@@ -18,6 +18,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "pagestore.h"
 #include "walproposer.h"
 
 PG_MODULE_MAGIC;
@@ -81,6 +82,7 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MB,
 							NULL, NULL, NULL);
+	pagestore_define_gucs();
 	MarkGUCPrefixReserved("zenith");
 
 	/* Not in postgres --sync-walkeepers, which runs the protocol itself. */

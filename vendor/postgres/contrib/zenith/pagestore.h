@@ -1,0 +1,38 @@
+/*-------------------------------------------------------------------------
+ *
+ * pagestore.h
+ *	  The pagestream client: pages, relation sizes and existence at an LSN,
+ *	  read from the pageserver (docs/pagestream.md).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PAGESTORE_H
+#define PAGESTORE_H
+
+#include "access/xlogdefs.h"
+#include "common/relpath.h"
+#include "storage/block.h"
+#include "storage/relfilenode.h"
+
+/* request_lsn of a request for the newest version */
+#define ZENITH_LATEST_LSN PG_UINT64_MAX
+
+extern char *zenith_pageserver_connstring;
+
+extern void pagestore_define_gucs(void);
+
+extern bool zenith_rel_exists(RelFileNode rnode, ForkNumber forknum,
+							  XLogRecPtr request_lsn, XLogRecPtr not_modified_since);
+extern BlockNumber zenith_rel_nblocks(RelFileNode rnode, ForkNumber forknum,
+									  XLogRecPtr request_lsn, XLogRecPtr not_modified_since);
+extern int64 zenith_db_size(Oid dbnode, XLogRecPtr request_lsn, XLogRecPtr not_modified_since);
+
+/*
+ * One page into buffer (BLCKSZ bytes). Exported for zenith_test_utils,
+ * which finds it with load_external_function().
+ */
+extern PGDLLEXPORT void zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum,
+										   BlockNumber blkno, XLogRecPtr request_lsn,
+										   XLogRecPtr not_modified_since, char *buffer);
+
+#endif							/* PAGESTORE_H */

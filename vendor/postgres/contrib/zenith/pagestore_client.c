@@ -1,0 +1,425 @@
+/*-------------------------------------------------------------------------
+ *
+ * pagestore_client.c
+ *	  The pagestream client: GetPage@LSN and friends, over libpq.
+ *
+ * Each backend opens one connection to the pageserver on first use
+ * (zenith.pageserver_connstring) and sends "pagestream <tenant> <timeline>";
+ * from then on every request is one CopyData message and is answered by
+ * one, in order (docs/pagestream.md has the byte layouts).
+ *
+ * Requests only read, so one whose connection breaks (the pageserver
+ * restarting, say) is sent again on a new connection, with pauses growing
+ * from 50 ms to 1 s, for up to zenith.pageserver_retry_timeout; after that
+ * the request fails with an ERROR (SQLSTATE 08006) and the backend goes on
+ * serving its client. An error response of the pageserver (a relation that
+ * does not exist, an LSN it cannot serve) fails the request with an ERROR
+ * carrying the pageserver's message (SQLSTATE 58030). While it waits, the
+ * backend serves interrupts; a request interrupted half-way leaves the
+ * connection out of step, so it is closed and the next request opens a new
+ * one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "libpq-fe.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "pagestore.h"
+#include "walproposer.h"
+
+/* Request tags (docs/pagestream.md) */
+#define PS_EXISTS		0
+#define PS_NBLOCKS		1
+#define PS_GET_PAGE		2
+#define PS_DB_SIZE		3
+
+/* Response tags */
+#define PS_EXISTS_RESPONSE	100
+#define PS_NBLOCKS_RESPONSE	101
+#define PS_PAGE_RESPONSE	102
+#define PS_ERROR_RESPONSE	103
+#define PS_DB_SIZE_RESPONSE	104
+
+char	   *zenith_pageserver_connstring = NULL;
+static int	zenith_pageserver_retry_timeout = 5000; /* ms */
+
+static PGconn *ps_conn = NULL;
+/* A request is under way on ps_conn: if we are here again, it was cut off. */
+static bool ps_busy = false;
+static uint64 ps_next_reqid = 1;
+
+void
+pagestore_define_gucs(void)
+{
+	DefineCustomStringVariable("zenith.pageserver_connstring",
+							   "libpq connection string of the pageserver that serves this compute's pages.",
+							   NULL,
+							   &zenith_pageserver_connstring,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("zenith.pageserver_retry_timeout",
+							"How long a page request keeps reconnecting to an unreachable pageserver before it fails.",
+							NULL,
+							&zenith_pageserver_retry_timeout,
+							5000, 0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+static void
+ps_disconnect(void)
+{
+	if (ps_conn != NULL)
+		PQfinish(ps_conn);
+	ps_conn = NULL;
+	ps_busy = false;
+}
+
+/* Wait until the connection's socket is ready for events, serving interrupts. */
+static void
+ps_wait(int events)
+{
+	(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | events,
+							 PQsocket(ps_conn), -1L, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Open the connection and start the pagestream. false, with the reason in
+ * *err, when the pageserver cannot be reached.
+ */
+static bool
+ps_connect(char **err)
+{
+	PostgresPollingStatusType st;
+	PGresult   *res;
+	char	   *query;
+	bool		ok;
+
+	if (zenith_pageserver_connstring == NULL || zenith_pageserver_connstring[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zenith.pageserver_connstring is not set")));
+	if (zenith_tenant_id == NULL || zenith_tenant_id[0] == '\0' ||
+		zenith_timeline_id == NULL || zenith_timeline_id[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("zenith.tenant_id and zenith.timeline_id must be set to read pages from the pageserver")));
+
+	ps_conn = PQconnectStart(zenith_pageserver_connstring);
+	if (ps_conn == NULL)
+	{
+		*err = pstrdup("out of memory");
+		return false;
+	}
+	st = PGRES_POLLING_WRITING;
+	while (st != PGRES_POLLING_OK)
+	{
+		if (PQstatus(ps_conn) == CONNECTION_BAD || st == PGRES_POLLING_FAILED)
+		{
+			*err = pchomp(PQerrorMessage(ps_conn));
+			return false;
+		}
+		ps_wait(st == PGRES_POLLING_READING ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE);
+		st = PQconnectPoll(ps_conn);
+	}
+
+	query = psprintf("pagestream %s %s", zenith_tenant_id, zenith_timeline_id);
+	ok = PQsendQuery(ps_conn, query);
+	pfree(query);
+	if (!ok)
+	{
+		*err = pchomp(PQerrorMessage(ps_conn));
+		return false;
+	}
+	for (;;)
+	{
+		if (!PQconsumeInput(ps_conn))
+		{
+			*err = pchomp(PQerrorMessage(ps_conn));
+			return false;
+		}
+		if (!PQisBusy(ps_conn))
+			break;
+		ps_wait(WL_SOCKET_READABLE);
+	}
+	res = PQgetResult(ps_conn);
+	if (PQresultStatus(res) != PGRES_COPY_BOTH)
+	{
+		char	   *msg = PQresultErrorMessage(res)[0] ? pchomp(PQresultErrorMessage(res))
+			: pstrdup("no CopyBothResponse");
+
+		/* Refused by the pageserver (an unknown tenant, say): no use retrying. */
+		PQclear(res);
+		ps_disconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("the pageserver refused the page stream of timeline %s",
+						zenith_timeline_id),
+				 errdetail_internal("%s", msg)));
+	}
+	PQclear(res);
+	return true;
+}
+
+/*
+ * Send the request and read its response, on the current connection
+ * (opened if needed). The response (palloc'd, tag and reqid checked) in
+ * *resp; false with the reason in *err when the connection failed.
+ */
+static bool
+ps_try(StringInfo req, StringInfo resp, char **err)
+{
+	char	   *buf;
+	int			n;
+
+	if (ps_conn == NULL && !ps_connect(err))
+		return false;
+	if (PQputCopyData(ps_conn, req->data, req->len) != 1 || PQflush(ps_conn) != 0)
+	{
+		*err = pchomp(PQerrorMessage(ps_conn));
+		return false;
+	}
+	for (;;)
+	{
+		n = PQgetCopyData(ps_conn, &buf, 1);
+		if (n > 0)
+			break;
+		if (n == 0)
+		{
+			ps_wait(WL_SOCKET_READABLE);
+			if (!PQconsumeInput(ps_conn))
+			{
+				*err = pchomp(PQerrorMessage(ps_conn));
+				return false;
+			}
+			continue;
+		}
+		*err = n == -1 ? pstrdup("the pageserver ended the page stream")
+			: pchomp(PQerrorMessage(ps_conn));
+		return false;
+	}
+	appendBinaryStringInfo(resp, buf, n);
+	PQfreemem(buf);
+	return true;
+}
+
+/*
+ * One request, its response in *resp (cursor past the tag and reqid); the
+ * response tag is returned. what: for messages ("read block 7 of ...").
+ */
+static int
+ps_request(StringInfo req, uint64 reqid, StringInfo resp, const char *what)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	long		pause = 50;
+	int			tag;
+	uint64		got;
+
+	for (;;)
+	{
+		char	   *err = NULL;
+
+		if (ps_busy)
+			ps_disconnect();	/* the previous request was interrupted */
+		ps_busy = true;
+		resetStringInfo(resp);
+		if (ps_try(req, resp, &err))
+			break;
+		ps_disconnect();
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
+									   zenith_pageserver_retry_timeout))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not %s: the pageserver is unreachable", what),
+					 errdetail_internal("%s", err)));
+		elog(LOG, "pageserver connection failed (%s), retrying in %ld ms", err, pause);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, pause,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		pause = Min(pause * 2, 1000);
+	}
+	ps_busy = false;
+
+	if (resp->len < 9)
+	{
+		ps_disconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("could not %s: response of %d bytes from the pageserver", what, resp->len)));
+	}
+	tag = pq_getmsgbyte(resp);
+	got = pq_getmsgint64(resp);
+	if (got != reqid)
+	{
+		ps_disconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("could not %s: the pageserver answered request %llu, not %llu", what,
+						(unsigned long long) got, (unsigned long long) reqid)));
+	}
+	if (tag == PS_ERROR_RESPONSE)
+	{
+		const char *msg = pq_getmsgstring(resp);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("could not %s: %s", what, msg)));
+	}
+	return tag;
+}
+
+/* The 25-byte header every request starts with. */
+static uint64
+ps_begin(StringInfo req, int tag, XLogRecPtr request_lsn, XLogRecPtr not_modified_since)
+{
+	uint64		reqid = ps_next_reqid++;
+
+	initStringInfo(req);
+	pq_sendbyte(req, tag);
+	pq_sendint64(req, reqid);
+	pq_sendint64(req, request_lsn);
+	pq_sendint64(req, not_modified_since);
+	return reqid;
+}
+
+static void
+ps_send_rel(StringInfo req, RelFileNode rnode, ForkNumber forknum)
+{
+	pq_sendint32(req, rnode.spcNode);
+	pq_sendint32(req, rnode.dbNode);
+	pq_sendint32(req, rnode.relNode);
+	pq_sendbyte(req, forknum);
+}
+
+/* The response must have the expected tag and end where its body does. */
+static void
+ps_expect(StringInfo resp, int tag, int want, int body, const char *what)
+{
+	if (tag != want || resp->len - resp->cursor != body)
+	{
+		ps_disconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("could not %s: unexpected response (tag %d, %d bytes) from the pageserver",
+						what, tag, resp->len)));
+	}
+}
+
+/* "at 0/16B3748", or "at the latest LSN" */
+static char *
+at_lsn(XLogRecPtr lsn)
+{
+	if (lsn == ZENITH_LATEST_LSN)
+		return pstrdup("at the latest LSN");
+	return psprintf("at %X/%X", LSN_FORMAT_ARGS(lsn));
+}
+
+static char *
+rel_what(const char *verb, RelFileNode rnode, ForkNumber forknum, XLogRecPtr lsn)
+{
+	return psprintf("%s of relation %u/%u/%u fork %d %s", verb, rnode.spcNode,
+					rnode.dbNode, rnode.relNode, forknum, at_lsn(lsn));
+}
+
+bool
+zenith_rel_exists(RelFileNode rnode, ForkNumber forknum, XLogRecPtr request_lsn,
+				  XLogRecPtr not_modified_since)
+{
+	StringInfoData req;
+	StringInfoData resp;
+	char	   *what = rel_what("check existence", rnode, forknum, request_lsn);
+	uint64		reqid = ps_begin(&req, PS_EXISTS, request_lsn, not_modified_since);
+	int			tag;
+	int			v;
+
+	ps_send_rel(&req, rnode, forknum);
+	initStringInfo(&resp);
+	tag = ps_request(&req, reqid, &resp, what);
+	ps_expect(&resp, tag, PS_EXISTS_RESPONSE, 1, what);
+	v = pq_getmsgbyte(&resp);
+	pfree(req.data);
+	pfree(resp.data);
+	pfree(what);
+	return v != 0;
+}
+
+BlockNumber
+zenith_rel_nblocks(RelFileNode rnode, ForkNumber forknum, XLogRecPtr request_lsn,
+				   XLogRecPtr not_modified_since)
+{
+	StringInfoData req;
+	StringInfoData resp;
+	char	   *what = rel_what("get the size", rnode, forknum, request_lsn);
+	uint64		reqid = ps_begin(&req, PS_NBLOCKS, request_lsn, not_modified_since);
+	int			tag;
+	BlockNumber n;
+
+	ps_send_rel(&req, rnode, forknum);
+	initStringInfo(&resp);
+	tag = ps_request(&req, reqid, &resp, what);
+	ps_expect(&resp, tag, PS_NBLOCKS_RESPONSE, 4, what);
+	n = pq_getmsgint(&resp, 4);
+	pfree(req.data);
+	pfree(resp.data);
+	pfree(what);
+	return n;
+}
+
+int64
+zenith_db_size(Oid dbnode, XLogRecPtr request_lsn, XLogRecPtr not_modified_since)
+{
+	StringInfoData req;
+	StringInfoData resp;
+	char	   *what = psprintf("get the size of database %u %s", dbnode, at_lsn(request_lsn));
+	uint64		reqid = ps_begin(&req, PS_DB_SIZE, request_lsn, not_modified_since);
+	int			tag;
+	int64		size;
+
+	pq_sendint32(&req, dbnode);
+	initStringInfo(&resp);
+	tag = ps_request(&req, reqid, &resp, what);
+	ps_expect(&resp, tag, PS_DB_SIZE_RESPONSE, 8, what);
+	size = (int64) pq_getmsgint64(&resp);
+	pfree(req.data);
+	pfree(resp.data);
+	pfree(what);
+	return size;
+}
+
+void
+zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
+				   XLogRecPtr request_lsn, XLogRecPtr not_modified_since, char *buffer)
+{
+	StringInfoData req;
+	StringInfoData resp;
+	char	   *what = psprintf("read block %u of relation %u/%u/%u fork %d %s", blkno,
+								rnode.spcNode, rnode.dbNode, rnode.relNode, forknum,
+								at_lsn(request_lsn));
+	uint64		reqid = ps_begin(&req, PS_GET_PAGE, request_lsn, not_modified_since);
+	int			tag;
+
+	ps_send_rel(&req, rnode, forknum);
+	pq_sendint32(&req, blkno);
+	initStringInfo(&resp);
+	tag = ps_request(&req, reqid, &resp, what);
+	ps_expect(&resp, tag, PS_PAGE_RESPONSE, BLCKSZ, what);
+	memcpy(buffer, pq_getmsgbytes(&resp, BLCKSZ), BLCKSZ);
+	pfree(req.data);
+	pfree(resp.data);
+	pfree(what);
+}
