@@ -98,6 +98,43 @@ impl<W: Write> TarOut<W> {
     }
 }
 
+/// The files of fork `forknum` of `src`'s relation, with `src`'s blocks:
+/// one per segment of RELSEG_SIZE blocks, at least one (empty) file.
+fn write_fork<W: Write>(
+    t: &mut TarOut<W>,
+    r: &DatadirReader,
+    src: RelTag,
+    forknum: u8,
+) -> anyhow::Result<()> {
+    let nblocks = r.rel_size(src)?.unwrap_or(0);
+    let mut segno = 0;
+    loop {
+        let first = segno * RELSEG_SIZE;
+        let last = nblocks.min(first + RELSEG_SIZE);
+        if first >= last && segno > 0 {
+            break;
+        }
+        let blocks = BlockStream {
+            r,
+            rel: src,
+            next: first,
+            end: last,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        t.file_from(
+            &relation_segment_path(src.rnode(), forknum, segno),
+            u64::from(last.saturating_sub(first)) * u64::from(BLCKSZ),
+            blocks,
+        )?;
+        segno += 1;
+        if last >= nblocks {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The shutdown checkpoint record a full basebackup writes at its LSN.
 pub fn shutdown_checkpoint_record(cp: &CheckPoint, prev: Lsn) -> Bytes {
     let body = cp.encode();
@@ -279,38 +316,22 @@ pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) ->
             }
         }
         if full {
-            for (relnode, forknum) in r.list_rels(spc, db)? {
+            let rels = r.list_rels(spc, db)?;
+            for &(relnode, forknum) in &rels {
                 let rel = RelTag {
                     spcnode: spc,
                     dbnode: db,
                     relnode,
                     forknum,
                 };
-                let nblocks = r.rel_size(rel)?.unwrap_or(0);
-                let mut segno = 0;
-                loop {
-                    let first = segno * RELSEG_SIZE;
-                    let last = nblocks.min(first + RELSEG_SIZE);
-                    if first >= last && segno > 0 {
-                        break;
-                    }
-                    let blocks = BlockStream {
-                        r: &r,
-                        rel,
-                        next: first,
-                        end: last,
-                        buf: Vec::new(),
-                        pos: 0,
-                    };
-                    t.file_from(
-                        &relation_segment_path(rel.rnode(), forknum, segno),
-                        u64::from(last.saturating_sub(first)) * u64::from(BLCKSZ),
-                        blocks,
-                    )?;
-                    segno += 1;
-                    if last >= nblocks {
-                        break;
-                    }
+                write_fork(&mut t, &r, rel, forknum)?;
+                // An unlogged relation: WAL has only its init fork, and a
+                // server that starts from a clean shutdown (as this one
+                // does) does not reset unlogged relations, so the main fork
+                // is written as PostgreSQL's reset would make it: a copy of
+                // the init fork.
+                if forknum == INIT_FORKNUM && !rels.contains(&(relnode, MAIN_FORKNUM)) {
+                    write_fork(&mut t, &r, rel, MAIN_FORKNUM)?;
                 }
             }
         }

@@ -463,6 +463,21 @@ impl<'a> DatadirModification<'a> {
         Ok(())
     }
 
+    /// `DROP TABLESPACE`: the database directories in it (PostgreSQL drops
+    /// only an empty tablespace; what an entry still lists goes too).
+    pub fn drop_tablespace(&mut self, spc: u32) -> Result<(), TimelineError> {
+        let dbs: Vec<u32> = self
+            .dbdir()?
+            .keys()
+            .filter(|(s, _)| *s == spc)
+            .map(|(_, db)| *db)
+            .collect();
+        for db in dbs {
+            self.drop_db(spc, db)?;
+        }
+        Ok(())
+    }
+
     pub fn put_relmap_file(&mut self, spc: u32, db: u32, data: Bytes) -> Result<(), TimelineError> {
         self.put_db(spc, db, true)?;
         self.put_image(relmap_file_key(spc, db), data);

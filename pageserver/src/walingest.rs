@@ -143,6 +143,12 @@ impl WalIngest {
             },
             RM_XACT_ID => self.ingest_xact(m, rec)?,
             RM_DBASE_ID => self.ingest_dbase(m, XlDbase::decode(rec)?)?,
+            RM_TBLSPC_ID => {
+                if let XlTblspc::Drop { ts_id } = XlTblspc::decode(rec)? {
+                    m.drop_tablespace(ts_id)?;
+                    self.rel_sizes.retain(|r, _| r.spcnode != ts_id);
+                }
+            }
             RM_CLOG_ID => match XlClog::decode(rec)? {
                 XlClog::ZeroPage { pageno } => put_zero_slru_page(m, SlruKind::Clog, pageno)?,
                 XlClog::Truncate { pageno, .. } => truncate_slru(m, SlruKind::Clog, pageno)?,

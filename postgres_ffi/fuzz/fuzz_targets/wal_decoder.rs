@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
                             let _ = b.restore_image(rec.lsn);
                         }
                         let _ = postgres_ffi::walrecord::heap_vm_clears(&rec);
+                        let _ = postgres_ffi::walrecord::XlTblspc::decode(&rec);
                     }
                 }
                 Ok(None) => break,
