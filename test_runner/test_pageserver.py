@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from fixtures.pageserver import Pageserver
-from fixtures.snapshot import check_snapshot, dumpall
+from fixtures.snapshot import check_compute_snapshot, check_snapshot, dumpall
 from fixtures.zenith_env import ZenithEnvBuilder
 from fixtures.utils import format_lsn, parse_lsn, wait_until
 from fixtures.zenith_fixtures import PgBin, PortDistributor, VanillaPostgres
@@ -182,20 +182,7 @@ def test_dropped_tablespace_leaves_no_trace(
     pg.safe_psql("DROP TABLE t")
     pg.safe_psql("DROP TABLESPACE ts")
     pg.safe_psql("CREATE TABLE u AS SELECT 1 AS x")
-    expected = dumpall(pg, pg_bin)
-    lsn = env.wait_branch_caught_up(pg)
-    check_snapshot(
-        env.pageserver,
-        env.initial_tenant,
-        env.branch_timeline("main"),
-        format_lsn(lsn),
-        expected,
-        test_output_dir,
-        pg_bin,
-        port_distributor,
-        "after-drop",
-        user=pg.user,
-    )
+    check_compute_snapshot(env, pg, "after-drop", test_output_dir, pg_bin, port_distributor)
 
 
 def test_full_basebackup_has_unlogged_relations(

@@ -14,8 +14,8 @@ value (docs/build.md), so a fresh sequence has nothing pre-logged (log_cnt 0, no
 import os
 from pathlib import Path
 
-from fixtures.snapshot import check_snapshot, dumpall
-from fixtures.utils import base_dir, format_lsn, log
+from fixtures.snapshot import check_compute_snapshot
+from fixtures.utils import base_dir, log
 
 PG_BUILD = Path(os.environ.get("PG_BUILD_DIR", base_dir / "build" / "postgres")) / "src"
 REGRESS = PG_BUILD / "src" / "test" / "regress"
@@ -55,17 +55,4 @@ def test_pg_regress(zenith_env_builder, pg_bin, test_output_dir, port_distributo
 
     # What the pageserver has at the compute's last LSN, in a stock PostgreSQL.
     pg.safe_psql("CHECKPOINT")
-    expected = dumpall(pg, pg_bin)
-    lsn = env.wait_branch_caught_up(pg)
-    check_snapshot(
-        env.pageserver,
-        env.initial_tenant,
-        env.branch_timeline("main"),
-        format_lsn(lsn),
-        expected,
-        test_output_dir,
-        pg_bin,
-        port_distributor,
-        "after-regress",
-        user=pg.user,
-    )
+    check_compute_snapshot(env, pg, "after-regress", test_output_dir, pg_bin, port_distributor)

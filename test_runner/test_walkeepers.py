@@ -375,19 +375,33 @@ def test_divergent_wal_is_truncated(zenith_env_builder):
     assert pg.safe_psql("SELECT count(*), sum(x) FROM t")[0] == (501, 1 + 2 * 500)
 
 
+def start_with_write_lag(zenith_env_builder, lag: str):
+    """A compute with zenith.max_replication_write_lag = lag, in effect."""
+    env = zenith_env_builder.init_start()
+    pg = env.postgres.create_start("main")
+    pg.safe_psql(f"ALTER SYSTEM SET zenith.max_replication_write_lag = '{lag}'")
+    pg.safe_psql("SELECT pg_reload_conf()")
+    wait_until(
+        "the setting to be in effect",
+        lambda: pg.safe_psql("SHOW zenith.max_replication_write_lag")[0][0] == lag,
+    )
+    return env, pg
+
+
+def insert_waits(pg) -> bool:
+    """Whether one INSERT is waiting for the pageserver (backpressure)."""
+    rows = pg.safe_psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE 'INSERT%'"
+    )
+    return rows[0][0] == 1
+
+
 def test_backpressure_waits_for_the_pageserver(zenith_env_builder):
     """With zenith.max_replication_write_lag set, statements that write wait while the
     pageserver has ingested that much less WAL than the compute flushed, and go on when it
     catches up."""
-    env = zenith_env_builder.init_start()
-    pg = env.postgres.create_start("main")
-    pg.safe_psql("ALTER SYSTEM SET zenith.max_replication_write_lag = '1MB'")
-    pg.safe_psql("SELECT pg_reload_conf()")
+    env, pg = start_with_write_lag(zenith_env_builder, "1MB")
     pg.safe_psql("CREATE TABLE t(x int)")
-    wait_until(
-        "the setting to be in effect",
-        lambda: pg.safe_psql("SHOW zenith.max_replication_write_lag")[0][0] == "1MB",
-    )
     env.zenith_cli(["pageserver", "stop"])
     done = []
     stop = threading.Event()
@@ -404,10 +418,7 @@ def test_backpressure_waits_for_the_pageserver(zenith_env_builder):
     th.start()
 
     def waiting():
-        rows = pg.safe_psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE 'INSERT%'"
-        )
-        return rows[0][0] == 1
+        return insert_waits(pg)
 
     wait_until("a writer to wait for the pageserver", waiting, timeout=60)
     n = len(done)
@@ -428,15 +439,8 @@ def test_backpressure_throttles_inside_one_statement(zenith_env_builder):
     ~100 MB of WAL, 50 times the allowed lag) with the pageserver down waits part-way through,
     with the compute's WAL no more than about the allowed lag ahead of where the pageserver
     stopped; it finishes, whole, once the pageserver is back."""
-    env = zenith_env_builder.init_start()
-    pg = env.postgres.create_start("main")
-    pg.safe_psql("ALTER SYSTEM SET zenith.max_replication_write_lag = '2MB'")
-    pg.safe_psql("SELECT pg_reload_conf()")
+    env, pg = start_with_write_lag(zenith_env_builder, "2MB")
     pg.safe_psql("CREATE TABLE t(x int, pad text)")
-    wait_until(
-        "the setting to be in effect",
-        lambda: pg.safe_psql("SHOW zenith.max_replication_write_lag")[0][0] == "2MB",
-    )
     stopped_at = env.wait_branch_caught_up(pg)
     env.zenith_cli(["pageserver", "stop"])
     rows = 700_000
@@ -455,10 +459,7 @@ def test_backpressure_throttles_inside_one_statement(zenith_env_builder):
     th.start()
 
     def waiting():
-        rows = pg.safe_psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE 'INSERT%'"
-        )
-        return rows[0][0] == 1
+        return insert_waits(pg)
 
     wait_until("the insert to wait for the pageserver", waiting, timeout=120)
     ahead = pg.flush_lsn() - stopped_at

@@ -504,9 +504,11 @@ impl ConsensusModel {
     }
 
     /// Drop what a proposer keeps that can no longer change anything, so
-    /// that states that differ only there are checked once. An acceptor's
-    /// term never goes back (LogIsMonotonic, checked; a crash takes it back
-    /// to the persisted one, hence the lower of the two), and an acceptor
+    /// that states that differ only there are checked once. The lower of an
+    /// acceptor's term and its persisted term never goes back (the persisted
+    /// term is a copy of an in-memory one, and a crash returns to it; with
+    /// the planted VoteBeforePersist the in-memory term can go back, which
+    /// is why the lower one is used), and an acceptor
     /// whose term is above `t` ignores every message of term `t` (a
     /// ProposerElected or AppendRequest of an older term is refused or
     /// answered with the newer term, which the proposer ignores; a vote is
@@ -771,11 +773,12 @@ impl Model for ConsensusModel {
                 });
             }
             Action::Append { proposer } => {
-                // An entry is its term: one proposer writes a term's WAL
-                // (ElectionSafety), so the proposer is not in the bytes,
-                // and proposers are interchangeable.
+                // An entry is its term and its position: one proposer
+                // writes a term's WAL (ElectionSafety), so the proposer is
+                // not in the bytes and proposers are interchangeable; the
+                // position makes WAL written at the wrong offset visible.
                 let p = s.proposers[proposer].last_mut()?;
-                p.log.push(p.term as u8);
+                p.log.push((p.term as u8) << 4 | (p.log.len() as u8 & 0xF));
             }
             Action::Elect { proposer, voters } => {
                 Self::elect(&mut s, proposer, &voters)?;
@@ -842,18 +845,19 @@ mod tests {
     }
 
     fn run(
-        bug: Option<Bug>,
+        bug: Option<(Bug, &'static str)>,
         max_term: Term,
         max_entries: usize,
         commit_hints: bool,
     ) -> (impl Checker<ConsensusModel>, std::time::Duration) {
+        let property = bug.map(|(_, p)| p);
+        let bug = bug.map(|(b, _)| b);
         let started = std::time::Instant::now();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // With a planted bug, stop at the first invariant broken.
-        let finish = if bug.is_some() {
-            HasDiscoveries::AnyFailures
-        } else {
-            HasDiscoveries::All
+        // With a planted bug, stop once the invariant it must break is.
+        let finish = match property {
+            Some(p) => HasDiscoveries::AnyOf([p].into_iter().collect()),
+            None => HasDiscoveries::All,
         };
         let checker = model(bug, max_term, max_entries, commit_hints)
             .checker()
@@ -915,7 +919,7 @@ mod tests {
         commit_hints: bool,
         property: &'static str,
     ) {
-        let (checker, took) = run(Some(bug), max_term, max_entries, commit_hints);
+        let (checker, took) = run(Some((bug, property)), max_term, max_entries, commit_hints);
         assert!(
             checker.discovery(property).is_some(),
             "the model did not catch {bug:?} ({property})"

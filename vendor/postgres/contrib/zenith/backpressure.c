@@ -27,10 +27,12 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/wait_event.h"
 
+#include "pagestore.h"
 #include "walproposer.h"
 
 typedef struct WalProposerShared
@@ -172,6 +174,14 @@ wp_wal_throttle(void)
 	static bool waiting = false;
 
 	if (!throttle_pending || waiting)
+		return;
+
+	/*
+	 * Not while a page request is under way (the backend may hold a
+	 * buffer's I/O that others wait for) or while waiting for a lock:
+	 * the wait happens at a later check, throttle_pending stays set.
+	 */
+	if (pagestore_request_in_progress() || (MyProc != NULL && MyProc->waitLock != NULL))
 		return;
 	throttle_pending = false;
 	waiting = true;

@@ -20,6 +20,7 @@
 extern char *zenith_pageserver_connstring;
 
 extern void pagestore_define_gucs(void);
+extern bool pagestore_request_in_progress(void);
 
 extern bool zenith_rel_exists(RelFileNode rnode, ForkNumber forknum,
 							  XLogRecPtr request_lsn, XLogRecPtr not_modified_since);

@@ -27,6 +27,7 @@
 
 #include "libpq-fe.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -56,6 +57,13 @@ static PGconn *ps_conn = NULL;
 /* A request is under way on ps_conn: if we are here again, it was cut off. */
 static bool ps_busy = false;
 static uint64 ps_next_reqid = 1;
+
+/* A page request is under way (the backend may hold a buffer's I/O). */
+bool
+pagestore_request_in_progress(void)
+{
+	return ps_busy;
+}
 
 void
 pagestore_define_gucs(void)
@@ -87,14 +95,21 @@ ps_disconnect(void)
 	ps_busy = false;
 }
 
-/* Wait until the connection's socket is ready for events, serving interrupts. */
-static void
-ps_wait(int events)
+/*
+ * Wait until the connection's socket is ready for events, serving
+ * interrupts; false after timeout ms (-1: no limit).
+ */
+static bool
+ps_wait(int events, long timeout)
 {
-	(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | events,
-							 PQsocket(ps_conn), -1L, PG_WAIT_EXTENSION);
+	int			rc;
+
+	rc = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | events |
+						   (timeout >= 0 ? WL_TIMEOUT : 0),
+						   PQsocket(ps_conn), timeout, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
+	return (rc & WL_TIMEOUT) == 0;
 }
 
 /*
@@ -133,7 +148,12 @@ ps_connect(char **err)
 			*err = pchomp(PQerrorMessage(ps_conn));
 			return false;
 		}
-		ps_wait(st == PGRES_POLLING_READING ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE);
+		if (!ps_wait(st == PGRES_POLLING_READING ? WL_SOCKET_READABLE : WL_SOCKET_WRITEABLE,
+					 Max(zenith_pageserver_retry_timeout, 100)))
+		{
+			*err = pstrdup("timed out connecting");
+			return false;
+		}
 		st = PQconnectPoll(ps_conn);
 	}
 
@@ -154,22 +174,25 @@ ps_connect(char **err)
 		}
 		if (!PQisBusy(ps_conn))
 			break;
-		ps_wait(WL_SOCKET_READABLE);
+		if (!ps_wait(WL_SOCKET_READABLE, Max(zenith_pageserver_retry_timeout, 100)))
+		{
+			*err = pstrdup("timed out starting the page stream");
+			return false;
+		}
 	}
 	res = PQgetResult(ps_conn);
 	if (PQresultStatus(res) != PGRES_COPY_BOTH)
 	{
-		char	   *msg = PQresultErrorMessage(res)[0] ? pchomp(PQresultErrorMessage(res))
-			: pstrdup("no CopyBothResponse");
-
-		/* Refused by the pageserver (an unknown tenant, say): no use retrying. */
+		/*
+		 * Refused (a tenant still loading, or one this pageserver does not
+		 * have): retried like a failed connection, then reported.
+		 */
+		*err = psprintf("the pageserver refused the page stream of timeline %s: %s",
+						zenith_timeline_id,
+						PQresultErrorMessage(res)[0] ? pchomp(PQresultErrorMessage(res))
+						: "no CopyBothResponse");
 		PQclear(res);
-		ps_disconnect();
-		ereport(ERROR,
-				(errcode(ERRCODE_IO_ERROR),
-				 errmsg("the pageserver refused the page stream of timeline %s",
-						zenith_timeline_id),
-				 errdetail_internal("%s", msg)));
+		return false;
 	}
 	PQclear(res);
 	return true;
@@ -200,7 +223,8 @@ ps_try(StringInfo req, StringInfo resp, char **err)
 			break;
 		if (n == 0)
 		{
-			ps_wait(WL_SOCKET_READABLE);
+			/* The pageserver may wait for WAL (wait_lsn_timeout) before it answers. */
+			(void) ps_wait(WL_SOCKET_READABLE, -1L);
 			if (!PQconsumeInput(ps_conn))
 			{
 				*err = pchomp(PQerrorMessage(ps_conn));
@@ -208,8 +232,18 @@ ps_try(StringInfo req, StringInfo resp, char **err)
 			}
 			continue;
 		}
-		*err = n == -1 ? pstrdup("the pageserver ended the page stream")
-			: pchomp(PQerrorMessage(ps_conn));
+		if (n == -1)
+		{
+			PGresult   *res = PQgetResult(ps_conn);
+
+			*err = res != NULL && PQresultErrorMessage(res)[0]
+				? psprintf("the pageserver ended the page stream: %s",
+						   pchomp(PQresultErrorMessage(res)))
+				: pstrdup("the pageserver ended the page stream");
+			PQclear(res);
+		}
+		else
+			*err = pchomp(PQerrorMessage(ps_conn));
 		return false;
 	}
 	appendBinaryStringInfo(resp, buf, n);
@@ -264,6 +298,24 @@ ps_request(StringInfo req, uint64 reqid, StringInfo resp, const char *what)
 	}
 	tag = pq_getmsgbyte(resp);
 	got = pq_getmsgint64(resp);
+	if (tag == PS_ERROR_RESPONSE)
+	{
+		/* UTF-8 text, then one NUL that ends the message. */
+		const char *msg = resp->data + resp->cursor;
+		int			len = resp->len - resp->cursor - 1;
+
+		if (len < 0 || memchr(msg, '\0', len + 1) != msg + len)
+		{
+			ps_disconnect();
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("could not %s: malformed error response from the pageserver", what)));
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("could not %s: %s", what,
+						pg_any_to_server(msg, len, PG_UTF8))));
+	}
 	if (got != reqid)
 	{
 		ps_disconnect();
@@ -271,14 +323,6 @@ ps_request(StringInfo req, uint64 reqid, StringInfo resp, const char *what)
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("could not %s: the pageserver answered request %llu, not %llu", what,
 						(unsigned long long) got, (unsigned long long) reqid)));
-	}
-	if (tag == PS_ERROR_RESPONSE)
-	{
-		const char *msg = pq_getmsgstring(resp);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_IO_ERROR),
-				 errmsg("could not %s: %s", what, msg)));
 	}
 	return tag;
 }
@@ -320,20 +364,27 @@ ps_expect(StringInfo resp, int tag, int want, int body, const char *what)
 	}
 }
 
+/* What a request is, for its error messages (no allocation per request). */
+#define WHAT_LEN 160
+
 /* "at 0/16B3748", or "at the latest LSN" */
-static char *
-at_lsn(XLogRecPtr lsn)
+static void
+at_lsn(char *buf, XLogRecPtr lsn)
 {
 	if (lsn == ZENITH_LATEST_LSN)
-		return pstrdup("at the latest LSN");
-	return psprintf("at %X/%X", LSN_FORMAT_ARGS(lsn));
+		strlcpy(buf, "at the latest LSN", 32);
+	else
+		snprintf(buf, 32, "at %X/%X", LSN_FORMAT_ARGS(lsn));
 }
 
-static char *
-rel_what(const char *verb, RelFileNode rnode, ForkNumber forknum, XLogRecPtr lsn)
+static void
+rel_what(char *what, const char *verb, RelFileNode rnode, ForkNumber forknum, XLogRecPtr lsn)
 {
-	return psprintf("%s of relation %u/%u/%u fork %d %s", verb, rnode.spcNode,
-					rnode.dbNode, rnode.relNode, forknum, at_lsn(lsn));
+	char		at[32];
+
+	at_lsn(at, lsn);
+	snprintf(what, WHAT_LEN, "%s of relation %u/%u/%u fork %d %s", verb, rnode.spcNode,
+			 rnode.dbNode, rnode.relNode, forknum, at);
 }
 
 bool
@@ -342,19 +393,26 @@ zenith_rel_exists(RelFileNode rnode, ForkNumber forknum, XLogRecPtr request_lsn,
 {
 	StringInfoData req;
 	StringInfoData resp;
-	char	   *what = rel_what("check existence", rnode, forknum, request_lsn);
+	char		what[WHAT_LEN];
 	uint64		reqid = ps_begin(&req, PS_EXISTS, request_lsn, not_modified_since);
 	int			tag;
 	int			v;
 
+	rel_what(what, "check existence", rnode, forknum, request_lsn);
 	ps_send_rel(&req, rnode, forknum);
 	initStringInfo(&resp);
 	tag = ps_request(&req, reqid, &resp, what);
 	ps_expect(&resp, tag, PS_EXISTS_RESPONSE, 1, what);
 	v = pq_getmsgbyte(&resp);
+	if (v != 0 && v != 1)
+	{
+		ps_disconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("could not %s: existence %d from the pageserver", what, v)));
+	}
 	pfree(req.data);
 	pfree(resp.data);
-	pfree(what);
 	return v != 0;
 }
 
@@ -364,11 +422,12 @@ zenith_rel_nblocks(RelFileNode rnode, ForkNumber forknum, XLogRecPtr request_lsn
 {
 	StringInfoData req;
 	StringInfoData resp;
-	char	   *what = rel_what("get the size", rnode, forknum, request_lsn);
+	char		what[WHAT_LEN];
 	uint64		reqid = ps_begin(&req, PS_NBLOCKS, request_lsn, not_modified_since);
 	int			tag;
 	BlockNumber n;
 
+	rel_what(what, "get the size", rnode, forknum, request_lsn);
 	ps_send_rel(&req, rnode, forknum);
 	initStringInfo(&resp);
 	tag = ps_request(&req, reqid, &resp, what);
@@ -376,7 +435,6 @@ zenith_rel_nblocks(RelFileNode rnode, ForkNumber forknum, XLogRecPtr request_lsn
 	n = pq_getmsgint(&resp, 4);
 	pfree(req.data);
 	pfree(resp.data);
-	pfree(what);
 	return n;
 }
 
@@ -385,11 +443,14 @@ zenith_db_size(Oid dbnode, XLogRecPtr request_lsn, XLogRecPtr not_modified_since
 {
 	StringInfoData req;
 	StringInfoData resp;
-	char	   *what = psprintf("get the size of database %u %s", dbnode, at_lsn(request_lsn));
+	char		what[WHAT_LEN];
+	char		at[32];
 	uint64		reqid = ps_begin(&req, PS_DB_SIZE, request_lsn, not_modified_since);
 	int			tag;
 	int64		size;
 
+	at_lsn(at, request_lsn);
+	snprintf(what, WHAT_LEN, "get the size of database %u %s", dbnode, at);
 	pq_sendint32(&req, dbnode);
 	initStringInfo(&resp);
 	tag = ps_request(&req, reqid, &resp, what);
@@ -397,7 +458,6 @@ zenith_db_size(Oid dbnode, XLogRecPtr request_lsn, XLogRecPtr not_modified_since
 	size = (int64) pq_getmsgint64(&resp);
 	pfree(req.data);
 	pfree(resp.data);
-	pfree(what);
 	return size;
 }
 
@@ -407,12 +467,14 @@ zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 {
 	StringInfoData req;
 	StringInfoData resp;
-	char	   *what = psprintf("read block %u of relation %u/%u/%u fork %d %s", blkno,
-								rnode.spcNode, rnode.dbNode, rnode.relNode, forknum,
-								at_lsn(request_lsn));
+	char		what[WHAT_LEN];
+	char		at[32];
 	uint64		reqid = ps_begin(&req, PS_GET_PAGE, request_lsn, not_modified_since);
 	int			tag;
 
+	at_lsn(at, request_lsn);
+	snprintf(what, WHAT_LEN, "read block %u of relation %u/%u/%u fork %d %s", blkno,
+			 rnode.spcNode, rnode.dbNode, rnode.relNode, forknum, at);
 	ps_send_rel(&req, rnode, forknum);
 	pq_sendint32(&req, blkno);
 	initStringInfo(&resp);
@@ -421,5 +483,4 @@ zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 	memcpy(buffer, pq_getmsgbytes(&resp, BLCKSZ), BLCKSZ);
 	pfree(req.data);
 	pfree(resp.data);
-	pfree(what);
 }

@@ -6,7 +6,8 @@
 -- A page of a relation as the pageserver has it at request_lsn (NULL: the
 -- newest), known unchanged since not_modified_since (NULL: 0/0).
 CREATE FUNCTION get_raw_page_at_lsn(rel regclass, fork text, blkno int8,
-                                    request_lsn pg_lsn, not_modified_since pg_lsn)
+                                    request_lsn pg_lsn DEFAULT NULL,
+                                    not_modified_since pg_lsn DEFAULT NULL)
 RETURNS bytea
 AS 'MODULE_PATHNAME', 'get_raw_page_at_lsn'
 LANGUAGE C PARALLEL UNSAFE;
@@ -20,7 +21,7 @@ LANGUAGE C PARALLEL UNSAFE;
 
 -- Assign n transaction ids in the calling transaction (they are never
 -- committed), moving the next xid on: SLRU pages get written as they would
--- after n transactions.
+-- after n transactions. Not for a primary with hot standbys.
 CREATE FUNCTION test_consume_xids(n int8)
 RETURNS xid8
 AS 'MODULE_PATHNAME', 'test_consume_xids'

@@ -59,6 +59,10 @@ get_raw_page_at_lsn(PG_FUNCTION_ARGS)
 	Relation	rel;
 	bytea	   *raw_page;
 
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be superuser to read raw pages from the pageserver")));
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_NULL();
 	relid = PG_GETARG_OID(0);
@@ -125,6 +129,10 @@ zenith_xlogflush(PG_FUNCTION_ARGS)
 
 /*
  * test_consume_xids(n int8) -> xid8: the last xid assigned (NULL for 0).
+ *
+ * The xids are assigned as subtransaction ids that are never WAL-logged
+ * nor committed: they end up aborted. Not for a primary with hot
+ * standbys: a standby would add the whole gap to its known-assigned xids.
  */
 Datum
 test_consume_xids(PG_FUNCTION_ARGS)
