@@ -417,21 +417,17 @@ def test_backpressure_waits_for_the_pageserver(zenith_env_builder):
     th = threading.Thread(target=writer, daemon=True)
     th.start()
 
-    def waiting():
-        return insert_waits(pg)
-
-    wait_until("a writer to wait for the pageserver", waiting, timeout=60)
+    wait_until("a writer to wait for the pageserver", lambda: insert_waits(pg), timeout=60)
     n = len(done)
     assert n <= 3, f"{n} statements ran with the pageserver down"
     # It stays waiting while the pageserver is down ...
     th.join(3)
-    assert len(done) == n and waiting()
+    assert len(done) == n and insert_waits(pg)
     # ... and goes on once the pageserver has caught up.
     env.zenith_cli(["pageserver", "start"])
     wait_until("the writer to go on", lambda: len(done) >= n + 3, timeout=60)
     stop.set()
     th.join(60)
-
 
 
 def test_backpressure_throttles_inside_one_statement(zenith_env_builder):
@@ -458,17 +454,14 @@ def test_backpressure_throttles_inside_one_statement(zenith_env_builder):
     th = threading.Thread(target=writer, daemon=True)
     th.start()
 
-    def waiting():
-        return insert_waits(pg)
-
-    wait_until("the insert to wait for the pageserver", waiting, timeout=120)
+    wait_until("the insert to wait for the pageserver", lambda: insert_waits(pg), timeout=120)
     ahead = pg.flush_lsn() - stopped_at
     log.info("the insert waits with the compute's WAL %d bytes past the pageserver's", ahead)
     # 2 MB allowed; one record and what autovacuum and checkpoints write go past it.
     assert ahead < 6 * 1024 * 1024, f"{ahead} bytes of WAL written with the pageserver down"
     # It stays waiting while the pageserver is down ...
     th.join(3)
-    assert not result and waiting()
+    assert not result and insert_waits(pg)
     assert pg.flush_lsn() - stopped_at < 6 * 1024 * 1024
     # ... and finishes once the pageserver is back.
     env.zenith_cli(["pageserver", "start"])

@@ -577,7 +577,7 @@ impl ConsensusModel {
                 if dead {
                     inst.log.clear();
                     if live {
-                        l.starts.clear();
+                        // (`starts` is already empty: every floor is above t.)
                         l.acked.clear();
                         l.commit = Lsn(0);
                     } else {
