@@ -1,25 +1,35 @@
-//! Compute nodes: PostgreSQL 15 servers started from a pageserver basebackup.
+//! Compute nodes: stateless PostgreSQL 15 servers.
 //!
-//! Until stateless computes exist (they need the compute-side extension that
-//! reads pages over GetPage@LSN), a compute runs from a **full** basebackup:
+//! A compute keeps no relation files: the zenith extension's storage manager
+//! reads every page of a permanent relation from the pageserver
+//! (GetPage@LSN). Every start makes a fresh data directory from a **slim**
+//! basebackup (pg_control, SLRUs, relmapper files, unlogged relations' init
+//! forks; no WAL before its LSN) and starts there; nothing is kept between
+//! runs, and a compute that crashes is not restarted in place
+//! (`restart_after_crash = off`): the next start begins from a new slim
+//! basebackup.
 //!
 //! - **read-write with walkeepers** (the default: `zenith init` makes 3):
 //!   every start runs `postgres --sync-walkeepers` (a majority agrees on the
 //!   end of the timeline's WAL), points the pageserver's WAL source at the
 //!   walkeepers, waits until the pageserver has that WAL, and starts from a
-//!   full basebackup taken there, with the walproposer (contrib/zenith)
+//!   slim basebackup taken there, with the walproposer (contrib/zenith)
 //!   loaded: commits return once a majority of walkeepers has fsynced them.
 //!   `start` reports how long each step took.
 //! - **read-write without walkeepers** (`zenith init --walkeepers 0`):
-//!   started from the full basebackup of its branch's last LSN. It keeps its
-//!   data directory between restarts, and the pageserver follows its WAL
-//!   through the physical replication slot `pageserver`.
+//!   started from the slim basebackup of its branch's last LSN; the
+//!   pageserver follows its WAL through the physical replication slot
+//!   `pageserver`.
 //!
 //! One read-write compute per branch: a second writer would fork the
 //! branch's WAL (with walkeepers, one started anyway is fenced by the quorum:
 //! the newer compute's election deposes the older one).
-//! - **read-only** (`--lsn`): started from the full basebackup at that LSN as
-//!   a standby that never leaves recovery; it refuses writes.
+//! - **read-only** (`--lsn`): started from the slim basebackup at that LSN as
+//!   a standby that never leaves recovery and reads every page at that LSN;
+//!   it refuses writes.
+//!
+//! The full basebackup (every relation file) remains for exporting a branch
+//! as a stock PostgreSQL data directory (`zenith pg export`).
 //!
 //! Each compute lives in `.zenith/pgdatadirs/tenants/<tenant>/<name>/` with
 //! `compute.toml` (what it is), `compute.log` and `pgdata/`. A compute is
@@ -213,15 +223,8 @@ pub fn create<'a>(
         basebackup_lsn,
     };
     let res = (|| -> anyhow::Result<()> {
-        let pgdata = tmp.join("pgdata");
-        if lsn.is_some() || env.walkeepers.is_empty() {
-            ps.basebackup_into(tenant, timeline, Some(basebackup_lsn), true, &pgdata)?;
-            write_config(env, &pgdata, &spec)?;
-        } else {
-            // With walkeepers, every start takes a new basebackup where the
-            // walkeepers agree the WAL ends (`ComputeNode::start`).
-            std::fs::create_dir_all(&tmp)?;
-        }
+        // Every start makes the data directory (`ComputeNode::start`).
+        std::fs::create_dir_all(&tmp)?;
         let text = toml::to_string_pretty(&spec)?;
         crashsafe::write_file_atomic(tmp.join(SPEC_FILE_NAME), text.as_bytes())?;
         crashsafe::rename_durable(&tmp, &dir)?;
@@ -275,6 +278,7 @@ fn write_config(env: &LocalEnv, pgdata: &Path, spec: &ComputeSpec) -> anyhow::Re
          fsync = on\n\
          synchronous_commit = on\n\
          max_prepared_transactions = 10\n\
+         restart_after_crash = off\n\
          log_line_prefix = '%m [%p] '\n",
         name = spec.name,
         port = spec.port
@@ -414,14 +418,13 @@ impl ComputeNode<'_> {
         Ok((lsn != Lsn(0)).then_some(lsn))
     }
 
-    /// With walkeepers: agree on the end of WAL, make the pageserver follow
-    /// the walkeepers up to it, and put a basebackup taken there in place of
-    /// the data directory.
-    fn prepare_from_walkeepers(
+    /// With walkeepers: agree on the end of WAL and make the pageserver
+    /// follow the walkeepers up to it; returns that LSN.
+    fn sync_from_walkeepers(
         &self,
         ps: &PageServerNode<'_>,
         t: &mut StartTimings,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Lsn> {
         let (tenant, timeline) = (self.spec.tenant_id, self.spec.timeline_id);
         let started = Instant::now();
         let synced = self.sync_walkeepers()?;
@@ -442,16 +445,34 @@ impl ComputeNode<'_> {
             }
             None => ps.timeline_info(tenant, timeline)?.last_record_lsn,
         };
+        t.basebackup = started.elapsed();
+        Ok(lsn)
+    }
+
+    /// Put a fresh data directory from the slim basebackup at `lsn` in place.
+    fn prepare_slim(
+        &self,
+        ps: &PageServerNode<'_>,
+        lsn: Lsn,
+        t: &mut StartTimings,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
         let pgdata = self.pgdata();
         let tmp = self
             .dir
             .join(format!("pgdata{}", crashsafe::TEMP_FILE_SUFFIX));
         let _ = std::fs::remove_dir_all(&tmp);
-        ps.basebackup_into(tenant, timeline, Some(lsn), true, &tmp)?;
+        ps.basebackup_into(
+            self.spec.tenant_id,
+            self.spec.timeline_id,
+            Some(lsn),
+            false,
+            &tmp,
+        )?;
         write_config(self.env, &tmp, &self.spec)?;
         let _ = std::fs::remove_dir_all(&pgdata);
         crashsafe::rename_durable(&tmp, &pgdata)?;
-        t.basebackup = started.elapsed();
+        t.basebackup += started.elapsed();
         Ok(())
     }
 
@@ -566,9 +587,15 @@ impl ComputeNode<'_> {
                 })?;
         }
         let mut timings = StartTimings::default();
-        if self.uses_walkeepers() {
-            self.prepare_from_walkeepers(ps, &mut timings)?;
-        }
+        let lsn = if self.uses_walkeepers() {
+            self.sync_from_walkeepers(ps, &mut timings)?
+        } else if let Some(l) = self.spec.read_only_lsn {
+            l
+        } else {
+            ps.timeline_info(self.spec.tenant_id, self.spec.timeline_id)?
+                .last_record_lsn
+        };
+        self.prepare_slim(ps, lsn, &mut timings)?;
         let started = Instant::now();
         let out = self
             .pg_cmd("pg_ctl")

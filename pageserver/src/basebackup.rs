@@ -11,8 +11,9 @@
 //!   (valid `xl_prev`, CRC), which `pg_control` points to: a stock PostgreSQL
 //!   15 starts from it without replaying anything. Whoever streams WAL from
 //!   that node afterwards sends this checkpoint record first.
-//! - **Slim** (default): no relation files (a compute reads pages with
-//!   GetPage@LSN); the WAL segment holds only a page header positioned at the
+//! - **Slim** (default): no files of permanent relations (a compute reads
+//!   their pages with GetPage@LSN; unlogged relations get their init fork
+//!   and its copy as main fork, as after a reset); the WAL segment holds only a page header positioned at the
 //!   LSN, and `zenith.signal` carries the previous record's LSN for the
 //!   patched startup (docs/architecture.md §3.3).
 //!
@@ -333,6 +334,22 @@ pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) ->
                 if forknum == INIT_FORKNUM && !rels.contains(&(relnode, MAIN_FORKNUM)) {
                     write_fork(&mut t, &r, rel, MAIN_FORKNUM)?;
                 }
+            }
+        } else {
+            // A compute keeps unlogged relations on local disk: they start
+            // empty, as after PostgreSQL's reset (init fork and its copy).
+            for (relnode, forknum) in r.list_rels(spc, db)? {
+                if forknum != INIT_FORKNUM {
+                    continue;
+                }
+                let rel = RelTag {
+                    spcnode: spc,
+                    dbnode: db,
+                    relnode,
+                    forknum,
+                };
+                write_fork(&mut t, &r, rel, INIT_FORKNUM)?;
+                write_fork(&mut t, &r, rel, MAIN_FORKNUM)?;
             }
         }
     }

@@ -691,6 +691,8 @@ fn storage_error(e: TimelineError) -> String {
     e.to_string()
 }
 
+static ZERO_PAGE: [u8; crate::pagestream::PAGE_SIZE] = [0u8; crate::pagestream::PAGE_SIZE];
+
 /// The answer to a request, read with `r`.
 fn read_body(
     r: &DatadirReader,
@@ -711,10 +713,11 @@ fn read_body(
         Req::GetPage { rel, blkno } => {
             let n = size(rel)?;
             if blkno >= n {
-                return Err(format!(
-                    "block {blkno} of relation {rel} is beyond its end at LSN {lsn} ({n} blocks)"
-                )
-                .into());
+                // A compute extends relations with empty pages that reach
+                // WAL only once something is written into them; until then
+                // (or never) such a page is all zeros.
+                debug!("block {blkno} of relation {rel} is beyond its end at LSN {lsn} ({n} blocks): a zero page");
+                return Ok(Resp::GetPage(bytes::Bytes::from_static(&ZERO_PAGE)));
             }
             Resp::GetPage(r.rel_page(rel, blkno)?)
         }

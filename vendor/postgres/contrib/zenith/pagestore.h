@@ -36,4 +36,25 @@ extern PGDLLEXPORT void zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum
 										   BlockNumber blkno, XLogRecPtr request_lsn,
 										   XLogRecPtr not_modified_since, char *buffer);
 
+/* Read ahead: send the request now, the page is taken by a later read. */
+extern void pagestore_prefetch(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
+							   XLogRecPtr request_lsn, XLogRecPtr not_modified_since);
+
+/* pagestore_smgr.c */
+extern void pagestore_smgr_init(void);
+
+/* relsize_cache.c */
+typedef enum RelSizeHow
+{
+	RELSIZE_SET,				/* replace */
+	RELSIZE_EXTEND,				/* only raise */
+	RELSIZE_FILL				/* only if not cached */
+} RelSizeHow;
+
+extern void relsize_cache_init(void);
+extern bool relsize_get(RelFileNode rnode, ForkNumber forknum, BlockNumber *nblocks);
+extern void relsize_set(RelFileNode rnode, ForkNumber forknum, BlockNumber nblocks,
+						RelSizeHow how);
+extern void relsize_forget(RelFileNode rnode, ForkNumber forknum);
+
 #endif							/* PAGESTORE_H */

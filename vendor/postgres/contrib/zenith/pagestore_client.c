@@ -484,3 +484,10 @@ zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 	pfree(req.data);
 	pfree(resp.data);
 }
+
+void
+pagestore_prefetch(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
+				   XLogRecPtr request_lsn, XLogRecPtr not_modified_since)
+{
+	/* TODO(prefetch) */
+}

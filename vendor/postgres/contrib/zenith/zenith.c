@@ -85,6 +85,14 @@ _PG_init(void)
 	pagestore_define_gucs();
 	MarkGUCPrefixReserved("zenith");
 
+	/*
+	 * A compute with a pageserver keeps its permanent relations there: the
+	 * storage manager is chosen once, at postmaster start.
+	 */
+	if (process_shared_preload_libraries_in_progress && IsPostmasterEnvironment &&
+		zenith_pageserver_connstring != NULL && zenith_pageserver_connstring[0] != '\0')
+		pagestore_smgr_init();
+
 	/* Not in postgres --sync-walkeepers, which runs the protocol itself. */
 	if (process_shared_preload_libraries_in_progress && IsPostmasterEnvironment &&
 		zenith_walkeepers != NULL && zenith_walkeepers[0] != '\0')
