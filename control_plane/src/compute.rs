@@ -70,6 +70,25 @@ pub struct ComputeSpec {
     pub read_only_lsn: Option<Lsn>,
     /// The LSN of the basebackup the data directory was made from.
     pub basebackup_lsn: Lsn,
+    /// PostgreSQL settings given at creation (`NAME=VALUE`), written after ours.
+    #[serde(default)]
+    pub settings: Vec<String>,
+}
+
+/// A `NAME=VALUE` setting as a postgresql.conf line.
+fn setting_line(s: &str) -> anyhow::Result<String> {
+    let (name, value) = s
+        .split_once('=')
+        .with_context(|| format!("setting {s:?} is not NAME=VALUE"))?;
+    let name = name.trim();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        bail!("setting {s:?}: {name:?} is not a PostgreSQL setting name");
+    }
+    Ok(format!("{name} = '{}'\n", value.trim().replace('\'', "''")))
 }
 
 /// Is a compute's PostgreSQL running?
@@ -141,6 +160,7 @@ pub fn find<'a>(
 }
 
 /// Create a compute (not started). `lsn` makes it read-only at that LSN.
+#[allow(clippy::too_many_arguments)] // each is a choice of `zenith pg create`
 pub fn create<'a>(
     env: &'a LocalEnv,
     ps: &PageServerNode<'_>,
@@ -149,8 +169,12 @@ pub fn create<'a>(
     branch: &str,
     lsn: Option<Lsn>,
     port: Option<u16>,
+    settings: &[String],
 ) -> anyhow::Result<ComputeNode<'a>> {
     validate_name("compute", name)?;
+    for s in settings {
+        setting_line(s)?;
+    }
     env.check_binaries()?;
     let timeline = env.branch_timeline(tenant, branch)?;
     let existing = list(env)?;
@@ -221,6 +245,7 @@ pub fn create<'a>(
         port,
         read_only_lsn: lsn,
         basebackup_lsn,
+        settings: settings.to_vec(),
     };
     let res = (|| -> anyhow::Result<()> {
         // Every start makes the data directory (`ComputeNode::start`).
@@ -279,6 +304,8 @@ fn write_config(env: &LocalEnv, pgdata: &Path, spec: &ComputeSpec) -> anyhow::Re
          synchronous_commit = on\n\
          max_prepared_transactions = 10\n\
          restart_after_crash = off\n\
+         effective_io_concurrency = 32\n\
+         maintenance_io_concurrency = 32\n\
          log_line_prefix = '%m [%p] '\n",
         name = spec.name,
         port = spec.port
@@ -288,6 +315,9 @@ fn write_config(env: &LocalEnv, pgdata: &Path, spec: &ComputeSpec) -> anyhow::Re
         conf.push_str(&walproposer_config(env));
         // WAL a lagging walkeeper may still need is read from here.
         conf.push_str("wal_keep_size = '1GB'\n");
+    }
+    for s in &spec.settings {
+        conf.push_str(&setting_line(s)?);
     }
     let hba = "# Written by zenith: local computes trust loopback connections.\n\
                local all all trust\n\

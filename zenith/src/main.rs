@@ -174,6 +174,10 @@ struct PgCreateArgs {
     /// Port to listen on (default: the next free one from computes.base_port).
     #[arg(long)]
     port: Option<u16>,
+    /// A PostgreSQL setting for this compute, NAME=VALUE (repeatable); kept
+    /// with the compute and written at every start.
+    #[arg(short = 'c', long = "config", value_name = "NAME=VALUE")]
+    settings: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -401,8 +405,8 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
                             );
                         }
                     }
-                    if a.lsn.is_some() || a.port.is_some() {
-                        bail!("compute {} already exists: --lsn and --port only apply when creating one (destroy it first to change them)", c.spec.name);
+                    if a.lsn.is_some() || a.port.is_some() || !a.settings.is_empty() {
+                        bail!("compute {} already exists: --lsn, --port and --config only apply when creating one (destroy it first to change them)", c.spec.name);
                     }
                     c
                 }
@@ -509,7 +513,16 @@ fn create_compute<'a>(
             p @ PointSpec::Timestamp(_) => branches::resolve_point(env, ps, tenant, &branch, &p)?,
         },
     };
-    compute::create(env, ps, tenant, &a.target.name, &branch, lsn, a.port)
+    compute::create(
+        env,
+        ps,
+        tenant,
+        &a.target.name,
+        &branch,
+        lsn,
+        a.port,
+        &a.settings,
+    )
 }
 
 fn status(env: &LocalEnv) -> anyhow::Result<()> {

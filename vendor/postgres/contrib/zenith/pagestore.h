@@ -36,9 +36,15 @@ extern PGDLLEXPORT void zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum
 										   BlockNumber blkno, XLogRecPtr request_lsn,
 										   XLogRecPtr not_modified_since, char *buffer);
 
+extern int	zenith_readahead_buffer_size;
+
 /* Read ahead: send the request now, the page is taken by a later read. */
 extern void pagestore_prefetch(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 							   XLogRecPtr request_lsn, XLogRecPtr not_modified_since);
+
+/* A page for the storage manager: read ahead earlier, or requested now. */
+extern void pagestore_read(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
+						   XLogRecPtr request_lsn, XLogRecPtr not_modified_since, char *buffer);
 
 /* pagestore_smgr.c */
 extern void pagestore_smgr_init(void);
@@ -48,12 +54,13 @@ typedef enum RelSizeHow
 {
 	RELSIZE_SET,				/* replace */
 	RELSIZE_EXTEND,				/* only raise */
+	RELSIZE_EXTEND_LOCAL,		/* raise and pin: extended by this compute */
 	RELSIZE_FILL				/* only if not cached */
 } RelSizeHow;
 
 extern void relsize_cache_init(void);
 extern bool relsize_get(RelFileNode rnode, ForkNumber forknum, BlockNumber *nblocks);
-extern void relsize_set(RelFileNode rnode, ForkNumber forknum, BlockNumber nblocks,
+extern bool relsize_set(RelFileNode rnode, ForkNumber forknum, BlockNumber nblocks,
 						RelSizeHow how);
 extern void relsize_forget(RelFileNode rnode, ForkNumber forknum);
 

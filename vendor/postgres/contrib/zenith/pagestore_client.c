@@ -8,6 +8,13 @@
  * from then on every request is one CopyData message and is answered by
  * one, in order (docs/pagestream.md has the byte layouts).
  *
+ * Read-ahead: smgrprefetch() sends GetPage requests without waiting
+ * (pagestore_prefetch), up to zenith.readahead_buffer_size of them; their
+ * responses are kept in a ring in request order until a read takes them
+ * (pagestore_read).  A response is used only if it is as new as the read
+ * needs (its not_modified_since is not older than the read's); others are
+ * dropped.  Any other request first receives every response still due.
+ *
  * Requests only read, so one whose connection breaks (the pageserver
  * restarting, say) is sent again on a new connection, with pauses growing
  * from 50 ms to 1 s, for up to zenith.pageserver_retry_timeout; after that
@@ -25,6 +32,7 @@
 
 #include <limits.h>
 
+#include "access/heapam.h"
 #include "libpq-fe.h"
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
@@ -32,6 +40,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "pagestore.h"
@@ -58,11 +67,49 @@ static PGconn *ps_conn = NULL;
 static bool ps_busy = false;
 static uint64 ps_next_reqid = 1;
 
+/* Read-ahead (see the header comment) */
+int			zenith_readahead_buffer_size = 128;
+
+typedef enum
+{
+	SLOT_FREE,
+	SLOT_INFLIGHT,				/* sent, response not received */
+	SLOT_RECEIVED				/* response in page or error */
+} SlotState;
+
+typedef struct PrefetchSlot
+{
+	SlotState	state;
+	uint64		reqid;
+	RelFileNode rnode;
+	ForkNumber	forknum;
+	BlockNumber blkno;
+	XLogRecPtr	request_lsn;
+	XLogRecPtr	not_modified_since;
+	bool		failed;			/* the response was an error */
+	PGAlignedBlock page;
+} PrefetchSlot;
+
+static PrefetchSlot *ring = NULL;
+static int	ring_size = 0;
+/* Slots [ring_head, ring_head + ring_used) are in use, oldest first. */
+static int	ring_head = 0;
+static int	ring_used = 0;
+/* Slots whose response has not been received yet (all at the front). */
+static int	ring_inflight = 0;
+
 /* A page request is under way (the backend may hold a buffer's I/O). */
 bool
 pagestore_request_in_progress(void)
 {
 	return ps_busy;
+}
+
+/* Sequential scans read ahead as far as the ring holds. */
+static void
+readahead_assign(int newval, void *extra)
+{
+	seqscan_prefetch_blocks = newval;
 }
 
 void
@@ -76,6 +123,14 @@ pagestore_define_gucs(void)
 							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+	DefineCustomIntVariable("zenith.readahead_buffer_size",
+							"How many pages a backend may request from the pageserver ahead of reading them (0: no read-ahead).",
+							NULL,
+							&zenith_readahead_buffer_size,
+							128, 0, 4096,
+							PGC_USERSET,
+							0,
+							NULL, readahead_assign, NULL);
 	DefineCustomIntVariable("zenith.pageserver_retry_timeout",
 							"How long a page request keeps reconnecting to an unreachable pageserver before it fails.",
 							NULL,
@@ -86,6 +141,29 @@ pagestore_define_gucs(void)
 							NULL, NULL, NULL);
 }
 
+static PrefetchSlot *
+slot_at(int i)
+{
+	return &ring[(ring_head + i) % ring_size];
+}
+
+static void
+slot_free(PrefetchSlot *slot)
+{
+	slot->state = SLOT_FREE;
+}
+
+/* Forget every read-ahead request (their responses are lost with the connection). */
+static void
+ring_clear(void)
+{
+	for (int i = 0; i < ring_used; i++)
+		slot_free(slot_at(i));
+	ring_head = 0;
+	ring_used = 0;
+	ring_inflight = 0;
+}
+
 static void
 ps_disconnect(void)
 {
@@ -93,6 +171,7 @@ ps_disconnect(void)
 		PQfinish(ps_conn);
 	ps_conn = NULL;
 	ps_busy = false;
+	ring_clear();
 }
 
 /*
@@ -204,11 +283,8 @@ ps_connect(char **err)
  * *resp; false with the reason in *err when the connection failed.
  */
 static bool
-ps_try(StringInfo req, StringInfo resp, char **err)
+ps_send(StringInfo req, char **err)
 {
-	char	   *buf;
-	int			n;
-
 	if (ps_conn == NULL && !ps_connect(err))
 		return false;
 	if (PQputCopyData(ps_conn, req->data, req->len) != 1 || PQflush(ps_conn) != 0)
@@ -216,6 +292,16 @@ ps_try(StringInfo req, StringInfo resp, char **err)
 		*err = pchomp(PQerrorMessage(ps_conn));
 		return false;
 	}
+	return true;
+}
+
+/* The next response on the connection into resp; false on failure. */
+static bool
+ps_receive(StringInfo resp, char **err)
+{
+	char	   *buf;
+	int			n;
+
 	for (;;)
 	{
 		n = PQgetCopyData(ps_conn, &buf, 1);
@@ -251,6 +337,106 @@ ps_try(StringInfo req, StringInfo resp, char **err)
 	return true;
 }
 
+static bool
+ps_try(StringInfo req, StringInfo resp, char **err)
+{
+	return ps_send(req, err) && ps_receive(resp, err);
+}
+
+/*
+ * Receive the response of the oldest read-ahead request still due. false
+ * (ring cleared) if the connection failed; an ERROR on a response that is
+ * not the one due.
+ */
+static bool
+ring_receive_one(void)
+{
+	PrefetchSlot *slot = slot_at(ring_used - ring_inflight);
+	StringInfoData resp;
+	char	   *err = NULL;
+	int			tag;
+	uint64		reqid;
+
+	Assert(ring_inflight > 0);
+	initStringInfo(&resp);
+	ps_busy = true;
+	if (!ps_receive(&resp, &err))
+	{
+		elog(LOG, "pageserver connection failed during read-ahead (%s)", err);
+		ps_disconnect();
+		pfree(resp.data);
+		return false;
+	}
+	ps_busy = false;
+	if (resp.len < 9)
+	{
+		ps_disconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("response of %d bytes from the pageserver", resp.len)));
+	}
+	tag = pq_getmsgbyte(&resp);
+	reqid = pq_getmsgint64(&resp);
+	if (reqid != slot->reqid ||
+		(tag == PS_PAGE_RESPONSE && resp.len - resp.cursor != BLCKSZ) ||
+		(tag != PS_PAGE_RESPONSE && tag != PS_ERROR_RESPONSE))
+	{
+		ps_disconnect();
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("unexpected response (tag %d, request %llu, %d bytes) from the pageserver to read-ahead request %llu",
+						tag, (unsigned long long) reqid, resp.len,
+						(unsigned long long) slot->reqid)));
+	}
+	/* An error is not kept: the read that wants the page asks again. */
+	if (tag == PS_PAGE_RESPONSE)
+		memcpy(slot->page.data, resp.data + resp.cursor, BLCKSZ);
+	slot->failed = tag != PS_PAGE_RESPONSE;
+	slot->state = SLOT_RECEIVED;
+	ring_inflight--;
+	pfree(resp.data);
+	return true;
+}
+
+/* Receive every response still due (before a request that is not read-ahead). */
+static void
+ring_drain(void)
+{
+	while (ring_inflight > 0)
+	{
+		if (ps_busy)
+		{
+			/* A receive was cut off: the connection is out of step. */
+			ps_disconnect();
+			return;
+		}
+		if (!ring_receive_one())
+			return;
+	}
+}
+
+/* Free slots at the front make room. */
+static void
+ring_compact(void)
+{
+	while (ring_used > ring_inflight && slot_at(0)->state == SLOT_FREE)
+	{
+		ring_head = (ring_head + 1) % ring_size;
+		ring_used--;
+	}
+}
+
+/* Drop the oldest slot, receiving its response first if it is still due. */
+static void
+ring_pop(void)
+{
+	if (ring_inflight == ring_used && !ring_receive_one())
+		return;
+	slot_free(slot_at(0));
+	ring_head = (ring_head + 1) % ring_size;
+	ring_used--;
+}
+
 /*
  * One request, its response in *resp (cursor past the tag and reqid); the
  * response tag is returned. what: for messages ("read block 7 of ...").
@@ -263,6 +449,7 @@ ps_request(StringInfo req, uint64 reqid, StringInfo resp, const char *what)
 	int			tag;
 	uint64		got;
 
+	ring_drain();
 	for (;;)
 	{
 		char	   *err = NULL;
@@ -485,9 +672,113 @@ zenith_read_at_lsn(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 	pfree(resp.data);
 }
 
+/* The slot of an earlier read-ahead of this page, if any. */
+static int
+ring_find(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+{
+	for (int i = 0; i < ring_used; i++)
+	{
+		PrefetchSlot *slot = slot_at(i);
+
+		if (slot->state != SLOT_FREE && slot->blkno == blkno && slot->forknum == forknum &&
+			RelFileNodeEquals(slot->rnode, rnode))
+			return i;
+	}
+	return -1;
+}
+
 void
 pagestore_prefetch(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 				   XLogRecPtr request_lsn, XLogRecPtr not_modified_since)
 {
-	/* TODO(prefetch) */
+	PrefetchSlot *slot;
+	StringInfoData req;
+	char	   *err = NULL;
+
+	if (zenith_readahead_buffer_size == 0)
+		return;
+	if (ps_busy)
+		ps_disconnect();		/* a request was cut off */
+	if (ring_size != zenith_readahead_buffer_size)
+	{
+		/* First use, or the setting changed: a new ring. */
+		ring_drain();
+		ring_clear();
+		if (ring != NULL)
+			pfree(ring);
+		ring = MemoryContextAllocZero(TopMemoryContext,
+									  sizeof(PrefetchSlot) * zenith_readahead_buffer_size);
+		ring_size = zenith_readahead_buffer_size;
+	}
+	if (ring_find(rnode, forknum, blkno) >= 0)
+		return;
+	ring_compact();
+	/* Full: the oldest goes (received, or received now). */
+	if (ring_used == ring_size)
+		ring_pop();
+	if (ring_used == ring_size)
+		return;
+
+	slot = slot_at(ring_used);
+	slot->reqid = ps_begin(&req, PS_GET_PAGE, request_lsn, not_modified_since);
+	ps_send_rel(&req, rnode, forknum);
+	pq_sendint32(&req, blkno);
+	if (!ps_send(&req, &err))
+	{
+		/* The read will connect again and say what is wrong. */
+		elog(DEBUG1, "read-ahead request not sent: %s", err);
+		ps_disconnect();
+		pfree(req.data);
+		return;
+	}
+	pfree(req.data);
+	slot->state = SLOT_INFLIGHT;
+	slot->rnode = rnode;
+	slot->forknum = forknum;
+	slot->blkno = blkno;
+	slot->request_lsn = request_lsn;
+	slot->not_modified_since = not_modified_since;
+	slot->failed = false;
+	ring_used++;
+	ring_inflight++;
+}
+
+/*
+ * A page for the storage manager: from an earlier read-ahead if there is
+ * one new enough, else requested now.
+ */
+void
+pagestore_read(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
+			   XLogRecPtr request_lsn, XLogRecPtr not_modified_since, char *buffer)
+{
+	int			i = ring_used > 0 && !ps_busy ? ring_find(rnode, forknum, blkno) : -1;
+
+	if (i >= 0)
+	{
+		PrefetchSlot *slot = slot_at(i);
+		bool		usable = slot->request_lsn == request_lsn &&
+			slot->not_modified_since >= not_modified_since;
+
+		/* Receive up to it (the connection may fail: the ring is then empty). */
+		while (usable && slot->state == SLOT_INFLIGHT && ring_inflight > 0)
+		{
+			if (!ring_receive_one())
+				break;
+		}
+		if (ps_conn != NULL && slot->state == SLOT_RECEIVED)
+		{
+			/* An error response is not reported: the request below says it. */
+			if (usable && !slot->failed)
+			{
+				memcpy(buffer, slot->page.data, BLCKSZ);
+				slot_free(slot);
+				ring_compact();
+				return;
+			}
+			/* Too old, or failed: dropped (its slot is reused once it reaches the front). */
+			slot_free(slot);
+			ring_compact();
+		}
+	}
+	zenith_read_at_lsn(rnode, forknum, blkno, request_lsn, not_modified_since, buffer);
 }

@@ -20,10 +20,10 @@
  *
  * The eviction rules: a page must be in WAL before it is thrown away.
  * Visibility-map and free-space-map pages change without WAL, so they are
- * WAL-logged as full-page images when they leave (not from the
- * checkpointer: a write there does not evict, and WAL written during a
- * shutdown checkpoint is refused; the page stays cached, and an FSM page is
- * only a hint).  Any other dirty page without an LSN would be lost: that is
+ * WAL-logged as full-page images whenever they are written (except by the
+ * shutdown checkpoint, after which no WAL may be written; the compute's
+ * buffers go with it, and an FSM page is only a hint).  Any other dirty
+ * page without an LSN would be lost: that is
  * an ERROR, except an all-zero page (a bulk extension) or a page of an
  * index being built without WAL (see the unlogged-build callbacks below).
  *
@@ -41,6 +41,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_tablespace_d.h"
 #include "miscadmin.h"
+#include "postmaster/interrupt.h"
 #include "storage/bufpage.h"
 #include "storage/smgr.h"
 #include "utils/rel.h"
@@ -56,22 +57,46 @@ static const f_smgr *md = NULL;
 static RelFileNode build_rnode;
 static int	build_phase = 0;
 
-/* Is the relation on local disk (md.c)? */
+/*
+ * Is this fork on local disk (md.c)?  Init forks always are (only unlogged
+ * relations have one), and so is everything of a temporary or unlogged
+ * relation, and the index this backend is building without WAL.
+ */
 static bool
-is_local(SMgrRelation reln)
+is_local(SMgrRelation reln, ForkNumber forknum)
 {
-	if (reln->smgr_relpersistence == 0)
+	char		persistence = reln->smgr_relpersistence;
+
+	if (forknum == INIT_FORKNUM)
+		return true;
+	if (persistence == 0)
 	{
 		/*
-		 * Unknown (a buffer flushed by another process, WAL replay): only an
-		 * unlogged relation has an init fork, always on local disk.
+		 * Unknown (a size asked by relfilenode, WAL replay): only an
+		 * unlogged relation has an init fork.  An unlogged relation is
+		 * remembered; a miss is not, as an unlogged index being built gets
+		 * its init fork only after its pages.
 		 */
-		reln->smgr_relpersistence = md->smgr_exists(reln, INIT_FORKNUM) ?
-			RELPERSISTENCE_UNLOGGED : RELPERSISTENCE_PERMANENT;
+		if (md->smgr_exists(reln, INIT_FORKNUM))
+			reln->smgr_relpersistence = persistence = RELPERSISTENCE_UNLOGGED;
+		else
+			persistence = RELPERSISTENCE_PERMANENT;
 	}
-	if (reln->smgr_relpersistence != RELPERSISTENCE_PERMANENT)
+	if (persistence != RELPERSISTENCE_PERMANENT)
 		return true;
 	return build_phase == 1 && RelFileNodeEquals(reln->smgr_rnode.node, build_rnode);
+}
+
+/*
+ * A page without a (real) LSN of a permanent relation that has a local
+ * file holding it: an index being built without WAL, written by another
+ * process than the builder (a checkpoint, a backend needing the buffer).
+ */
+static bool
+local_build_page(SMgrRelation reln, ForkNumber forknum, BlockNumber blkno, char *buffer)
+{
+	return PageGetLSN((Page) buffer) < FirstNormalUnloggedLSN && !PageIsNew((Page) buffer) &&
+		md->smgr_exists(reln, forknum) && md->smgr_nblocks(reln, forknum) > blkno;
 }
 
 /*
@@ -121,7 +146,8 @@ wallog_page(SMgrRelation reln, ForkNumber forknum, BlockNumber blkno, char *buff
 	XLogRecPtr	lsn = PageGetLSN((Page) buffer);
 
 	if ((forknum == FSM_FORKNUM || forknum == VISIBILITYMAP_FORKNUM) &&
-		!RecoveryInProgress() && MyBackendType != B_CHECKPOINTER)
+		!RecoveryInProgress() &&
+		!(MyBackendType == B_CHECKPOINTER && ShutdownRequestPending))
 	{
 		/* A copy: the caller's buffer may be a shared buffer, share-locked. */
 		PGAlignedBlock copy;
@@ -163,7 +189,7 @@ zenith_create(SMgrRelation reln, ForkNumber forknum, bool isRedo)
 {
 	BlockNumber n;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 	{
 		md->smgr_create(reln, forknum, isRedo);
 		return;
@@ -180,8 +206,12 @@ zenith_create(SMgrRelation reln, ForkNumber forknum, bool isRedo)
 		reln->smgr_rnode.node.spcNode != DEFAULTTABLESPACE_OID &&
 		reln->smgr_rnode.node.spcNode != GLOBALTABLESPACE_OID)
 		md->smgr_create(reln, forknum, isRedo);
-	if (!relsize_get(reln->smgr_rnode.node, forknum, &n) || n == InvalidBlockNumber)
-		relsize_set(reln->smgr_rnode.node, forknum, 0, RELSIZE_SET);
+	if ((!relsize_get(reln->smgr_rnode.node, forknum, &n) || n == InvalidBlockNumber) &&
+		!relsize_set(reln->smgr_rnode.node, forknum, 0, RELSIZE_SET))
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("the relation size cache is full of relations extended by this compute"),
+				 errhint("Raise zenith.relsize_hash_size.")));
 }
 
 static bool
@@ -192,7 +222,7 @@ zenith_exists(SMgrRelation reln, ForkNumber forknum)
 				nms;
 	bool		exists;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 		return md->smgr_exists(reln, forknum);
 	if (relsize_get(reln->smgr_rnode.node, forknum, &n))
 		return n != InvalidBlockNumber;
@@ -231,13 +261,25 @@ zenith_extend(SMgrRelation reln, ForkNumber forknum, BlockNumber blkno, char *bu
 {
 	XLogRecPtr	lsn;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 	{
 		md->smgr_extend(reln, forknum, blkno, buffer, skipFsync);
 		return;
 	}
 	lsn = wallog_page(reln, forknum, blkno, buffer);
-	relsize_set(reln->smgr_rnode.node, forknum, blkno + 1, RELSIZE_EXTEND);
+	if (!relsize_set(reln->smgr_rnode.node, forknum, blkno + 1, RELSIZE_EXTEND_LOCAL) &&
+		!RecoveryInProgress() && PageGetLSN((Page) buffer) < FirstNormalUnloggedLSN &&
+		forknum != FSM_FORKNUM && forknum != VISIBILITYMAP_FORKNUM)
+	{
+		/*
+		 * No room to remember a size the pageserver cannot know yet: tell
+		 * it, with the page as it is now (all zeros, normally).
+		 */
+		PGAlignedBlock copy;
+
+		memcpy(copy.data, buffer, BLCKSZ);
+		lsn = log_newpage(&reln->smgr_rnode.node, forknum, blkno, copy.data, false);
+	}
 	SetLastWrittenLSNForBlock(lsn, reln->smgr_rnode.node, forknum, blkno);
 	SetLastWrittenLSNForRelation(lsn, reln->smgr_rnode.node, forknum);
 }
@@ -248,7 +290,7 @@ zenith_prefetch(SMgrRelation reln, ForkNumber forknum, BlockNumber blkno)
 	XLogRecPtr	request_lsn,
 				nms;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 		return md->smgr_prefetch(reln, forknum, blkno);
 	request_lsns(reln->smgr_rnode.node, forknum, blkno, &request_lsn, &nms);
 	pagestore_prefetch(reln->smgr_rnode.node, forknum, blkno, request_lsn, nms);
@@ -261,13 +303,13 @@ zenith_read(SMgrRelation reln, ForkNumber forknum, BlockNumber blkno, char *buff
 	XLogRecPtr	request_lsn,
 				nms;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 	{
 		md->smgr_read(reln, forknum, blkno, buffer);
 		return;
 	}
 	request_lsns(reln->smgr_rnode.node, forknum, blkno, &request_lsn, &nms);
-	zenith_read_at_lsn(reln->smgr_rnode.node, forknum, blkno, request_lsn, nms, buffer);
+	pagestore_read(reln->smgr_rnode.node, forknum, blkno, request_lsn, nms, buffer);
 }
 
 static void
@@ -276,7 +318,7 @@ zenith_write(SMgrRelation reln, ForkNumber forknum, BlockNumber blkno, char *buf
 {
 	XLogRecPtr	lsn;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum) || local_build_page(reln, forknum, blkno, buffer))
 	{
 		md->smgr_write(reln, forknum, blkno, buffer, skipFsync);
 		return;
@@ -290,7 +332,7 @@ static void
 zenith_writeback(SMgrRelation reln, ForkNumber forknum, BlockNumber blkno,
 				 BlockNumber nblocks)
 {
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 		md->smgr_writeback(reln, forknum, blkno, nblocks);
 }
 
@@ -301,7 +343,7 @@ zenith_nblocks(SMgrRelation reln, ForkNumber forknum)
 	XLogRecPtr	request_lsn,
 				nms;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 		return md->smgr_nblocks(reln, forknum);
 	if (relsize_get(reln->smgr_rnode.node, forknum, &n))
 	{
@@ -327,7 +369,7 @@ zenith_truncate(SMgrRelation reln, ForkNumber forknum, BlockNumber old_blocks,
 {
 	XLogRecPtr	lsn;
 
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 	{
 		md->smgr_truncate(reln, forknum, old_blocks, nblocks);
 		return;
@@ -345,7 +387,7 @@ zenith_truncate(SMgrRelation reln, ForkNumber forknum, BlockNumber old_blocks,
 static void
 zenith_immedsync(SMgrRelation reln, ForkNumber forknum)
 {
-	if (is_local(reln))
+	if (is_local(reln, forknum))
 		md->smgr_immedsync(reln, forknum);
 }
 
@@ -360,7 +402,7 @@ zenith_immedsync(SMgrRelation reln, ForkNumber forknum)
 static void
 zenith_start_unlogged_build(SMgrRelation reln)
 {
-	if (is_local(reln) || RecoveryInProgress())
+	if (is_local(reln, MAIN_FORKNUM) || RecoveryInProgress())
 		return;
 	if (build_phase != 0)
 		ereport(ERROR,
@@ -368,7 +410,9 @@ zenith_start_unlogged_build(SMgrRelation reln)
 				 errmsg("an unlogged index build is already in progress in this backend")));
 	build_rnode = reln->smgr_rnode.node;
 	build_phase = 1;
-	md->smgr_create(reln, MAIN_FORKNUM, false);
+	/* (A relation in another tablespace has its empty marker file already.) */
+	if (!md->smgr_exists(reln, MAIN_FORKNUM))
+		md->smgr_create(reln, MAIN_FORKNUM, false);
 }
 
 static void
@@ -394,10 +438,18 @@ zenith_end_unlogged_build(SMgrRelation reln)
 
 	/*
 	 * md.c empties the local file now and removes it at the next
-	 * checkpoint, cancelling the fsync requests its writes queued.
+	 * checkpoint, cancelling the fsync requests its writes queued.  In a
+	 * tablespace other than the default ones, the emptied file stays as
+	 * the relation's marker (see zenith_create).
 	 */
-	md->smgr_close(reln, MAIN_FORKNUM);
-	md->smgr_unlink(reln->smgr_rnode, MAIN_FORKNUM, false);
+	if (reln->smgr_rnode.node.spcNode != DEFAULTTABLESPACE_OID &&
+		reln->smgr_rnode.node.spcNode != GLOBALTABLESPACE_OID)
+		md->smgr_truncate(reln, MAIN_FORKNUM, md->smgr_nblocks(reln, MAIN_FORKNUM), 0);
+	else
+	{
+		md->smgr_close(reln, MAIN_FORKNUM);
+		md->smgr_unlink(reln->smgr_rnode, MAIN_FORKNUM, false);
+	}
 }
 
 /* An aborted build leaves no state behind (its relation is dropped). */

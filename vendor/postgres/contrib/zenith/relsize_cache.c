@@ -11,12 +11,15 @@
  * truncated, and filled from the pageserver on first use; a fork known not
  * to exist is cached too (InvalidBlockNumber).
  *
- * The table holds zenith.relsize_hash_size entries, in LRU order.  An entry
- * that must make room is forgotten after its relation's last-written LSN is
- * raised to the current insert position, so the next size request waits for
- * all WAL so far: the pageserver then knows the fork's creation and
- * truncations (never-filled blocks at the end of a fork, from a bulk
- * extension, are forgotten with it; they were empty).
+ * The table holds zenith.relsize_hash_size entries, in LRU order.  A fork
+ * this compute extended is pinned: the pageserver learns of an extension
+ * only from WAL that fills the new block, so such a size may be known here
+ * only (it is forgotten when the fork is dropped).  Another entry that must
+ * make room is forgotten after its relation's last-written LSN is raised to
+ * the current insert position, so the next size request waits for all WAL
+ * so far: the pageserver then knows the fork's creation and truncations.
+ * When every entry is pinned, nothing new is cached: the caller says what
+ * to do (the storage manager WAL-logs the extended page instead).
  *
  *-------------------------------------------------------------------------
  */
@@ -46,6 +49,7 @@ typedef struct RelSizeEntry
 {
 	RelSizeKey	key;			/* hash key: must be first */
 	BlockNumber nblocks;		/* InvalidBlockNumber: does not exist */
+	bool		pinned;			/* extended by this compute: never evicted */
 	dlist_node	lru;			/* newest at head */
 } RelSizeEntry;
 
@@ -142,12 +146,40 @@ relsize_get(RelFileNode rnode, ForkNumber forknum, BlockNumber *nblocks)
 }
 
 /*
+ * Make room for one entry: forget the least recently used one that is not
+ * pinned.  false if all are.  Caller holds the lock exclusively.
+ */
+static bool
+make_room(void)
+{
+	dlist_iter	it;
+
+	dlist_reverse_foreach(it, &rs_shared->lru)
+	{
+		RelSizeEntry *victim = dlist_container(RelSizeEntry, lru, it.cur);
+
+		if (victim->pinned)
+			continue;
+		/* See the header comment: later size requests wait for WAL so far. */
+		SetLastWrittenLSNForRelation(GetXLogInsertRecPtr(), victim->key.rnode,
+									 victim->key.forknum);
+		dlist_delete(&victim->lru);
+		hash_search(rs_hash, &victim->key, HASH_REMOVE, NULL);
+		rs_shared->nentries--;
+		return true;
+	}
+	return false;
+}
+
+/*
  * Cache a size. how: RELSIZE_SET replaces, RELSIZE_EXTEND only raises (a
  * concurrent truncation is serialized by the relation's locks, extension by
  * the extension lock, but a size read from the pageserver may race with an
- * extension), RELSIZE_FILL caches only if not cached already.
+ * extension), RELSIZE_EXTEND_LOCAL raises and pins (this compute extended
+ * the fork), RELSIZE_FILL caches only if not cached already.  Returns
+ * whether the size is cached now.
  */
-void
+bool
 relsize_set(RelFileNode rnode, ForkNumber forknum, BlockNumber nblocks, RelSizeHow how)
 {
 	RelSizeKey	key;
@@ -157,38 +189,36 @@ relsize_set(RelFileNode rnode, ForkNumber forknum, BlockNumber nblocks, RelSizeH
 	make_key(&key, rnode, forknum);
 	LWLockAcquire(rs_shared->lock, LW_EXCLUSIVE);
 	e = hash_search(rs_hash, &key, HASH_FIND, NULL);
-	if (e == NULL && rs_shared->nentries >= relsize_hash_size)
+	if (e == NULL && rs_shared->nentries >= relsize_hash_size && !make_room())
 	{
-		RelSizeEntry *victim = dlist_tail_element(RelSizeEntry, lru, &rs_shared->lru);
-
-		/* See the header comment: later size requests wait for WAL so far. */
-		SetLastWrittenLSNForRelation(GetXLogInsertRecPtr(), victim->key.rnode,
-									 victim->key.forknum);
-		dlist_delete(&victim->lru);
-		hash_search(rs_hash, &victim->key, HASH_REMOVE, NULL);
-		rs_shared->nentries--;
+		LWLockRelease(rs_shared->lock);
+		return false;
 	}
 	e = hash_search(rs_hash, &key, HASH_ENTER_NULL, &found);
 	if (e == NULL)
 	{
 		LWLockRelease(rs_shared->lock);
-		return;
+		return false;
 	}
 	if (!found)
 	{
 		e->nblocks = nblocks;
+		e->pinned = false;
 		rs_shared->nentries++;
 	}
 	else
 	{
 		dlist_delete(&e->lru);
 		if (how == RELSIZE_SET ||
-			(how == RELSIZE_EXTEND &&
+			((how == RELSIZE_EXTEND || how == RELSIZE_EXTEND_LOCAL) &&
 			 (e->nblocks == InvalidBlockNumber || e->nblocks < nblocks)))
 			e->nblocks = nblocks;
 	}
+	if (how == RELSIZE_EXTEND_LOCAL)
+		e->pinned = true;
 	dlist_push_head(&rs_shared->lru, &e->lru);
 	LWLockRelease(rs_shared->lock);
+	return true;
 }
 
 void

@@ -14,8 +14,13 @@
 
 #include <limits.h>
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_database.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/smgr.h"
 #include "utils/guc.h"
 
 #include "pagestore.h"
@@ -24,6 +29,8 @@
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
+
+PG_FUNCTION_INFO_V1(pg_cluster_size);
 
 char	   *zenith_walkeepers = NULL;
 char	   *zenith_tenant_id = NULL;
@@ -100,4 +107,36 @@ _PG_init(void)
 		WalProposerRegister();
 		wp_backpressure_init();
 	}
+}
+
+/*
+ * pg_cluster_size() -> int8: the sum of the sizes the pageserver reports
+ * for every database (pg_database_size() of each, without the permission
+ * checks: the function is for the owner of the compute).
+ */
+Datum
+pg_cluster_size(PG_FUNCTION_ARGS)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	int64		total = 0;
+
+	if (dbsize_hook == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this server does not keep its relations on a pageserver"),
+				 errhint("Set zenith.pageserver_connstring and load zenith through shared_preload_libraries.")));
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		CHECK_FOR_INTERRUPTS();
+		total += (*dbsize_hook) (db->oid);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PG_RETURN_INT64(total);
 }

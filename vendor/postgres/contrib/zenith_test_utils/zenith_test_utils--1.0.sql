@@ -27,6 +27,14 @@ RETURNS xid8
 AS 'MODULE_PATHNAME', 'test_consume_xids'
 LANGUAGE C STRICT PARALLEL UNSAFE;
 
+-- Evict every shared buffer not in use (dirty ones are written out first),
+-- so that pages are read again; returns how many were evicted.
+CREATE FUNCTION clear_buffer_cache()
+RETURNS int8
+AS 'MODULE_PATHNAME', 'clear_buffer_cache'
+LANGUAGE C STRICT PARALLEL UNSAFE;
+
 REVOKE ALL ON FUNCTION get_raw_page_at_lsn(regclass, text, int8, pg_lsn, pg_lsn) FROM PUBLIC;
 REVOKE ALL ON FUNCTION zenith_xlogflush(pg_lsn) FROM PUBLIC;
 REVOKE ALL ON FUNCTION test_consume_xids(int8) FROM PUBLIC;
+REVOKE ALL ON FUNCTION clear_buffer_cache() FROM PUBLIC;

@@ -7,8 +7,10 @@
  * through the zenith extension's pagestream client (found with
  * load_external_function(), so zenith must be installed; it need not be
  * preloaded); zenith_xlogflush() flushes the compute's WAL;
- * test_consume_xids() moves the next transaction id on. All are for
- * superusers only (the install script revokes them from PUBLIC).
+ * test_consume_xids() moves the next transaction id on;
+ * clear_buffer_cache() evicts every shared buffer it can, so that pages are
+ * read again (from the pageserver, on a compute). All are for superusers
+ * only (the install script revokes them from PUBLIC).
  *
  *-------------------------------------------------------------------------
  */
@@ -22,6 +24,7 @@
 #include "common/relpath.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
@@ -34,6 +37,7 @@ PG_MODULE_MAGIC;
 PG_FUNCTION_INFO_V1(get_raw_page_at_lsn);
 PG_FUNCTION_INFO_V1(zenith_xlogflush);
 PG_FUNCTION_INFO_V1(test_consume_xids);
+PG_FUNCTION_INFO_V1(clear_buffer_cache);
 
 typedef void (*read_at_lsn_type) (RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 								  XLogRecPtr request_lsn, XLogRecPtr not_modified_since,
@@ -158,4 +162,29 @@ test_consume_xids(PG_FUNCTION_ARGS)
 	if (!FullTransactionIdIsValid(last))
 		PG_RETURN_NULL();
 	PG_RETURN_FULLTRANSACTIONID(last);
+}
+
+/*
+ * clear_buffer_cache() -> int8
+ *
+ * Evict every shared buffer that is not pinned (dirty ones are written out
+ * first, through the storage manager, as any eviction would). Returns how
+ * many were evicted; buffers in use by someone are left alone.
+ */
+Datum
+clear_buffer_cache(PG_FUNCTION_ARGS)
+{
+	int64		evicted = 0;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be superuser to clear the buffer cache")));
+	for (Buffer b = 1; b <= NBuffers; b++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (EvictUnpinnedBuffer(b))
+			evicted++;
+	}
+	PG_RETURN_INT64(evicted);
 }
