@@ -1,9 +1,9 @@
 """The compute's pagestream client (contrib/zenith, pagestore_client.c) and zenith_test_utils.
 
-get_raw_page_at_lsn() reads a page from the pageserver through the C client a compute's storage
-manager will use: the page at the newest LSN equals (masked as wal_consistency_checking does) the
-one the compute wrote to its own file, older LSNs give older versions, bad requests give clear
-errors and the session goes on, and a request survives a pageserver restart (the client
+get_raw_page_at_lsn() reads a page from the pageserver through the C client the compute's storage
+manager uses: the page at the newest LSN equals (masked as wal_consistency_checking does) the one
+in the compute's shared buffers, older LSNs give older versions, a block beyond the end is a zero
+page, bad requests give clear errors and the session goes on, and a request survives a pageserver restart (the client
 reconnects) or fails with SQLSTATE 08006 when the pageserver stays away.
 """
 
@@ -37,6 +37,7 @@ def start(zenith_env_builder):
 
 def test_get_raw_page_at_lsn_reads_the_pageserver(zenith_env_builder):
     env, pg = start(zenith_env_builder)
+    lsn0 = pg.safe_psql("SELECT pg_current_wal_flush_lsn()")[0][0]
     pg.safe_psql("CREATE TABLE t(id int, v text)")
     pg.safe_psql("INSERT INTO t SELECT g, 'one' FROM generate_series(1, 50) g")
     lsn1 = pg.safe_psql("SELECT pg_current_wal_flush_lsn()")[0][0]
@@ -63,12 +64,16 @@ def test_get_raw_page_at_lsn_reads_the_pageserver(zenith_env_builder):
     a, b = mask_page("heap", ours, 0), mask_page("heap", theirs, 0)
     assert a == b, describe_difference(a, b)
 
+    # A block beyond the end is a zero page (a compute may extend a relation with empty pages
+    # that reach WAL only once something is written into them).
+    assert bytes(pg.safe_psql("SELECT get_raw_page_at_lsn('t', 'main', 1000, NULL, NULL)")[0][0]) == bytes(8192)
+
     # Bad requests: a clear error, and the session (and its pageserver connection) goes on.
     conn = pg.connect()
     conn.autocommit = True
     cur = conn.cursor()
     bad = [
-        ("SELECT get_raw_page_at_lsn('t', 'main', 1000, NULL, NULL)", "58030", "could not read block 1000"),
+        (f"SELECT get_raw_page_at_lsn('t', 'main', 0, '{lsn0}', NULL)", "58030", "does not exist"),
         ("SELECT get_raw_page_at_lsn('t', 'main', 0, '0/0', NULL)", "58030", "invalid request LSN"),
         ("SELECT get_raw_page_at_lsn('t', 'main', 0, %s, %s)", "58030", "not_modified_since"),
         ("SELECT get_raw_page_at_lsn('t', 'main', -1, NULL, NULL)", "22023", "invalid block number"),
@@ -106,6 +111,21 @@ def test_page_requests_survive_a_pageserver_restart(zenith_env_builder):
     cur.execute(count)
     assert cur.fetchone()[0] == 100
 
+    # Watched from a session that has read what it needs (a stateless compute reads catalog
+    # pages from the pageserver too, so a new session could not start while it is down).
+    waiting_sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' "
+        "AND query LIKE '%get_raw_page_at_lsn%'"
+    )
+    watch = pg.connect()
+    watch.autocommit = True
+    wcur = watch.cursor()
+    wcur.execute(waiting_sql)
+
+    def waiting() -> bool:
+        wcur.execute(waiting_sql)
+        return wcur.fetchone()[0] == 1
+
     # Down for longer than the retry timeout: a clear error, the session goes on.
     env.zenith_cli(["pageserver", "stop"])
     cur.execute("SET zenith.pageserver_retry_timeout = '300ms'")
@@ -125,17 +145,12 @@ def test_page_requests_survive_a_pageserver_restart(zenith_env_builder):
 
     th = threading.Thread(target=read, daemon=True)
     th.start()
-    wait_until(
-        "the request to wait for the pageserver",
-        lambda: pg.safe_psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%get_raw_page_at_lsn%'"
-        )[0][0]
-        == 1,
-    )
+    wait_until("the request to wait for the pageserver", waiting)
     env.zenith_cli(["pageserver", "start"])
     th.join(60)
     assert result == [100]
     conn.close()
+    watch.close()
 
 
 def test_xlogflush_and_consume_xids(zenith_env_builder):
