@@ -105,11 +105,15 @@ pagestore_request_in_progress(void)
 	return ps_busy;
 }
 
-/* Sequential scans read ahead as far as the ring holds. */
+/*
+ * Sequential scans read ahead as far as the ring holds: the block about to
+ * be read and the ones after it (a distance of the ring's size would make
+ * each new request push out the response about to be used).
+ */
 static void
 readahead_assign(int newval, void *extra)
 {
-	seqscan_prefetch_blocks = newval;
+	seqscan_prefetch_blocks = Max(newval - 1, 0);
 }
 
 void
