@@ -23,21 +23,9 @@ from fixtures.utils import log, wait_until
 
 def start(zenith_env_builder, *settings: str, name: str = "main"):
     env = zenith_env_builder.init_start()
-    pg = create_start(env, name, *settings)
+    pg = env.postgres.create_start(name, settings=settings)
+    pg.safe_psql("CREATE EXTENSION zenith_test_utils")
     return env, pg
-
-
-def create_start(env, name: str, *settings: str, branch: str = "main"):
-    port = env.port_distributor.get_port()
-    args = ["pg", "start", name, "--branch", branch, "--port", str(port)]
-    for s in settings:
-        args += ["-c", s]
-    env.zenith_cli(args)
-    from fixtures.zenith_env import Postgres
-
-    pg = Postgres(env, name, port, branch)
-    pg.safe_psql("CREATE EXTENSION IF NOT EXISTS zenith_test_utils")
-    return pg
 
 
 def pgdata(env, name: str = "main") -> Path:
