@@ -212,3 +212,28 @@ def test_pageserver_start_failure_leaves_no_orphan(zenith_env_builder):
     msg = cli_error(env, ["start"], "pageserver")
     assert "pageserver.log" in msg
     assert processes_under(b.repo_dir) == []
+
+
+def test_export_writes_a_stock_data_directory(zenith_env: ZenithEnv, pg_bin, port_distributor, test_output_dir: Path):
+    """`zenith pg export` writes a branch, at its end or at an LSN, as a data directory a stock
+    PostgreSQL starts from; a directory that is not empty is refused."""
+    from fixtures.zenith_env import Postgres
+    from fixtures.zenith_fixtures import VanillaPostgres
+
+    env = zenith_env
+    pg = env.postgres.create_start("main")
+    pg.safe_psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
+    lsn = pg.safe_psql("SELECT pg_current_wal_flush_lsn()::text")[0][0]
+    pg.safe_psql("INSERT INTO t SELECT generate_series(1001, 1500)")
+    out = env.zenith_cli(["pg", "export", str(test_output_dir / "now")]).stdout
+    assert "exported" in out, out
+    env.zenith_cli(["pg", "export", str(test_output_dir / "then"), "--lsn", lsn])
+    for d, n in (("now", 1500), ("then", 1000)):
+        with VanillaPostgres(test_output_dir / d, pg_bin, port_distributor.get_port(), test_output_dir) as v:
+            v.initialized = True
+            v.user = Postgres.USER
+            v.configure([f"port = {v.port}", "listen_addresses = '127.0.0.1'",
+                         f"unix_socket_directories = '{v.socket_dir}'"])
+            v.start()
+            assert v.safe_psql("SELECT count(*) FROM t")[0][0] == n, d
+    cli_error(env, ["pg", "export", str(test_output_dir / "now")], "is not empty")

@@ -262,6 +262,63 @@ pub fn create<'a>(
     Ok(ComputeNode { env, spec, dir })
 }
 
+/// `zenith pg export`: write the branch's data at `lsn` (default: its end,
+/// once the pageserver has the WAL of a running writer) as a stock
+/// PostgreSQL 15 data directory at `dest`, from a full basebackup. `dest`
+/// must not exist or be empty; it appears complete or not at all. Returns
+/// the LSN.
+pub fn export(
+    env: &LocalEnv,
+    ps: &PageServerNode<'_>,
+    tenant: TenantId,
+    branch: &str,
+    lsn: Option<Lsn>,
+    dest: &Path,
+) -> anyhow::Result<Lsn> {
+    env.check_binaries()?;
+    let timeline = env.branch_timeline(tenant, branch)?;
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .with_context(|| format!("reading {}", dest.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} exists and is not empty: export into a new directory",
+            dest.display()
+        );
+    }
+    let lsn = match lsn {
+        Some(l) => l,
+        None => {
+            catch_up(env, ps, tenant, timeline)?;
+            ps.timeline_info(tenant, timeline)?.last_record_lsn
+        }
+    };
+    let name = dest
+        .file_name()
+        .with_context(|| format!("{} has no file name", dest.display()))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = dest.with_file_name(format!("{name}{}", crashsafe::TEMP_FILE_SUFFIX));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let res = (|| -> anyhow::Result<()> {
+        ps.basebackup_into(tenant, timeline, Some(lsn), true, &tmp)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))?;
+        if dest.exists() {
+            std::fs::remove_dir(dest).with_context(|| format!("replacing {}", dest.display()))?;
+        }
+        crashsafe::rename_durable(&tmp, dest)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("exporting branch {branch:?} at {lsn}")));
+    }
+    Ok(lsn)
+}
+
 /// The first port from `computes.base_port` that no compute has and that is free.
 fn pick_port(env: &LocalEnv, existing: &[ComputeNode<'_>]) -> anyhow::Result<u16> {
     let mut p = env.computes.base_port;

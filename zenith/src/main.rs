@@ -219,6 +219,23 @@ enum PgCmd {
         #[command(flatten)]
         target: PgTarget,
     },
+    /// Write a branch, at its end or an LSN or time, as a stock PostgreSQL 15 data directory
+    /// (every relation file, from a full basebackup).
+    #[command(
+        after_help = "Examples:\n  zenith pg export ./main_copy\n  zenith pg export ./before --branch main --lsn 0/16B3748"
+    )]
+    Export {
+        /// The directory to create (must not exist, or be empty).
+        dir: std::path::PathBuf,
+        /// The branch (default: main).
+        #[arg(long)]
+        branch: Option<String>,
+        /// At this LSN (X/Y) or time (ISO 8601) instead of the branch's end.
+        #[arg(long)]
+        lsn: Option<String>,
+        #[arg(long)]
+        tenant_id: Option<TenantId>,
+    },
 }
 
 fn main() {
@@ -453,6 +470,31 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
                 c.stop(immediate)?;
                 println!("compute {} stopped", c.spec.name);
             }
+        }
+        PgCmd::Export {
+            dir,
+            branch,
+            lsn,
+            tenant_id,
+        } => {
+            let tenant = env.tenant(tenant_id)?;
+            let branch = branch.unwrap_or_else(|| DEFAULT_BRANCH_NAME.to_string());
+            let lsn = match lsn {
+                None => None,
+                Some(s) => match branches::parse_point(&s)? {
+                    PointSpec::Latest => None,
+                    PointSpec::Lsn(l) => Some(l),
+                    p @ PointSpec::Timestamp(_) => {
+                        branches::resolve_point(&env, &ps, tenant, &branch, &p)?
+                    }
+                },
+            };
+            let lsn = compute::export(&env, &ps, tenant, &branch, lsn, &dir)?;
+            println!(
+                "branch {branch} at {lsn} exported to {}: a stock PostgreSQL 15 starts there (pg_ctl -D {} start)",
+                dir.display(),
+                dir.display()
+            );
         }
         PgCmd::Destroy { target } => {
             let tenant = env.tenant(target.tenant_id)?;
