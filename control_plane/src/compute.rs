@@ -684,23 +684,31 @@ impl ComputeNode<'_> {
         };
         self.prepare_slim(ps, lsn, &mut timings)?;
         let started = Instant::now();
+        // pg_ctl -w checks every 100 ms: start without waiting, and watch
+        // postmaster.pid for "ready" ourselves, every few milliseconds.
         let out = self
             .pg_cmd("pg_ctl")
             .arg("start")
-            .arg("-w")
-            .args(["-t", "120"])
+            .arg("-W")
             .arg("-D")
             .arg(self.pgdata())
             .arg("-l")
             .arg(self.log_file())
             .output()
             .context("running pg_ctl start")?;
-        if !out.status.success() {
+        let ready = if out.status.success() {
+            wait_ready(&self.pgdata(), Duration::from_secs(120))
+        } else {
+            Err(anyhow::anyhow!(
+                "{}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        };
+        if let Err(e) = ready {
             let _ = self.stop(true);
             bail!(
-                "compute {:?} did not start: {}; see its log {}",
+                "compute {:?} did not start: {e:#}; see its log {}",
                 self.spec.name,
-                String::from_utf8_lossy(&out.stderr).trim(),
                 self.log_file().display()
             );
         }
@@ -822,6 +830,35 @@ pub fn catch_up(
 /// does not lock that file, but a postmaster works in its data directory:
 /// the pid must be alive with `pgdata` as its current directory, which a
 /// recycled pid of an unrelated process (or a zombie) never has.
+/// Wait until the postmaster of `pgdata` accepts connections: line 8 of
+/// postmaster.pid (its status) says "ready" or "standby", as pg_ctl
+/// checks. An error if it exits first or
+/// `timeout` passes.
+fn wait_ready(pgdata: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut seen_pid = false;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) {
+            seen_pid = true;
+            // "standby": a read-only compute accepting read-only connections.
+            if matches!(text.lines().nth(7).map(str::trim), Some("ready" | "standby")) {
+                return Ok(());
+            }
+        }
+        if seen_pid && !postmaster_running(pgdata) {
+            bail!("the postmaster exited while starting");
+        }
+        if started.elapsed() > timeout {
+            bail!("not ready after {} s", timeout.as_secs());
+        }
+        // Before postmaster.pid exists, the postmaster may still be forking.
+        if !seen_pid && started.elapsed() > Duration::from_secs(10) {
+            bail!("no postmaster.pid after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn postmaster_running(pgdata: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
         return false;
