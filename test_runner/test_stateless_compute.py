@@ -79,6 +79,10 @@ def test_no_files_of_permanent_relations(zenith_env_builder):
     assert (data / temp_path).exists()
     assert one(pg, "SELECT count(*) FROM u") == 1000
     temp.close()
+    # Sizes come from the pageserver and the size cache.
+    assert one(pg, "SELECT pg_relation_size('p')") >= 20000 * 200
+    pg.safe_psql("CREATE EXTENSION zenith")
+    assert one(pg, "SELECT pg_cluster_size()") >= one(pg, "SELECT pg_database_size('postgres')") > 20000 * 200
 
     pg.stop()
     pg.start()

@@ -836,23 +836,32 @@ pub fn catch_up(
 /// `timeout` passes.
 fn wait_ready(pgdata: &Path, timeout: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut seen_pid = false;
+    let mut pid: Option<u32> = None;
     loop {
+        // The file is written line by line: a read may see part of it.
         if let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) {
-            seen_pid = true;
+            let mut lines = text.lines();
+            if let Some(p) = lines.next().and_then(|l| l.trim().parse::<u32>().ok()) {
+                pid = Some(p);
+            }
             // "standby": a read-only compute accepting read-only connections.
-            if matches!(text.lines().nth(7).map(str::trim), Some("ready" | "standby")) {
+            if matches!(
+                text.lines().nth(7).map(str::trim),
+                Some("ready" | "standby")
+            ) {
                 return Ok(());
             }
         }
-        if seen_pid && !postmaster_running(pgdata) {
-            bail!("the postmaster exited while starting");
+        if let Some(p) = pid {
+            if !Path::new(&format!("/proc/{p}")).exists() {
+                bail!("the postmaster exited while starting");
+            }
         }
         if started.elapsed() > timeout {
             bail!("not ready after {} s", timeout.as_secs());
         }
         // Before postmaster.pid exists, the postmaster may still be forking.
-        if !seen_pid && started.elapsed() > Duration::from_secs(10) {
+        if pid.is_none() && started.elapsed() > Duration::from_secs(10) {
             bail!("no postmaster.pid after 10 s");
         }
         std::thread::sleep(Duration::from_millis(2));
