@@ -168,9 +168,18 @@ ring_clear(void)
 	ring_inflight = 0;
 }
 
+/*
+ * The wait set of the current connection (latch, postmaster death, the
+ * socket readable), made once per connection rather than per wait.
+ */
+static WaitEventSet *ps_wait_set = NULL;
+
 static void
 ps_disconnect(void)
 {
+	if (ps_wait_set != NULL)
+		FreeWaitEventSet(ps_wait_set);
+	ps_wait_set = NULL;
 	if (ps_conn != NULL)
 		PQfinish(ps_conn);
 	ps_conn = NULL;
@@ -193,6 +202,24 @@ ps_wait(int events, long timeout)
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 	return (rc & WL_TIMEOUT) == 0;
+}
+
+/* Wait until a response can be read, serving interrupts. */
+static void
+ps_wait_response(void)
+{
+	WaitEvent	event;
+
+	if (ps_wait_set == NULL)
+	{
+		ps_wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+		AddWaitEventToSet(ps_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(ps_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		AddWaitEventToSet(ps_wait_set, WL_SOCKET_READABLE, PQsocket(ps_conn), NULL, NULL);
+	}
+	(void) WaitEventSetWait(ps_wait_set, -1L, &event, 1, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
 }
 
 /*
@@ -306,6 +333,8 @@ ps_receive(StringInfo resp, char **err)
 	char	   *buf;
 	int			n;
 
+	bool		read_first = true;
+
 	for (;;)
 	{
 		n = PQgetCopyData(ps_conn, &buf, 1);
@@ -313,8 +342,14 @@ ps_receive(StringInfo resp, char **err)
 			break;
 		if (n == 0)
 		{
-			/* The pageserver may wait for WAL (wait_lsn_timeout) before it answers. */
-			(void) ps_wait(WL_SOCKET_READABLE, -1L);
+			/*
+			 * Read what has arrived before waiting: with requests read ahead,
+			 * the response is usually there already.  The pageserver may
+			 * wait for WAL (wait_lsn_timeout) before it answers.
+			 */
+			if (!read_first)
+				ps_wait_response();
+			read_first = false;
 			if (!PQconsumeInput(ps_conn))
 			{
 				*err = pchomp(PQerrorMessage(ps_conn));
