@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{debug, info};
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 
@@ -103,7 +103,8 @@ impl WalSources {
     }
 
     /// Validate `connstr`, persist it as the timeline's WAL source and
-    /// (re)start the timeline's receiver. Blocks.
+    /// (re)start the timeline's receiver, unless that source is already
+    /// streaming. Blocks.
     pub fn set(&self, tl: &Arc<Timeline>, connstr: &str) -> Result<(), WalSourceError> {
         let connstr = connstr.trim();
         if connstr.is_empty() {
@@ -113,6 +114,17 @@ impl WalSources {
         }
         let src = WalSource::parse(connstr).map_err(WalSourceError::Invalid)?;
         let _changing = self.lock_changes();
+        // The same source, streaming: nothing to change (every compute start
+        // sets it; restarting the receiver would cost a stop and a reconnect).
+        if self
+            .lock_running()
+            .get(&(tl.tenant_id, tl.timeline_id))
+            .is_some_and(|r| r.connstr == connstr && r.receiver.is_running())
+        {
+            debug!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id,
+                   "WAL source unchanged: {}", redact(connstr));
+            return Ok(());
+        }
         let path = wal_source_path(&tl.path);
         // It may hold a password: readable by the owner only, from creation.
         crashsafe::write_file_atomic_mode(&path, format!("{connstr}\n").as_bytes(), 0o600)

@@ -480,6 +480,12 @@ impl WalReceiver {
     }
 
     /// Stop and wait for the thread (it flushes the in-memory layer).
+    /// Whether its thread still runs (it ends when told to stop, or when
+    /// the timeline is marked broken).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
