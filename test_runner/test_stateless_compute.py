@@ -358,7 +358,8 @@ def test_pageserver_killed_under_load(zenith_env_builder):
         t.start()
     wait_until("transactions before the kill", lambda: stats["ok"] > 200, timeout=60)
     env.pageserver.kill9()
-    time.sleep(4)  # longer than the retry timeout: some reads must fail
+    # Reads that miss shared buffers fail once zenith.pageserver_retry_timeout (2s) has passed.
+    wait_until("a client to see the pageserver gone", lambda: len(stats["errors"]) > 0, timeout=60)
     during = len(stats["errors"])
     env.pageserver.start()
     ok_after_restart = stats["ok"]

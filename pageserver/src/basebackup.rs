@@ -316,15 +316,16 @@ pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) ->
                 t.file(&format!("{dir}/pg_filenode.map"), &map)?;
             }
         }
+        let tag = |relnode, forknum| RelTag {
+            spcnode: spc,
+            dbnode: db,
+            relnode,
+            forknum,
+        };
         if full {
             let rels = r.list_rels(spc, db)?;
             for &(relnode, forknum) in &rels {
-                let rel = RelTag {
-                    spcnode: spc,
-                    dbnode: db,
-                    relnode,
-                    forknum,
-                };
+                let rel = tag(relnode, forknum);
                 write_fork(&mut t, &r, rel, forknum)?;
                 // An unlogged relation: WAL has only its init fork, and a
                 // server that starts from a clean shutdown (as this one
@@ -342,12 +343,7 @@ pub fn send_basebackup<W: Write>(tl: &Timeline, lsn: Lsn, full: bool, out: W) ->
                 if forknum != INIT_FORKNUM {
                     continue;
                 }
-                let rel = RelTag {
-                    spcnode: spc,
-                    dbnode: db,
-                    relnode,
-                    forknum,
-                };
+                let rel = tag(relnode, forknum);
                 write_fork(&mut t, &r, rel, INIT_FORKNUM)?;
                 write_fork(&mut t, &r, rel, MAIN_FORKNUM)?;
             }

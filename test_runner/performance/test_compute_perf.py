@@ -14,19 +14,11 @@ Tiny by default (scale 1, seconds); ZENITH_BENCH_SIZE=full: scale 10 (and 100 fo
 time), 60 s runs, a 1 GB table.
 """
 
-import re
 import time
 
 from fixtures.benchmark import write_result
 from fixtures.utils import log
-from test_walkeeper_perf import SyncReplicationBaseline
-
-
-def pgbench_tps(client, clients: int, seconds: int, *args: str) -> float:
-    p = client.pgbench(*args, "-c", str(clients), "-j", str(clients), "-T", str(seconds), "-n")
-    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", p.stdout)
-    assert m, p.stdout
-    return float(m.group(1))
+from test_walkeeper_perf import SyncReplicationBaseline, pgbench_tps
 
 
 def ratio(ours: float, theirs: float) -> float:
@@ -53,8 +45,8 @@ def test_compute_pgbench(zenith_env_builder, pg_bin, port_distributor, test_outp
         theirs.pgbench("-i", "-s", str(scale), "-q")
         data_mb = theirs.safe_psql("SELECT pg_database_size('postgres') / 1048576")[0][0]
 
-        t_base = pgbench_tps(theirs, 4, seconds)
-        t_ours = pgbench_tps(ours, 4, seconds)
+        t_base = pgbench_tps(theirs, 4, seconds, "-b", "tpcb-like")
+        t_ours = pgbench_tps(ours, 4, seconds, "-b", "tpcb-like")
         results["tpcb"] = {"compute_tps": t_ours, "sync_replication_tps": t_base, "ratio": ratio(t_ours, t_base)}
 
         # Warm select-only: one untimed run each, then the measured ones.

@@ -20,8 +20,9 @@ from fixtures.utils import log, parse_lsn
 from fixtures.zenith_fixtures import VanillaPostgres
 
 
-def pgbench_tps(client, clients: int, seconds: int) -> float:
-    p = client.pgbench("-N", "-c", str(clients), "-j", str(clients), "-T", str(seconds), "-n")
+def pgbench_tps(client, clients: int, seconds: int, *args: str) -> float:
+    """TPS of pgbench with `args` (default: -N, the simple-update script)."""
+    p = client.pgbench(*(args or ("-N",)), "-c", str(clients), "-j", str(clients), "-T", str(seconds), "-n")
     m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", p.stdout)
     assert m, p.stdout
     return float(m.group(1))
