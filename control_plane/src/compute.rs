@@ -68,7 +68,8 @@ pub struct ComputeSpec {
     pub port: u16,
     /// `None`: read-write at the branch's tip. `Some`: read-only at this LSN.
     pub read_only_lsn: Option<Lsn>,
-    /// The LSN of the basebackup the data directory was made from.
+    /// The branch's end (or the read-only LSN) when the compute was created;
+    /// informational: every start takes its own slim basebackup.
     pub basebackup_lsn: Lsn,
     /// PostgreSQL settings given at creation (`NAME=VALUE`), written after ours.
     #[serde(default)]
