@@ -196,15 +196,37 @@ pub fn running_pid(path: &Path) -> io::Result<Option<i32>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(None),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            file.read_to_string(&mut text)?;
-            // The holder may not have written its pid yet.
-            Ok(text.trim().parse().ok().or(Some(0)))
+    // A killed daemon's main thread is a zombie while its other threads
+    // still exit and hold the lock, for milliseconds: that is not running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => return Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
+        let mut text = String::new();
+        file.rewind()?;
+        file.read_to_string(&mut text)?;
+        // The holder may not have written its pid yet.
+        let pid = text.trim().parse().unwrap_or(0);
+        if pid <= 0 || !exiting(pid) || std::time::Instant::now() >= deadline {
+            return Ok(Some(pid));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether `pid` is a zombie or gone: a killed process whose threads may
+/// still be releasing its files.
+fn exiting(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": comm may hold spaces and parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
     }
 }
 
@@ -307,5 +329,71 @@ mod tests {
     #[test]
     fn one_line_joins_lines() {
         assert_eq!(one_line("a\n  b \n\nc"), "a b c");
+    }
+}
+
+/// The other half of `a_killed_daemon_is_not_running_while_its_threads_exit`:
+/// when run with ZENITH_TEST_PID_FILE set, this test holds that pid file the
+/// way a daemon does, with busy threads owning a lot of memory (so that their
+/// exit takes a while), and never returns.
+#[cfg(test)]
+mod killed_holder {
+    use super::*;
+
+    #[test]
+    fn hold_pid_file_if_asked() {
+        let Some(path) = std::env::var_os("ZENITH_TEST_PID_FILE") else {
+            return;
+        };
+        let _pid = PidFile::acquire(Path::new(&path), "holder").unwrap();
+        for _ in 0..4 {
+            std::thread::spawn(|| {
+                let mem = vec![1u8; 128 << 20];
+                loop {
+                    std::hint::black_box(&mem);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
+        }
+        std::fs::write(format!("{}.ready", path.to_string_lossy()), "").unwrap();
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// A daemon killed with SIGKILL shows as a zombie while its other threads
+    /// still exit and hold the pid file's lock. `zenith start` right after a
+    /// kill -9 called that "already running" (seen in CI and in half of 30
+    /// kills of a pageserver by hand).
+    #[test]
+    fn a_killed_daemon_is_not_running_while_its_threads_exit() {
+        if std::env::var_os("ZENITH_TEST_PID_FILE").is_some() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.pid");
+        let ready = dir.path().join("d.pid.ready");
+        for round in 0..10 {
+            let _ = std::fs::remove_file(&ready);
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "daemon::killed_holder::hold_pid_file_if_asked"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("ZENITH_TEST_PID_FILE", &path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            while !ready.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let pid = child.id() as i32;
+            assert_eq!(running_pid(&path).unwrap(), Some(pid));
+            child.kill().unwrap();
+            // As soon as the main thread is a zombie (not reaped: we are the parent).
+            while !exiting(pid) {
+                std::hint::spin_loop();
+            }
+            assert_eq!(running_pid(&path).unwrap(), None, "round {round}");
+            child.wait().unwrap();
+        }
     }
 }
