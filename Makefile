@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 
 export POSTGRES_INSTALL_DIR
 
-.PHONY: all postgres rust rust-testing test cargo-test lint pytest venv run fuzz bench clean
+.PHONY: all postgres rust rust-testing test cargo-test lint pytest venv test-apt-deps run fuzz bench clean
 
 all: postgres rust
 
@@ -41,6 +41,23 @@ $(VENV)/.requirements-stamp: test_runner/requirements.txt
 	@$(ROOT)/scripts/ensure-python-venv.sh $(VENV) test_runner/requirements.txt
 	@touch $@
 
+# Debian packages only the pytest suite needs: headless Chromium and its WebDriver for the browser
+# tests (test_runner/fixtures/browser.py). Installed as root when missing, else a hint.
+TEST_APT_PACKAGES := chromium chromium-driver
+
+test-apt-deps:
+	@missing=$$(for p in $(TEST_APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        echo "installing test dependencies:" $$missing; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else \
+	        echo "missing test dependencies:" $$missing "(apt-get install them and run make again)" >&2; \
+	        exit 1; \
+	    fi; \
+	fi
+
 lint:
 	$(CARGO) fmt --all -- --check
 	CARGO_INCREMENTAL=0 $(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
@@ -50,7 +67,7 @@ lint:
 cargo-test:
 	CARGO_INCREMENTAL=0 $(CARGO) test -j $(CARGO_JOBS)
 
-pytest: postgres rust-testing venv
+pytest: postgres rust-testing venv test-apt-deps
 	cd test_runner && $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test: postgres lint cargo-test pytest

@@ -74,6 +74,11 @@ pub struct ComputeSpec {
     /// PostgreSQL settings given at creation (`NAME=VALUE`), written after ours.
     #[serde(default)]
     pub settings: Vec<String>,
+    /// Roles other than the superuser log in with SCRAM-SHA-256 (endpoints
+    /// of the console, reached through the proxy); otherwise loopback is
+    /// trusted.
+    #[serde(default)]
+    pub password_auth: bool,
 }
 
 /// A `NAME=VALUE` setting as a postgresql.conf line.
@@ -247,6 +252,7 @@ pub fn create<'a>(
         read_only_lsn: lsn,
         basebackup_lsn,
         settings: settings.to_vec(),
+        password_auth: false,
     };
     let res = (|| -> anyhow::Result<()> {
         // Every start makes the data directory (`ComputeNode::start`).
@@ -377,13 +383,26 @@ fn write_config(env: &LocalEnv, pgdata: &Path, spec: &ComputeSpec) -> anyhow::Re
     for s in &spec.settings {
         conf.push_str(&setting_line(s)?);
     }
-    let hba = "# Written by zenith: local computes trust loopback connections.\n\
-               local all all trust\n\
-               host all all 127.0.0.1/32 trust\n\
-               host all all ::1/128 trust\n\
-               local replication all trust\n\
-               host replication all 127.0.0.1/32 trust\n\
-               host replication all ::1/128 trust\n";
+    let hba = if spec.password_auth {
+        // The superuser stays trusted on loopback (the console and the
+        // control plane use it); every other role proves its password.
+        "# Written by zenith: the superuser is trusted on loopback, other roles use SCRAM.\n\
+         local all all trust\n\
+         host all postgres 127.0.0.1/32 trust\n\
+         host all postgres ::1/128 trust\n\
+         host all all 127.0.0.1/32 scram-sha-256\n\
+         host all all ::1/128 scram-sha-256\n\
+         local replication all trust\n\
+         host replication postgres 127.0.0.1/32 trust\n"
+    } else {
+        "# Written by zenith: local computes trust loopback connections.\n\
+         local all all trust\n\
+         host all all 127.0.0.1/32 trust\n\
+         host all all ::1/128 trust\n\
+         local replication all trust\n\
+         host replication all 127.0.0.1/32 trust\n\
+         host replication all ::1/128 trust\n"
+    };
     crashsafe::write_file_atomic(pgdata.join("postgresql.conf"), conf.as_bytes())?;
     crashsafe::write_file_atomic(pgdata.join("pg_hba.conf"), hba.as_bytes())?;
     if spec.read_only_lsn.is_some() {
@@ -562,6 +581,13 @@ impl ComputeNode<'_> {
         crashsafe::rename_durable(&tmp, &pgdata)?;
         t.basebackup += started.elapsed();
         Ok(())
+    }
+
+    /// Rewrites `compute.toml` from `self.spec` (atomically).
+    pub fn save_spec(&self) -> anyhow::Result<()> {
+        let text = toml::to_string_pretty(&self.spec)?;
+        crashsafe::write_file_atomic(self.dir.join(SPEC_FILE_NAME), text.as_bytes())
+            .with_context(|| format!("writing {}", self.dir.join(SPEC_FILE_NAME).display()))
     }
 
     pub fn pgdata(&self) -> PathBuf {

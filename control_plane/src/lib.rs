@@ -4,12 +4,16 @@
 //! stops and inspects the pageserver ([`pageserver`]), the walkeepers
 //! ([`walkeeper`]) and computes ([`compute`]) as local processes ([`background_process`]); [`repo`] and
 //! [`branches`] hold the operations behind `zenith init/start/stop` and
-//! `zenith branch`. The `zenith` CLI is a thin layer over this crate.
+//! `zenith branch`. The [`console`] (a daemon of its own, `console`) and
+//! the [`proxy`] process serve endpoints to PostgreSQL clients. The
+//! `zenith` CLI is a thin layer over this crate.
 
 pub mod background_process;
 pub mod branches;
 pub mod compute;
+pub mod console;
 pub mod local_env;
 pub mod pageserver;
+pub mod proxy;
 pub mod repo;
 pub mod walkeeper;

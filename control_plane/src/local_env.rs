@@ -92,6 +92,49 @@ impl Default for ComputesConf {
     }
 }
 
+/// The proxy's addresses and the domain of its server names.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConf {
+    /// Where clients connect (PostgreSQL protocol, TLS).
+    pub listen_pg_addr: SocketAddr,
+    /// HTTP: metrics, status, link-session approvals from the console.
+    pub listen_http_addr: SocketAddr,
+    /// Server names `<endpoint>.<domain>` name endpoints; the certificate
+    /// `zenith init` makes is for `*.<domain>`.
+    pub domain: String,
+}
+
+impl Default for ProxyConf {
+    fn default() -> Self {
+        ProxyConf {
+            listen_pg_addr: SocketAddr::from(([127, 0, 0, 1], 4432)),
+            listen_http_addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            domain: "zenith.localhost".to_string(),
+        }
+    }
+}
+
+/// The console's address and defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConf {
+    /// HTTP: the API of the proxy and users, and the link-auth pages.
+    pub listen_http_addr: SocketAddr,
+    /// An endpoint without connections this long is suspended (its
+    /// compute stopped), unless it says otherwise; 0: never.
+    pub suspend_timeout_ms: u64,
+}
+
+impl Default for ConsoleConf {
+    fn default() -> Self {
+        ConsoleConf {
+            listen_http_addr: SocketAddr::from(([127, 0, 0, 1], 7002)),
+            suspend_timeout_ms: 300_000,
+        }
+    }
+}
+
 /// A branch name of a tenant and the timeline it stands for.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +164,10 @@ pub struct LocalEnv {
     pub pageserver: PageServerConf,
     #[serde(default)]
     pub computes: ComputesConf,
+    #[serde(default)]
+    pub proxy: ProxyConf,
+    #[serde(default)]
+    pub console: ConsoleConf,
     /// The walkeepers of every timeline (none: computes stream to the
     /// pageserver through a replication slot instead).
     #[serde(default, rename = "walkeeper")]
@@ -145,6 +192,10 @@ pub struct InitConfig {
     pub pageserver: PageServerConf,
     #[serde(default)]
     pub computes: ComputesConf,
+    #[serde(default)]
+    pub proxy: ProxyConf,
+    #[serde(default)]
+    pub console: ConsoleConf,
     /// How many walkeepers to create (default 3; 0: none).
     pub walkeepers: Option<usize>,
     /// Explicit walkeepers (ids and addresses) instead of `walkeepers` on
@@ -228,6 +279,8 @@ impl LocalEnv {
             default_tenant_id: None,
             pageserver: init.pageserver.clone(),
             computes: init.computes.clone(),
+            proxy: init.proxy.clone(),
+            console: init.console.clone(),
             walkeepers: if init.walkeeper_list.is_empty() {
                 WalkeeperConf::defaults(
                     init.walkeepers.unwrap_or(3),
@@ -316,6 +369,8 @@ impl LocalEnv {
         for (bin, what) in [
             ("pageserver", "the pageserver"),
             ("walkeeper", "the walkeeper"),
+            ("console", "the console"),
+            ("proxy", "the proxy"),
         ] {
             if bin == "walkeeper" && self.walkeepers.is_empty() {
                 continue;

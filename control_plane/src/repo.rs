@@ -1,5 +1,5 @@
 //! The repository as a whole: `zenith init`, and starting and stopping
-//! every daemon (walkeepers, pageserver, computes).
+//! every daemon (walkeepers, pageserver, console, proxy, computes).
 
 use std::path::Path;
 
@@ -7,8 +7,10 @@ use anyhow::{bail, Context};
 
 use crate::background_process::Stopped;
 use crate::compute::{self, ComputeStatus};
+use crate::console::client::ConsoleNode;
 use crate::local_env::{InitConfig, LocalEnv, CONFIG_FILE_NAME, DEFAULT_BRANCH_NAME};
 use crate::pageserver::PageServerNode;
+use crate::proxy::ProxyNode;
 use crate::walkeeper::WalkeeperNode;
 
 /// Create a repository in `base_dir`: the config, the pageserver's workdir,
@@ -46,6 +48,7 @@ pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
         stopped?;
         env.default_tenant_id = Some(tenant);
         env.add_branch(tenant, DEFAULT_BRANCH_NAME, timeline)?;
+        ProxyNode::new(&env).init()?;
         env.save()
     })();
     if let Err(e) = res {
@@ -59,9 +62,11 @@ pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
     Ok(env)
 }
 
-/// `zenith start`: the walkeepers, then the pageserver (computes are
-/// started one by one with `zenith pg start`). Returns a line per daemon.
-/// A walkeeper that is already running is left alone. If anything fails,
+/// `zenith start`: the walkeepers, the pageserver, the console and the
+/// proxy (computes are started one by one with `zenith pg start`, or by
+/// the console when a client connects to an endpoint). Returns a line per
+/// daemon. A walkeeper, console or proxy that is already running is left
+/// alone. If anything fails,
 /// what this call started is stopped again.
 pub fn start_all(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
     let ps = PageServerNode::new(env);
@@ -71,6 +76,7 @@ pub fn start_all(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
     ps.check_ports_free()?;
     let mut report = Vec::new();
     let mut started = Vec::new();
+    let mut started_console = false;
     let res = (|| -> anyhow::Result<()> {
         for wk in WalkeeperNode::all(env) {
             if let Some(pid) = wk.pid()? {
@@ -94,9 +100,36 @@ pub fn start_all(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
             "pageserver started (pid {pid}), page service on {}, HTTP API on {}",
             env.pageserver.listen_pg_addr, env.pageserver.listen_http_addr
         ));
+        let console = ConsoleNode::new(env);
+        match console.pid()? {
+            Some(pid) => report.push(format!("console already running (pid {pid})")),
+            None => {
+                let pid = console.start().context("starting the console")?;
+                started_console = true;
+                report.push(format!(
+                    "console started (pid {pid}), HTTP on {}",
+                    env.console.listen_http_addr
+                ));
+            }
+        }
+        let proxy = ProxyNode::new(env);
+        match proxy.pid()? {
+            Some(pid) => report.push(format!("proxy already running (pid {pid})")),
+            None => {
+                let pid = proxy.start().context("starting the proxy")?;
+                report.push(format!(
+                    "proxy started (pid {pid}), clients on {}, HTTP on {}",
+                    env.proxy.listen_pg_addr, env.proxy.listen_http_addr
+                ));
+            }
+        }
         Ok(())
     })();
     if let Err(e) = res {
+        if started_console {
+            let _ = ConsoleNode::new(env).stop(true);
+        }
+        let _ = ps.stop(true);
         for wk in started {
             let _ = wk.stop(true);
         }
@@ -105,11 +138,29 @@ pub fn start_all(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
     Ok(report)
 }
 
-/// `zenith stop`: every running compute, then the pageserver. Returns a
-/// line per daemon saying what happened.
+/// `zenith stop`: the proxy and the console (so that nothing wakes a
+/// compute meanwhile), every running compute, the walkeepers, then the
+/// pageserver. Returns a line per daemon saying what happened.
 pub fn stop_all(env: &LocalEnv, immediate: bool) -> anyhow::Result<Vec<String>> {
     let mut report = Vec::new();
     let mut first_err = None;
+    let front = [
+        ("proxy", ProxyNode::new(env).stop(immediate)),
+        ("console", ConsoleNode::new(env).stop(immediate)),
+    ];
+    for (what, res) in front {
+        match res {
+            Ok(Stopped::Stopped(pid)) => report.push(format!("{what} (pid {pid}) stopped")),
+            Ok(Stopped::Killed(pid)) => report.push(format!(
+                "{what} (pid {pid}) did not stop in time and was killed"
+            )),
+            Ok(Stopped::NotRunning) => {}
+            Err(e) => {
+                report.push(format!("{what}: {e:#}"));
+                first_err.get_or_insert(e);
+            }
+        }
+    }
     for c in compute::list(env)? {
         if c.status() == ComputeStatus::Running {
             match c.stop(immediate) {

@@ -4,6 +4,8 @@
 //! directory, or in `$ZENITH_REPO_DIR`. Errors are printed as one line
 //! saying what went wrong and what to do, with exit status 1.
 
+mod endpoints;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -59,10 +61,10 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         walkeepers: usize,
     },
-    /// Start every daemon (walkeepers, pageserver); computes start with `zenith pg start`.
+    /// Start every daemon (walkeepers, pageserver, console, proxy); computes start with `zenith pg start` or on a proxy connection.
     #[command(after_help = "Example:\n  zenith start")]
     Start,
-    /// Stop every running compute, then the walkeepers and the pageserver.
+    /// Stop the proxy, the console, every running compute, then the walkeepers and the pageserver.
     #[command(after_help = "Examples:\n  zenith stop\n  zenith stop --immediate")]
     Stop {
         /// Kill instead of shutting down cleanly (SIGKILL, pg_ctl -m immediate).
@@ -107,6 +109,31 @@ enum Cmd {
     /// Compute nodes (PostgreSQL servers on a branch).
     #[command(subcommand)]
     Pg(PgCmd),
+    /// Start or stop the proxy (`zenith start` starts it too).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  zenith proxy stop\n  zenith proxy start"
+    )]
+    Proxy(endpoints::ProxyCmd),
+    /// Endpoints: computes the console runs on branches, reached through the proxy by name.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  zenith endpoint create ep1 --branch main --suspend-timeout 5m\n  \
+                      zenith endpoint create ep2 --auth link\n  zenith endpoint list\n  zenith endpoint delete ep2"
+    )]
+    Endpoint(endpoints::EndpointCmd),
+    /// Roles of an endpoint.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  zenith role create ep1 alice --password s3cret"
+    )]
+    Role(endpoints::RoleCmd),
+    /// Databases of an endpoint.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  zenith db create ep1 shop --owner alice"
+    )]
+    Db(endpoints::DbCmd),
 }
 
 #[derive(Subcommand)]
@@ -314,6 +341,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Status => status(&load_env()?)?,
+        Cmd::Proxy(cmd) => endpoints::proxy(&load_env()?, cmd)?,
+        Cmd::Endpoint(cmd) => endpoints::endpoint(&load_env()?, cmd)?,
+        Cmd::Role(cmd) => endpoints::role(&load_env()?, cmd)?,
+        Cmd::Db(cmd) => endpoints::db(&load_env()?, cmd)?,
         Cmd::Pageserver(cmd) => {
             let env = load_env()?;
             let ps = PageServerNode::new(&env);
@@ -597,6 +628,7 @@ fn status(env: &LocalEnv) -> anyhow::Result<()> {
             ),
         }
     }
+    endpoints::status(env)?;
     let computes = compute::list(env)?;
     let running = pid.is_some();
     let mut tenants: Vec<TenantId> = env.branches.iter().map(|b| b.tenant_id).collect();

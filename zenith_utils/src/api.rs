@@ -175,3 +175,141 @@ pub mod pageserver {
         pub kind: LsnTimestampKind,
     }
 }
+
+/// The console's API (`control_plane`'s `console` daemon): for the proxy
+/// (role secrets, waking endpoints) and for users (endpoints, roles,
+/// databases). See docs/proxy.md.
+pub mod console {
+    use serde::{Deserialize, Serialize};
+
+    use crate::id::TenantId;
+
+    /// The console's state file in its workdir.
+    pub const STATE_FILE_NAME: &str = "console.json";
+    /// Its pid file in its workdir, locked while it runs.
+    pub const PID_FILE_NAME: &str = "console.pid";
+
+    /// How clients of an endpoint log in through the proxy.
+    #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+    #[serde(rename_all = "lowercase")]
+    pub enum EndpointAuth {
+        /// SCRAM-SHA-256 against the role's secret (or the password form).
+        #[default]
+        Password,
+        /// The proxy answers with a login URL; the user approves the
+        /// session in the console's web page.
+        Link,
+    }
+
+    /// `POST /v1/endpoints`.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[serde(deny_unknown_fields)]
+    pub struct EndpointCreateRequest {
+        /// A DNS label: lowercase letters, digits and `-`.
+        pub name: String,
+        /// The branch the endpoint's compute runs on.
+        pub branch: String,
+        /// Default: the repository's default tenant.
+        #[serde(default)]
+        pub tenant_id: Option<TenantId>,
+        #[serde(default)]
+        pub auth: EndpointAuth,
+        /// Stop the compute after this long without client connections;
+        /// `None`: the console's default; `Some(0)`: never.
+        #[serde(default)]
+        pub suspend_timeout_ms: Option<u64>,
+    }
+
+    /// Whether an endpoint's compute runs.
+    #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum EndpointState {
+        Running,
+        Suspended,
+    }
+
+    /// `GET /v1/endpoints` elements; the answer to `POST /v1/endpoints`.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub struct EndpointInfo {
+        pub name: String,
+        pub tenant_id: TenantId,
+        pub branch: String,
+        /// The compute's port on 127.0.0.1.
+        pub port: u16,
+        pub auth: EndpointAuth,
+        pub suspend_timeout_ms: u64,
+        pub state: EndpointState,
+        pub roles: Vec<String>,
+    }
+
+    /// `POST /v1/endpoints/{endpoint}/roles`.
+    #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+    #[serde(deny_unknown_fields)]
+    pub struct RoleCreateRequest {
+        pub name: String,
+        pub password: String,
+    }
+
+    impl std::fmt::Debug for RoleCreateRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RoleCreateRequest")
+                .field("name", &self.name)
+                .field("password", &"<redacted>")
+                .finish()
+        }
+    }
+
+    /// `POST /v1/endpoints/{endpoint}/databases`, and the elements of its
+    /// `GET`.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    #[serde(deny_unknown_fields)]
+    pub struct DatabaseInfo {
+        pub name: String,
+        pub owner: String,
+    }
+
+    /// `GET /v1/proxy/endpoints/{endpoint}/roles/{role}`: how that role
+    /// logs in. 404 for an unknown endpoint or role (`msg` says which).
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub struct RoleSecret {
+        pub auth: EndpointAuth,
+        /// The SCRAM-SHA-256 secret as in `pg_authid`; `None` for link
+        /// endpoints.
+        pub secret: Option<String>,
+    }
+
+    /// `POST /v1/proxy/endpoints/{endpoint}/wake`: the compute runs (it was
+    /// started if it was suspended) and listens here.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub struct ComputeAddress {
+        pub host: String,
+        pub port: u16,
+        /// How long starting it took; 0 when it was running.
+        pub started_ms: u64,
+    }
+
+    /// A link-auth session approved in the console, sent to the proxy's
+    /// `POST /v1/link_sessions/{session_id}`: where and as whom the proxy
+    /// logs in (SCRAM keys of the role, hex).
+    #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+    #[serde(deny_unknown_fields)]
+    pub struct LinkApproval {
+        pub host: String,
+        pub port: u16,
+        pub user: String,
+        pub dbname: String,
+        pub client_key: String,
+        pub server_key: String,
+    }
+
+    impl std::fmt::Debug for LinkApproval {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("LinkApproval")
+                .field("host", &self.host)
+                .field("port", &self.port)
+                .field("user", &self.user)
+                .field("dbname", &self.dbname)
+                .finish_non_exhaustive()
+        }
+    }
+}

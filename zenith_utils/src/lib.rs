@@ -8,6 +8,10 @@
 //!   messages.
 //! - [`postgres_client`]: the one async PostgreSQL client (login with
 //!   trust/cleartext/MD5/SCRAM-SHA-256, simple queries, CopyBoth, CopyOut).
+//! - [`scram`]: SCRAM-SHA-256 for a proxy: role secrets in PostgreSQL's
+//!   format, the server side of an authentication (with channel binding)
+//!   that recovers the client's keys, and a client that logs in with those
+//!   keys instead of a password.
 //! - [`postgres_backend`]: the server side of a PostgreSQL connection
 //!   (startup, TLS, authentication hook, query dispatch to a `Handler`,
 //!   limits and timeouts, shutdown).
@@ -35,3 +39,4 @@ pub mod lsn;
 pub mod postgres_backend;
 pub mod postgres_client;
 pub mod pq_proto;
+pub mod scram;

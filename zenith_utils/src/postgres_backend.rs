@@ -12,8 +12,12 @@
 //!    get NegotiateProtocolVersion.
 //! 2. **Authentication** by [`Handler::auth_method`]: trust, or a cleartext
 //!    password checked by [`Handler::check_password`] (JWTs travel this
-//!    way). Then AuthenticationOk, ParameterStatus, BackendKeyData and
-//!    ReadyForQuery.
+//!    way), or the handler's own exchange ([`Handler::authenticate`]: the
+//!    proxy's SCRAM). Then AuthenticationOk, ParameterStatus,
+//!    BackendKeyData and ReadyForQuery; or the handler has answered those
+//!    itself and runs the rest of the connection in [`Handler::take_over`]
+//!    (the proxy splices the client to a compute, with
+//!    [`PostgresBackend::take_stream`]).
 //! 3. **Queries**: each simple query goes to [`Handler::process_query`],
 //!    which writes its results (rows, CopyOut or CopyBoth streams) through
 //!    the [`PostgresBackend`]; the backend then sends ReadyForQuery, or for
@@ -101,6 +105,20 @@ pub enum AuthMethod {
     /// A cleartext password (or token), checked by
     /// [`Handler::check_password`]. Only sensible over TLS or loopback.
     CleartextPassword,
+    /// The handler's own exchange, [`Handler::authenticate`].
+    Custom,
+}
+
+/// How [`Handler::authenticate`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The client is who it says: the backend sends AuthenticationOk and the
+    /// rest, then serves queries.
+    Authenticated,
+    /// The handler has sent AuthenticationOk and what follows itself; the
+    /// rest of the connection is [`Handler::take_over`], outside the
+    /// startup timeout.
+    TakeOver,
 }
 
 /// What ends a query or a connection.
@@ -170,6 +188,28 @@ pub trait Handler: Send {
                 "password authentication is not configured",
             ))
         }
+    }
+
+    /// The authentication exchange of [`AuthMethod::Custom`], run within
+    /// the startup timeout; [`PostgresBackend::startup_params`] is set.
+    fn authenticate(
+        &mut self,
+        _pgb: &mut PostgresBackend,
+    ) -> impl Future<Output = Result<AuthOutcome, HandlerError>> + Send {
+        async {
+            Err(HandlerError::fatal(
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                "this server has no authentication exchange of its own",
+            ))
+        }
+    }
+
+    /// The rest of a connection after [`AuthOutcome::TakeOver`].
+    fn take_over(
+        &mut self,
+        _pgb: &mut PostgresBackend,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async { Ok(()) }
     }
 
     /// A CancelRequest arrived on a new connection.
@@ -293,6 +333,7 @@ pub async fn run_connection<H: Handler>(
         peer,
         params: StartupParams::new(),
         tls: false,
+        sni: None,
     };
     let started = tokio::time::timeout(
         conf.startup_timeout,
@@ -309,8 +350,9 @@ pub async fn run_connection<H: Handler>(
         ))
     });
     let result = match started {
-        Ok(true) => pgb.query_loop(&mut handler, &conf).await,
-        Ok(false) => Ok(()),
+        Ok(Started::Queries) => pgb.query_loop(&mut handler, &conf).await,
+        Ok(Started::TakeOver) => handler.take_over(&mut pgb).await,
+        Ok(Started::Ended) => Ok(()),
         Err(e) => Err(e),
     };
     match result {
@@ -325,6 +367,14 @@ pub async fn run_connection<H: Handler>(
     }
 }
 
+/// How the startup phase ended.
+enum Started {
+    /// Quietly (EOF, a CancelRequest).
+    Ended,
+    Queries,
+    TakeOver,
+}
+
 /// One client connection, as handlers see it.
 pub struct PostgresBackend {
     pub reader: BackendReader,
@@ -332,6 +382,7 @@ pub struct PostgresBackend {
     peer: SocketAddr,
     params: StartupParams,
     tls: bool,
+    sni: Option<String>,
 }
 
 impl PostgresBackend {
@@ -349,6 +400,24 @@ impl PostgresBackend {
         self.tls
     }
 
+    /// The server name the client asked for in its TLS handshake (SNI).
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// The connection's byte stream, for a handler that relays it as it is
+    /// (after flushing what is queued), and the bytes the client sent that
+    /// were read but not yet decoded. Afterwards reads and writes through
+    /// this backend fail.
+    pub async fn take_stream(&mut self) -> Result<(ClientStream, BytesMut), HandlerError> {
+        self.writer.flush().await?;
+        let stream = ClientStream {
+            rd: std::mem::replace(&mut self.reader.rd, ReadHalf::Taken),
+            wr: std::mem::replace(&mut self.writer.wr, WriteHalf::Taken),
+        };
+        Ok((stream, std::mem::take(&mut self.reader.buf)))
+    }
+
     /// Queues a message; [`flush`](Self::flush) sends.
     pub fn write_message(&mut self, msg: &BeMessage) -> Result<(), HandlerError> {
         Ok(self.writer.queue(msg)?)
@@ -363,18 +432,18 @@ impl PostgresBackend {
         (&mut self.reader, &mut self.writer)
     }
 
-    /// The startup phase. `Ok(false)`: the connection ended in it quietly.
+    /// The startup phase.
     async fn startup<H: Handler>(
         &mut self,
         handler: &mut H,
         conf: &BackendConf,
         over_limit: bool,
-    ) -> Result<bool, HandlerError> {
+    ) -> Result<Started, HandlerError> {
         let (mut ssl_done, mut gss_done) = (false, false);
         let params = loop {
             let packet = match self.reader.next_startup().await? {
                 Some(p) => p,
-                None => return Ok(false),
+                None => return Ok(Started::Ended),
             };
             match packet {
                 FeStartupPacket::SslRequest if !ssl_done => {
@@ -396,7 +465,7 @@ impl PostgresBackend {
                 }
                 FeStartupPacket::CancelRequest(key) => {
                     handler.cancel(key);
-                    return Ok(false);
+                    return Ok(Started::Ended);
                 }
                 FeStartupPacket::StartupMessage {
                     minor_version,
@@ -434,6 +503,16 @@ impl PostgresBackend {
             ));
         }
         handler.startup(&params)?;
+        if handler.auth_method() == AuthMethod::Custom {
+            self.params = params;
+            return match handler.authenticate(self).await? {
+                AuthOutcome::TakeOver => Ok(Started::TakeOver),
+                AuthOutcome::Authenticated => {
+                    self.ready_after_auth(conf).await?;
+                    Ok(Started::Queries)
+                }
+            };
+        }
         if handler.auth_method() == AuthMethod::CleartextPassword {
             self.writer
                 .send(&BeMessage::AuthenticationCleartextPassword)
@@ -446,12 +525,18 @@ impl PostgresBackend {
                         "expected a password message",
                     ))
                 }
-                None => return Ok(false),
+                None => return Ok(Started::Ended),
             };
             let password = parse_password(&password)?;
             handler.check_password(&params, password).await?;
         }
         self.params = params;
+        self.ready_after_auth(conf).await?;
+        Ok(Started::Queries)
+    }
+
+    /// AuthenticationOk, ParameterStatus, BackendKeyData, ReadyForQuery.
+    async fn ready_after_auth(&mut self, conf: &BackendConf) -> Result<(), HandlerError> {
         self.writer.queue(&BeMessage::AuthenticationOk)?;
         for (name, value) in [
             ("server_version", conf.server_version),
@@ -470,8 +555,7 @@ impl PostgresBackend {
                 backend_pid: (key >> 32) as i32 & i32::MAX,
                 cancel_key: key as i32,
             }))?;
-        self.writer.ready().await?;
-        Ok(true)
+        self.writer.ready().await
     }
 
     /// Answers SSLRequest with `S` and runs the TLS handshake.
@@ -506,6 +590,7 @@ impl PostgresBackend {
                     format!("TLS handshake failed: {e}"),
                 )
             })?;
+        self.sni = stream.get_ref().1.server_name().map(str::to_string);
         let (rd, wr) = tokio::io::split(stream);
         self.reader.rd = ReadHalf::Tls(rd);
         self.writer.wr = WriteHalf::Tls(wr);
@@ -705,6 +790,41 @@ impl BackendWriter {
 }
 
 type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A client connection's byte stream (plain or TLS), from
+/// [`PostgresBackend::take_stream`].
+pub struct ClientStream {
+    rd: ReadHalf,
+    wr: WriteHalf,
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().rd).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().wr).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().wr).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().wr).poll_shutdown(cx)
+    }
+}
 
 /// The read side of a plain or TLS socket.
 enum ReadHalf {

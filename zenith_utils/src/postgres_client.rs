@@ -2,7 +2,8 @@
 //!
 //! It does what our processes need from a server, and no more: the startup
 //! phase with trust, cleartext, MD5 or SCRAM-SHA-256 authentication (SCRAM
-//! by `postgres-protocol`), simple queries with text results, and COPY
+//! by `postgres-protocol` with a password, or by [`crate::scram`] with a
+//! role's keys: [`Config::scram_keys`]), simple queries with text results, and COPY
 //! streams in both directions (CopyBoth: physical replication and
 //! pagestream; CopyOut: basebackups). The WAL receiver, the control plane's
 //! basebackup client, the pagestream client behind `pagebench` and the Rust
@@ -41,6 +42,7 @@ use crate::pq_proto::{
     AuthRequest, BackendMessage, BeDecoder, CancelKeyData, ErrorNotice, FeMessage, FeStartupPacket,
     ProtocolError, Severity, SqlState, StartupParams,
 };
+use crate::scram::{ClientExchange, ScramKeys};
 
 /// Default limit for one backend message: replication and pagestream
 /// messages are far smaller; a DataRow of a big value is not something our
@@ -57,6 +59,10 @@ pub struct Config {
     pub port: u16,
     pub user: String,
     pub password: Option<String>,
+    /// Log in with these SCRAM keys instead of a password when the server
+    /// asks for SCRAM-SHA-256 (they take precedence over `password` then;
+    /// cleartext and MD5 still need the password).
+    pub scram_keys: Option<ScramKeys>,
     /// `None`: the server's default (the user name).
     pub dbname: Option<String>,
     pub application_name: Option<String>,
@@ -75,6 +81,7 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("scram_keys", &self.scram_keys.as_ref().map(|_| "<redacted>"))
             .field("dbname", &self.dbname)
             .field("application_name", &self.application_name)
             .field("params", &self.params)
@@ -90,6 +97,7 @@ impl Config {
             port,
             user: user.into(),
             password: None,
+            scram_keys: None,
             dbname: None,
             application_name: None,
             params: Vec::new(),
@@ -100,6 +108,13 @@ impl Config {
 
     pub fn password(mut self, password: impl Into<String>) -> Config {
         self.password = Some(password.into());
+        self
+    }
+
+    /// Logs in with a role's SCRAM keys (from [`crate::scram`]) instead of
+    /// its password.
+    pub fn scram_keys(mut self, keys: ScramKeys) -> Config {
+        self.scram_keys = Some(keys);
         self
     }
 
@@ -397,7 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 ))
             })
         };
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<Scram> = None;
         loop {
             let req = match self.next_message().await? {
                 BackendMessage::Authentication(req) => req,
@@ -428,10 +443,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             "the server offers SASL mechanisms {mechanisms:?}; only {SCRAM_SHA_256} is supported"
                         )));
                     }
-                    let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                    let (s, first) = match &config.scram_keys {
+                        Some(keys) => {
+                            let c = ClientExchange::with_keys(keys.clone());
+                            let first = c.client_first();
+                            (Scram::Keys(c), first)
+                        }
+                        None => {
+                            let s = ScramSha256::new(
+                                password()?.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            let first = s.message().to_vec();
+                            (Scram::Password(s), first)
+                        }
+                    };
                     self.queue(&FeMessage::sasl_initial_response(
                         SCRAM_SHA_256,
-                        Some(s.message()),
+                        Some(&first),
                     )?)?;
                     scram = Some(s);
                 }
@@ -440,20 +469,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         what: "SASL continue",
                         context: "before SASL started",
                     })?;
-                    s.update(&data)
-                        .map_err(|e| ClientError::Auth(format!("SCRAM: {e}")))?;
-                    self.queue(&FeMessage::sasl_response(s.message()))?;
+                    let client_final = s.server_first(&data)?;
+                    self.queue(&FeMessage::sasl_response(&client_final))?;
                 }
                 AuthRequest::SaslFinal(data) => {
                     let mut s = scram.take().ok_or(ClientError::Unexpected {
                         what: "SASL final",
                         context: "before SASL started",
                     })?;
-                    s.finish(&data).map_err(|e| {
-                        ClientError::Auth(format!(
-                            "SCRAM: the server's signature does not verify ({e})"
-                        ))
-                    })?;
+                    s.server_final(&data)?;
                     // AuthenticationOk follows.
                     continue;
                 }
@@ -465,6 +489,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A parameter the server reported (`server_version`, ...).
     pub fn parameter(&self, name: &str) -> Option<&str> {
         self.parameters.get(name).map(String::as_str)
+    }
+
+    /// Every parameter the server reported (ParameterStatus), by name.
+    pub fn parameters(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut all: Vec<(&str, &str)> = self
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        all.sort_unstable();
+        all.into_iter()
+    }
+
+    /// The byte stream and the bytes read from it but not decoded yet, for
+    /// a caller that relays the session as bytes (the proxy). Messages
+    /// queued and not flushed are dropped.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.stream, self.rbuf)
     }
 
     /// The key a CancelRequest for this session needs.
@@ -613,6 +655,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flush().await?;
         self.stream.shutdown().await?;
         Ok(())
+    }
+}
+
+/// The client side of a SCRAM exchange: with the password
+/// (`postgres-protocol`) or with the role's keys.
+enum Scram {
+    Password(ScramSha256),
+    Keys(ClientExchange),
+}
+
+impl Scram {
+    /// The client-final-message for the server-first-message.
+    fn server_first(&mut self, data: &[u8]) -> Result<Vec<u8>, ClientError> {
+        match self {
+            Scram::Password(s) => {
+                s.update(data)
+                    .map_err(|e| ClientError::Auth(format!("SCRAM: {e}")))?;
+                Ok(s.message().to_vec())
+            }
+            Scram::Keys(c) => c
+                .server_first(data)
+                .map_err(|e| ClientError::Auth(format!("SCRAM: {e}"))),
+        }
+    }
+
+    /// Checks the server-final-message.
+    fn server_final(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        match self {
+            Scram::Password(s) => s.finish(data).map_err(|e| {
+                ClientError::Auth(format!(
+                    "SCRAM: the server's signature does not verify ({e})"
+                ))
+            }),
+            Scram::Keys(c) => c
+                .server_final(data)
+                .map_err(|e| ClientError::Auth(format!("SCRAM: {e}"))),
+        }
     }
 }
 

@@ -1,0 +1,171 @@
+//! The console's HTTP API and pages (docs/proxy.md lists every route).
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use zenith_utils::api::console::{DatabaseInfo, EndpointCreateRequest, RoleCreateRequest};
+use zenith_utils::http::{json_response, text_response, ApiError, ApiRequest, HttpConf, Router};
+
+use super::{page, Console, ConsoleError};
+
+impl From<ConsoleError> for ApiError {
+    fn from(e: ConsoleError) -> ApiError {
+        match e {
+            ConsoleError::NotFound(m) => ApiError::NotFound(m),
+            ConsoleError::BadRequest(m) => ApiError::BadRequest(m),
+            ConsoleError::Conflict(m) => ApiError::Conflict(m),
+            ConsoleError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(req: &ApiRequest, what: &str) -> Result<T, ApiError> {
+    req.json()?
+        .ok_or_else(|| ApiError::BadRequest(format!("a {what} body is required")))
+}
+
+fn ok() -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, ApiError> {
+    Ok(json_response(StatusCode::OK, &serde_json::json!({})))
+}
+
+pub fn router() -> Router<Console> {
+    Router::new("console", env!("CARGO_PKG_VERSION"), HttpConf::default())
+        .get("/v1/endpoints", |c: Arc<Console>, _req| async move {
+            Ok(json_response(StatusCode::OK, &c.list().await?))
+        })
+        .post("/v1/endpoints", |c: Arc<Console>, req| async move {
+            let r: EndpointCreateRequest = body(&req, "EndpointCreateRequest")?;
+            Ok(json_response(StatusCode::CREATED, &c.create(r).await?))
+        })
+        .get(
+            "/v1/endpoints/{endpoint}",
+            |c: Arc<Console>, req| async move {
+                let ep = c.endpoint(req.param("endpoint")?)?;
+                Ok(json_response(StatusCode::OK, &c.info(&ep).await?))
+            },
+        )
+        .delete(
+            "/v1/endpoints/{endpoint}",
+            |c: Arc<Console>, req| async move {
+                c.delete(req.param("endpoint")?).await?;
+                ok()
+            },
+        )
+        .get(
+            "/v1/endpoints/{endpoint}/roles",
+            |c: Arc<Console>, req| async move {
+                let ep = c.endpoint(req.param("endpoint")?)?;
+                let names: Vec<&str> = ep.roles.iter().map(|r| r.name.as_str()).collect();
+                Ok(json_response(StatusCode::OK, &names))
+            },
+        )
+        .post(
+            "/v1/endpoints/{endpoint}/roles",
+            |c: Arc<Console>, req| async move {
+                let r: RoleCreateRequest = body(&req, "RoleCreateRequest")?;
+                c.create_role(req.param("endpoint")?, &r.name, &r.password)
+                    .await?;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &serde_json::json!({"name": r.name}),
+                ))
+            },
+        )
+        .delete(
+            "/v1/endpoints/{endpoint}/roles/{role}",
+            |c: Arc<Console>, req| async move {
+                c.delete_role(req.param("endpoint")?, req.param("role")?)
+                    .await?;
+                ok()
+            },
+        )
+        .get(
+            "/v1/endpoints/{endpoint}/databases",
+            |c: Arc<Console>, req| async move {
+                Ok(json_response(
+                    StatusCode::OK,
+                    &c.databases(req.param("endpoint")?).await?,
+                ))
+            },
+        )
+        .post(
+            "/v1/endpoints/{endpoint}/databases",
+            |c: Arc<Console>, req| async move {
+                let d: DatabaseInfo = body(&req, "DatabaseInfo")?;
+                c.create_database(req.param("endpoint")?, &d).await?;
+                Ok(json_response(StatusCode::CREATED, &d))
+            },
+        )
+        .delete(
+            "/v1/endpoints/{endpoint}/databases/{database}",
+            |c: Arc<Console>, req| async move {
+                c.delete_database(req.param("endpoint")?, req.param("database")?)
+                    .await?;
+                ok()
+            },
+        )
+        .get(
+            "/v1/proxy/endpoints/{endpoint}/roles/{role}",
+            |c: Arc<Console>, req| async move {
+                let s = c.role_secret(req.param("endpoint")?, req.param("role")?)?;
+                Ok(json_response(StatusCode::OK, &s))
+            },
+        )
+        .post(
+            "/v1/proxy/endpoints/{endpoint}/wake",
+            |c: Arc<Console>, req| async move {
+                Ok(json_response(
+                    StatusCode::OK,
+                    &c.wake(req.param("endpoint")?).await?,
+                ))
+            },
+        )
+        .get(
+            "/psql_session/{session_id}",
+            |_c: Arc<Console>, req| async move {
+                let q = |k: &str| req.query_param(k).unwrap_or_default();
+                Ok(text_response(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    page::session_page(
+                        req.param("session_id")?,
+                        &q("endpoint"),
+                        &q("user"),
+                        &q("dbname"),
+                    ),
+                ))
+            },
+        )
+        .post(
+            "/psql_session/{session_id}",
+            |c: Arc<Console>, req| async move {
+                let form = String::from_utf8_lossy(&req.body).into_owned();
+                let field = |k: &str| page::form_field(&form, k).unwrap_or_default();
+                let session = req.param("session_id")?.to_string();
+                let res = c
+                    .approve_link(
+                        &session,
+                        &field("endpoint"),
+                        &field("user"),
+                        &field("dbname"),
+                        field("create") == "on",
+                    )
+                    .await;
+                Ok(match res {
+                    Ok(()) => text_response(
+                        StatusCode::OK,
+                        "text/html; charset=utf-8",
+                        page::approved_page(),
+                    ),
+                    Err(e) => {
+                        let api: ApiError = e.into();
+                        text_response(
+                            api.status(),
+                            "text/html; charset=utf-8",
+                            page::error_page(&api.to_string()),
+                        )
+                    }
+                })
+            },
+        )
+}

@@ -1,0 +1,75 @@
+//! The proxy's configuration: `proxy.toml` in its workdir, with
+//! `-c key=value` overrides.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The configuration file in the workdir.
+pub const CONFIG_FILE_NAME: &str = "proxy.toml";
+/// The pid file in the workdir, locked while the proxy runs.
+pub const PID_FILE_NAME: &str = "proxy.pid";
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConf {
+    /// Where clients connect (PostgreSQL protocol).
+    pub listen_pg: String,
+    /// HTTP: `/metrics`, `/v1/status`, link-session approvals.
+    pub listen_http: String,
+    /// The console's API, and the base of link-auth login URLs.
+    pub console_url: String,
+    /// Server names `<endpoint>.<domain>` name endpoints (SNI).
+    pub domain: String,
+    /// PEM certificate chain and PKCS#8 key; without them TLS is refused
+    /// (and with it SNI routing and the password form).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// From accept to the end of authentication (link auth excepted).
+    pub startup_timeout_ms: u64,
+    /// How long a role's secret from the console is reused.
+    pub secret_ttl_ms: u64,
+    /// Failed authentications allowed per endpoint and role within
+    /// `auth_failure_window_ms`; more are refused without trying.
+    pub max_auth_failures: u32,
+    pub auth_failure_window_ms: u64,
+    /// How long a link-auth client waits for the approval.
+    pub link_timeout_ms: u64,
+}
+
+impl Default for ProxyConf {
+    fn default() -> Self {
+        ProxyConf {
+            listen_pg: "127.0.0.1:4432".into(),
+            listen_http: "127.0.0.1:7001".into(),
+            console_url: "http://127.0.0.1:7002".into(),
+            domain: "zenith.localhost".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_connections: 1000,
+            startup_timeout_ms: 30_000,
+            secret_ttl_ms: 60_000,
+            max_auth_failures: 10,
+            auth_failure_window_ms: 60_000,
+            link_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl ProxyConf {
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
+    }
+    pub fn secret_ttl(&self) -> Duration {
+        Duration::from_millis(self.secret_ttl_ms)
+    }
+    pub fn auth_failure_window(&self) -> Duration {
+        Duration::from_millis(self.auth_failure_window_ms)
+    }
+    pub fn link_timeout(&self) -> Duration {
+        Duration::from_millis(self.link_timeout_ms)
+    }
+}

@@ -1,0 +1,33 @@
+//! The proxy's HTTP API: `/metrics` and `/v1/status` (every router has
+//! them), and `POST /v1/link_sessions/{session_id}` by which the console
+//! approves a link-auth session.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use zenith_utils::api::console::LinkApproval;
+use zenith_utils::http::{json_response, ApiError, HttpConf, Router};
+
+use crate::state::ProxyState;
+
+pub fn router() -> Router<ProxyState> {
+    Router::new("proxy", env!("CARGO_PKG_VERSION"), HttpConf::default()).post(
+        "/v1/link_sessions/{session_id}",
+        |s: Arc<ProxyState>, req| async move {
+            let id = req.param("session_id")?.to_string();
+            let approval: LinkApproval = req
+                .json()?
+                .ok_or_else(|| ApiError::BadRequest("a LinkApproval body is required".into()))?;
+            if s.links.approve(&id, approval) {
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"session_id": id}),
+                ))
+            } else {
+                Err(ApiError::NotFound(format!(
+                    "no client waits for link session {id:?} (it timed out or disconnected)"
+                )))
+            }
+        },
+    )
+}
