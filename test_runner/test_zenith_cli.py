@@ -39,6 +39,8 @@ def test_laptop_flow(zenith_env_builder, test_output_dir: Path):
     (test_output_dir / "make_run.stderr").write_text(out.stderr)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Zenith is running" in out.stdout
+    # ... and the endpoint `app` answered through the proxy (TLS, SCRAM).
+    assert "through the proxy" in out.stdout, out.stdout
     m = re.search(r"(postgresql://\S+)", out.stdout)
     assert m, out.stdout
     connstr = m.group(1)
@@ -68,7 +70,7 @@ def test_laptop_flow(zenith_env_builder, test_output_dir: Path):
     assert count(dev) == 100001
 
     tree = env.zenith_cli(["branch"]).stdout
-    assert re.search(r"main .*\n.*dev @", tree), tree
+    assert re.search(r"main .*\n(.*\n)*.*dev @", tree), tree
 
     # Stop everything, start again: every committed row is there.
     env.zenith_cli(["stop"])

@@ -108,13 +108,15 @@ impl ProxyHandler {
                     }
                 }
             }
-            None => return Err(Refusal::new(
-                "no_endpoint",
-                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-                format!(
+            None => {
+                return Err(Refusal::new(
+                    "no_endpoint",
+                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                    format!(
                     "no endpoint given (and this connection is not TLS): {HOW_TO_NAME_AN_ENDPOINT}"
                 ),
-            )),
+                ))
+            }
         };
         Span::current().record("endpoint", endpoint.as_str());
         Span::current().record("user", user.as_str());
@@ -374,17 +376,15 @@ impl Handler for ProxyHandler {
         splice(pgb, session).await
     }
 
-    fn process_query(
+    async fn process_query(
         &mut self,
         _pgb: &mut PostgresBackend,
         _query: &str,
-    ) -> impl std::future::Future<Output = Result<(), HandlerError>> + Send {
-        async {
-            Err(HandlerError::fatal(
-                SqlState::PROTOCOL_VIOLATION,
-                "the proxy runs no queries itself",
-            ))
-        }
+    ) -> Result<(), HandlerError> {
+        Err(HandlerError::fatal(
+            SqlState::PROTOCOL_VIOLATION,
+            "the proxy runs no queries itself",
+        ))
     }
 }
 

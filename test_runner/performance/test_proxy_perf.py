@@ -41,10 +41,11 @@ def test_proxy_pgbench_and_wake(zenith_env_builder, bench_size):
     env = zenith_env_builder.init_start()
     env.proxy.create_endpoint("bench", "main", "--suspend-timeout", "0")
     env.proxy.create_role("bench", "alice", PASSWORD)
+    env.zenith_cli(["db", "create", "bench", "bench", "--owner", "alice"])
     ep = env.proxy.endpoint("bench")
-    direct = f"host=127.0.0.1 port={ep['port']} user=alice dbname=postgres sslmode=disable"
-    tls = env.proxy.connstr("alice", None, "bench")
-    plain = env.proxy.connstr("alice", None, "bench", how="plain")
+    direct = f"host=127.0.0.1 port={ep['port']} user=alice dbname=bench sslmode=disable"
+    tls = env.proxy.connstr("alice", None, "bench", dbname="bench")
+    plain = env.proxy.connstr("alice", None, "bench", how="plain", dbname="bench")
     init = subprocess.run(
         [str((env.pg_bin.bindir / "pgbench")), "-i", "-q", "-s", str(scale), tls],
         env=pg_env({"PGPASSWORD": PASSWORD}),
@@ -73,7 +74,8 @@ def test_proxy_pgbench_and_wake(zenith_env_builder, bench_size):
     env.zenith_cli(["endpoint", "delete", "bench"])
     env.proxy.create_endpoint("sleepy", "main", "--suspend-timeout", "1s")
     env.proxy.create_role("sleepy", "alice", PASSWORD)
-    c = env.proxy.connstr("alice", PASSWORD, "sleepy")
+    # The role and the database are in the branch already: the console gives the role this password.
+    c = env.proxy.connstr("alice", PASSWORD, "sleepy", dbname="bench")
     wakes = []
     for _ in range(3):
         wait_until("the endpoint to be suspended", lambda: env.proxy.endpoint("sleepy")["state"] == "suspended", timeout=60)

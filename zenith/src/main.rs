@@ -266,6 +266,15 @@ enum PgCmd {
 }
 
 fn main() {
+    // `zenith status | head`: end quietly when the reader goes away, as
+    // other command-line tools do, instead of panicking on a broken pipe.
+    // SAFETY: no other thread runs yet; SIG_DFL is async-signal-safe.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("zenith: {e:#}");

@@ -81,7 +81,10 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("scram_keys", &self.scram_keys.as_ref().map(|_| "<redacted>"))
+            .field(
+                "scram_keys",
+                &self.scram_keys.as_ref().map(|_| "<redacted>"),
+            )
             .field("dbname", &self.dbname)
             .field("application_name", &self.application_name)
             .field("params", &self.params)

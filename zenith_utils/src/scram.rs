@@ -161,9 +161,11 @@ impl ScramSecret {
     /// binary parts in standard, padded base64. The iteration count must
     /// be a positive decimal number and the salt non-empty.
     pub fn parse(s: &str) -> Result<ScramSecret, ScramError> {
-        let rest = s.strip_prefix(SCHEME_PREFIX).ok_or(ScramError::InvalidSecret(
-            "it does not start with \"SCRAM-SHA-256$\"",
-        ))?;
+        let rest = s
+            .strip_prefix(SCHEME_PREFIX)
+            .ok_or(ScramError::InvalidSecret(
+                "it does not start with \"SCRAM-SHA-256$\"",
+            ))?;
         let (params, keys) = rest.split_once('$').ok_or(ScramError::InvalidSecret(
             "expected <iterations>:<salt>$<StoredKey>:<ServerKey>",
         ))?;
@@ -173,9 +175,9 @@ impl ScramSecret {
         let (stored_key, server_key) = keys.split_once(':').ok_or(ScramError::InvalidSecret(
             "expected <StoredKey>:<ServerKey> after the salt",
         ))?;
-        let iterations = parse_positive(iterations.as_bytes()).ok_or(
-            ScramError::InvalidSecret("the iteration count is not a positive number"),
-        )?;
+        let iterations = parse_positive(iterations.as_bytes()).ok_or(ScramError::InvalidSecret(
+            "the iteration count is not a positive number",
+        ))?;
         let salt = BASE64
             .decode(salt)
             .ok()
@@ -283,7 +285,8 @@ impl ScramKeys {
 
 impl PartialEq for ScramKeys {
     fn eq(&self, other: &ScramKeys) -> bool {
-        let eq = self.client_key.ct_eq(&other.client_key) & self.server_key.ct_eq(&other.server_key);
+        let eq =
+            self.client_key.ct_eq(&other.client_key) & self.server_key.ct_eq(&other.server_key);
         eq.into()
     }
 }
@@ -552,11 +555,7 @@ impl ClientExchange {
         }
         let mut without_proof = format!("c={},r=", BASE64.encode(GS2_NONE)).into_bytes();
         without_proof.extend_from_slice(nonce);
-        let auth_message = auth_message(
-            self.client_first_bare().as_bytes(),
-            data,
-            &without_proof,
-        );
+        let auth_message = auth_message(self.client_first_bare().as_bytes(), data, &without_proof);
         let stored_key = sha256(&self.keys.client_key);
         let proof = xor(&self.keys.client_key, &hmac(&stored_key, &auth_message));
         let mut client_final = without_proof;
@@ -760,7 +759,9 @@ fn any_attr(part: &[u8]) -> Result<(u8, &[u8]), ScramError> {
         [] => Err(ScramError::Malformed(
             "an attribute was expected, but the message ends",
         )),
-        _ => Err(ScramError::Malformed("an attribute is not of the form x=value")),
+        _ => Err(ScramError::Malformed(
+            "an attribute is not of the form x=value",
+        )),
     }
 }
 
@@ -822,11 +823,7 @@ fn parse_client_first(data: &[u8]) -> Result<ClientFirst<'_>, ScramError> {
     for part in parts {
         any_attr(part)?;
     }
-    Ok(ClientFirst {
-        flag,
-        bare,
-        nonce,
-    })
+    Ok(ClientFirst { flag, bare, nonce })
 }
 
 /// `c=<cbind>,r=<nonce>[,ext...],p=<proof>`.
@@ -931,7 +928,13 @@ fn parse_server_final(data: &[u8]) -> Result<ServerFinal, ScramError> {
 fn sanitize(s: &[u8]) -> String {
     s.iter()
         .take(MAX_SERVER_ERROR_LEN)
-        .map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '?' })
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

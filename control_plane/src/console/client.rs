@@ -62,7 +62,7 @@ impl<'a> ConsoleNode<'a> {
     }
 
     pub fn start(&self) -> anyhow::Result<i32> {
-        crashsafe::create_dir_all_durable(&self.workdir())?;
+        crashsafe::create_dir_all_durable(self.workdir())?;
         self.check_ports_free()?;
         let d = Daemon {
             name: "console",

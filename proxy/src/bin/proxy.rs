@@ -100,11 +100,23 @@ fn run(args: &Args) -> anyhow::Result<()> {
     logging::init(LogFormat::Plain, "info")?;
     let conf = load_conf(&workdir, &args.overrides)?;
     let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME), "proxy")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("proxy")
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = match conf.worker_threads {
+        // One thread: no cross-thread wake-ups on every relayed message.
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("proxy")
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("proxy")
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .thread_name("proxy")
+            .build(),
+    }
+    .context("starting the async runtime")?;
     let result = runtime.block_on(serve(conf));
     runtime.shutdown_timeout(Duration::from_secs(1));
     pid_file.release();

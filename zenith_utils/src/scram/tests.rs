@@ -319,7 +319,9 @@ fn nothing_secret_in_debug_output() {
     let secret = secret();
     let keys = ScramKeys::from_password(PASSWORD, &secret);
     let mut server = ServerExchange::new(&secret, Some(vec![1; 32]));
-    server.client_first(SCRAM_SHA_256_PLUS, b"p=tls-server-end-point,,n=,r=a").unwrap();
+    server
+        .client_first(SCRAM_SHA_256_PLUS, b"p=tls-server-end-point,,n=,r=a")
+        .unwrap();
     let client = ClientExchange::with_keys(keys.clone());
     let text = format!("{secret:?} {keys:?} {server:?} {client:?}");
     for key in [secret.stored_key, secret.server_key, keys.client_key] {
@@ -457,11 +459,31 @@ fn client_first_messages_the_server_refuses() {
     let secret = cheap_secret();
     let cases: &[(&[u8], &str, E)] = &[
         (b"", SCRAM_SHA_256, E::Malformed("the message is empty")),
-        (b"n,,n=,r=abc\0", SCRAM_SHA_256, E::Malformed("the message contains a NUL byte")),
-        (b"x,,n=,r=abc", SCRAM_SHA_256, E::Malformed("unexpected channel-binding flag")),
-        (b"n", SCRAM_SHA_256, E::Malformed("the GS2 header is incomplete")),
-        (b"n,", SCRAM_SHA_256, E::Malformed("the GS2 header is incomplete")),
-        (b"n,x,n=,r=abc", SCRAM_SHA_256, E::Malformed("unexpected attribute in the GS2 header")),
+        (
+            b"n,,n=,r=abc\0",
+            SCRAM_SHA_256,
+            E::Malformed("the message contains a NUL byte"),
+        ),
+        (
+            b"x,,n=,r=abc",
+            SCRAM_SHA_256,
+            E::Malformed("unexpected channel-binding flag"),
+        ),
+        (
+            b"n",
+            SCRAM_SHA_256,
+            E::Malformed("the GS2 header is incomplete"),
+        ),
+        (
+            b"n,",
+            SCRAM_SHA_256,
+            E::Malformed("the GS2 header is incomplete"),
+        ),
+        (
+            b"n,x,n=,r=abc",
+            SCRAM_SHA_256,
+            E::Malformed("unexpected attribute in the GS2 header"),
+        ),
         (
             b"n,a=admin,n=,r=abc",
             SCRAM_SHA_256,
@@ -472,11 +494,31 @@ fn client_first_messages_the_server_refuses() {
             SCRAM_SHA_256,
             E::Unsupported("client requires an unsupported SCRAM extension"),
         ),
-        (b"p=tls-unique,,n=,r=abc", SCRAM_SHA_256_PLUS, E::UnsupportedChannelBinding),
-        (b"n,,", SCRAM_SHA_256, E::Malformed("expected the user name attribute \"n\"")),
-        (b"n,,r=abc", SCRAM_SHA_256, E::Malformed("expected the user name attribute \"n\"")),
-        (b"n,,n=", SCRAM_SHA_256, E::Malformed("expected the nonce attribute \"r\"")),
-        (b"n,,n=,s=abc", SCRAM_SHA_256, E::Malformed("expected the nonce attribute \"r\"")),
+        (
+            b"p=tls-unique,,n=,r=abc",
+            SCRAM_SHA_256_PLUS,
+            E::UnsupportedChannelBinding,
+        ),
+        (
+            b"n,,",
+            SCRAM_SHA_256,
+            E::Malformed("expected the user name attribute \"n\""),
+        ),
+        (
+            b"n,,r=abc",
+            SCRAM_SHA_256,
+            E::Malformed("expected the user name attribute \"n\""),
+        ),
+        (
+            b"n,,n=",
+            SCRAM_SHA_256,
+            E::Malformed("expected the nonce attribute \"r\""),
+        ),
+        (
+            b"n,,n=,s=abc",
+            SCRAM_SHA_256,
+            E::Malformed("expected the nonce attribute \"r\""),
+        ),
         (
             b"n,,n=,r=",
             SCRAM_SHA_256,
@@ -554,7 +596,9 @@ fn client_final_messages() {
     let cases: Vec<(Vec<u8>, ScramError)> = vec![
         (
             b"c=eSws,r=abcXYZ,p=AAAA".to_vec(),
-            ScramError::Malformed("unexpected channel-binding attribute in the client-final-message"),
+            ScramError::Malformed(
+                "unexpected channel-binding attribute in the client-final-message",
+            ),
         ),
         (
             format!("c=biws,r=abcXYz,p={good_proof}").into_bytes(),
@@ -578,7 +622,9 @@ fn client_final_messages() {
         ),
         (
             b"c=biws,r=abcXYZ,p=AAAA".to_vec(),
-            ScramError::Malformed("the proof in the client-final-message is not 32 bytes of base64"),
+            ScramError::Malformed(
+                "the proof in the client-final-message is not 32 bytes of base64",
+            ),
         ),
         (
             format!("c=biws,r=abcXYZ,p={}", BASE64.encode([0u8; 32])).into_bytes(),
@@ -679,10 +725,7 @@ fn tls_server_end_point_hashes_like_the_signature() {
     }
     let mut truncated = fake_cert(&[&rsa[..], &[13]].concat());
     truncated.truncate(truncated.len() - 4);
-    assert_eq!(
-        tls_server_end_point(&truncated),
-        sha(&truncated, 32)
-    );
+    assert_eq!(tls_server_end_point(&truncated), sha(&truncated, 32));
 }
 
 proptest! {
