@@ -267,7 +267,12 @@ impl Tenant {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let res = self.import_reserved(id, &pgdata);
-        let _ = std::fs::remove_dir_all(&pgdata);
+        // The same initdb output is what `postgres --wal-redo` runs in: a
+        // tenant's first redo (a compute's first query) then does not wait
+        // for an initdb of its own (about a second).
+        if res.is_err() || !self.walredo.adopt_datadir(&pgdata) {
+            let _ = std::fs::remove_dir_all(&pgdata);
+        }
         res
     }
 

@@ -54,6 +54,13 @@ pub trait WalRedoManager: Send + Sync {
         base_img: Option<(Lsn, Bytes)>,
         records: Vec<(Lsn, ZenithWalRecord)>,
     ) -> Result<Bytes, WalRedoError>;
+
+    /// Offers the data directory of a fresh initdb (the tenant's bootstrap
+    /// has one) to run redo in, saving an initdb at the first request.
+    /// True if it was taken (moved away).
+    fn adopt_datadir(&self, _initdb_dir: &std::path::Path) -> bool {
+        false
+    }
 }
 
 /// Applies Rust-native records; refuses PostgreSQL records.
@@ -203,6 +210,13 @@ impl PostgresRedoManager {
 }
 
 impl WalRedoManager for PostgresRedoManager {
+    fn adopt_datadir(&self, initdb_dir: &std::path::Path) -> bool {
+        let _d = self.datadir_lock.lock().unwrap_or_else(|e| e.into_inner());
+        !self.datadir.join("PG_VERSION").exists()
+            && initdb_dir.join("PG_VERSION").exists()
+            && std::fs::rename(initdb_dir, &self.datadir).is_ok()
+    }
+
     fn request_redo(
         &self,
         key: Key,
