@@ -30,6 +30,7 @@ ALL_TARGETS=(
     zenith_utils/fuzz:replication_message
     walkeeper/fuzz:walkeeper_message
     walkeeper/fuzz:control_file
+    proxy/fuzz:routing
 )
 
 seed_corpus() {
@@ -77,6 +78,10 @@ for name, data in [("greeting", b"\0" + g), ("vote", b"\0" + v), ("vote_response
     with open(os.path.join(sys.argv[1], name), "wb") as f:
         f.write(data)
 PY
+        ;;
+    routing)
+        printf '\x14ep1.zenith.localhostendpoint=ep2 -c a=b' > "$corpus/sni_options"
+        printf '\x00endpoint=ep1;s3cret' > "$corpus/password"
         ;;
     control_file)
         printf 'ZWKC\x01\x00\x00\x00\x02\x00\x00\x00{}\x00\x00\x00\x00' > "$corpus/empty_json"
