@@ -28,6 +28,7 @@ ALL_TARGETS=(
     zenith_utils/fuzz:fe_message
     zenith_utils/fuzz:be_message
     zenith_utils/fuzz:replication_message
+    zenith_utils/fuzz:scram
     walkeeper/fuzz:walkeeper_message
     walkeeper/fuzz:control_file
     proxy/fuzz:routing
@@ -78,6 +79,10 @@ for name, data in [("greeting", b"\0" + g), ("vote", b"\0" + v), ("vote_response
     with open(os.path.join(sys.argv[1], name), "wb") as f:
         f.write(data)
 PY
+        ;;
+    scram)
+        printf '\x40n,,n=,r=abcdefc=biws,r=abcdef,p=AAAA' > "$corpus/plain"
+        printf '\xc3p=tls-server-end-point,,n=,r=abcdefc=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=x,p=AAAA' > "$corpus/plus"
         ;;
     routing)
         printf '\x14ep1.zenith.localhostendpoint=ep2 -c a=b' > "$corpus/sni_options"

@@ -595,7 +595,7 @@ fn client_final_messages() {
     let good_proof = proof(&secret, &first, &prefix);
     let cases: Vec<(Vec<u8>, ScramError)> = vec![
         (
-            b"c=eSws,r=abcXYZ,p=AAAA".to_vec(),
+            format!("c=eSws,r=abcXYZ,p={good_proof}").into_bytes(),
             ScramError::Malformed(
                 "unexpected channel-binding attribute in the client-final-message",
             ),
