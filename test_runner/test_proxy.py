@@ -3,11 +3,14 @@ end with three real clients (psql, psycopg2 on libpq, asyncpg with its own SCRAM
 cancel, scale to zero and link authentication in a real browser."""
 
 import asyncio
+import json
 import socket
 import ssl
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from typing import Tuple
 
 import asyncpg
@@ -307,7 +310,22 @@ def test_link_auth_in_a_real_browser(zenith_env_builder, browser):
                 url = line.strip().split()[-1]
         assert url.startswith(env.proxy.console_url), url
         assert p.poll() is None, "psql did not wait for the approval"
-        browser.get(url)
+        # The session is what the client asked for, whatever else its URL says: an approval for
+        # another role is refused by the proxy, and a made-up session id by the console.
+        session_id = url.rsplit("/", 1)[1]
+        forged = json.dumps(
+            {"host": "127.0.0.1", "port": 1, "user": "postgres", "dbname": "bobdb", "client_key": "00" * 32, "server_key": "00" * 32}
+        ).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{env.proxy.http_port}/v1/link_sessions/{session_id}", data=forged, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{env.proxy.console_url}/psql_session/{'0' * 32}", timeout=30)
+        assert e.value.code == 404
+        browser.get(url + "?user=postgres&dbname=postgres&endpoint=other")
         assert browser.find_element(By.ID, "user").text == "bob"
         assert browser.find_element(By.ID, "dbname").text == "bobdb"
         browser.find_element(By.ID, "approve").click()

@@ -131,13 +131,22 @@ pub async fn cleartext_password(pgb: &mut PostgresBackend) -> Result<String, Ref
 }
 
 /// Checks a cleartext password against the role's secret; the keys on
-/// success.
-pub fn check_password(
+/// success. PBKDF2 (milliseconds) runs on the blocking pool.
+pub async fn check_password(
     secret: &ScramSecret,
-    password: &str,
+    password: String,
     user: &str,
 ) -> Result<ScramKeys, Refusal> {
-    let keys = ScramKeys::from_password(password, secret);
+    let s = secret.clone();
+    let keys = tokio::task::spawn_blocking(move || ScramKeys::from_password(&password, &s))
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                "protocol",
+                SqlState::INTERNAL_ERROR,
+                format!("the password check failed: {e}"),
+            )
+        })?;
     if secret.matches(&keys) {
         Ok(keys)
     } else {
@@ -156,15 +165,14 @@ pub async fn link(
     user: &str,
     dbname: &str,
 ) -> Result<LinkWait, Refusal> {
-    let wait = state.links.open();
-    let url = format!(
-        "{}/psql_session/{}?endpoint={}&user={}&dbname={}",
-        state.console.base_url(),
-        wait.id,
-        crate::console::encode(endpoint),
-        crate::console::encode(user),
-        crate::console::encode(dbname)
-    );
+    let wait = state.links.open(zenith_utils::api::console::LinkSession {
+        endpoint: endpoint.to_string(),
+        user: user.to_string(),
+        dbname: dbname.to_string(),
+    });
+    // The page asks the proxy what this session is for; the URL carries
+    // only the session id.
+    let url = format!("{}/psql_session/{}", state.console.base_url(), wait.id);
     let text = format!("Welcome to Zenith!\nAuthenticate by visiting:\n    {url}\n\n");
     // libpq takes notices only once authenticated: the client is told it
     // is (its session starts only after the approval, or ends in an error).
@@ -177,19 +185,17 @@ pub async fn link(
         Ok(()) => pgb.writer.send(&notice).await,
         Err(e) => Err(e.into()),
     };
-    if let Err(e) = sent {
-        state.links.close(&wait.id);
-        return Err(e.into());
-    }
-    info!(session = %wait.id, "waiting for the link-auth approval");
+    sent?;
+    // The id is the session's only secret: not logged.
+    info!("waiting for the link-auth approval");
     Ok(wait)
 }
 
 /// Link authentication, second half: the console's approval.
-pub async fn wait_link(state: &ProxyState, wait: LinkWait) -> Result<LinkApproval, Refusal> {
+pub async fn wait_link(state: &ProxyState, mut wait: LinkWait) -> Result<LinkApproval, Refusal> {
     let timeout: Duration = state.conf.link_timeout();
-    let res = tokio::time::timeout(timeout, wait.rx).await;
-    state.links.close(&wait.id);
+    let res = tokio::time::timeout(timeout, &mut wait.rx).await;
+    drop(wait);
     match res {
         Ok(Ok(approval)) => Ok(approval),
         Ok(Err(_)) => Err(Refusal::new(

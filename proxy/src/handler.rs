@@ -171,7 +171,7 @@ impl ProxyHandler {
                 })
             })?;
         let keys = match password {
-            Some(pw) => auth::check_password(&secret, &pw, &user),
+            Some(pw) => auth::check_password(&secret, pw, &user).await,
             None => auth::scram(pgb, &state, &secret, &user).await,
         };
         let keys = match keys {
@@ -236,7 +236,7 @@ fn session_key(s: &Session) -> CancelKeyData {
 
 fn console_refusal(e: ConsoleError, endpoint: &str) -> Refusal {
     match e {
-        ConsoleError::NotFound(msg) if msg.contains("role") => Refusal::new(
+        ConsoleError::NotFound(msg) if msg.starts_with("role ") => Refusal::new(
             "unknown_role",
             SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
             msg,

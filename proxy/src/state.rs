@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
-use zenith_utils::api::console::LinkApproval;
+use zenith_utils::api::console::{LinkApproval, LinkSession};
 
 use crate::cancel::CancelMap;
 use crate::config::ProxyConf;
@@ -35,39 +35,62 @@ impl ProxyState {
     }
 }
 
-/// Link-auth clients waiting for the console's approval, by session id.
+type Waiting = HashMap<String, (LinkSession, oneshot::Sender<LinkApproval>)>;
+
+/// Link-auth clients waiting for the console's approval, by session id,
+/// with what each asked for (the console reads it from here, not from the
+/// URL, which the client could have edited).
 #[derive(Default)]
 pub struct LinkSessions {
-    waiting: Mutex<HashMap<String, oneshot::Sender<LinkApproval>>>,
+    waiting: Arc<Mutex<Waiting>>,
 }
 
-/// Removes a session that ended (approved, timed out, client gone).
+/// A waiting session; dropping it (approved, timed out, client gone,
+/// connection task aborted) removes it.
 pub struct LinkWait {
     pub id: String,
     pub rx: oneshot::Receiver<LinkApproval>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+impl Drop for LinkWait {
+    fn drop(&mut self) {
+        lock(&self.waiting).remove(&self.id);
+    }
+}
+
+fn lock(m: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LinkSessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<LinkApproval>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A new session with a random id.
-    pub fn open(&self) -> LinkWait {
+    /// A new session with a random id for what the client asked.
+    pub fn open(&self, session: LinkSession) -> LinkWait {
         let id = hex::encode(rand::random::<[u8; 16]>());
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id.clone(), tx);
-        LinkWait { id, rx }
+        lock(&self.waiting).insert(id.clone(), (session, tx));
+        LinkWait {
+            id,
+            rx,
+            waiting: Arc::clone(&self.waiting),
+        }
     }
 
-    pub fn close(&self, id: &str) {
-        self.lock().remove(id);
+    /// What the client waiting under `id` asked for.
+    pub fn get(&self, id: &str) -> Option<LinkSession> {
+        lock(&self.waiting).get(id).map(|(s, _)| s.clone())
     }
 
-    /// Delivers an approval; false if no client waits under `id`.
+    /// Delivers an approval; false if no client waits under `id`, or the
+    /// approval is for another role or database than the client asked.
     pub fn approve(&self, id: &str, approval: LinkApproval) -> bool {
-        match self.lock().remove(id) {
-            Some(tx) => tx.send(approval).is_ok(),
+        let mut w = lock(&self.waiting);
+        match w.get(id) {
+            Some((s, _)) if s.user == approval.user && s.dbname == approval.dbname => {}
+            _ => return false,
+        }
+        match w.remove(id) {
+            Some((_, tx)) => tx.send(approval).is_ok(),
             None => false,
         }
     }

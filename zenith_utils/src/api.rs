@@ -288,6 +288,15 @@ pub mod console {
         pub started_ms: u64,
     }
 
+    /// What a link-auth client asked for: the proxy's
+    /// `GET /v1/link_sessions/{session_id}`, which the console's page reads.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub struct LinkSession {
+        pub endpoint: String,
+        pub user: String,
+        pub dbname: String,
+    }
+
     /// A link-auth session approved in the console, sent to the proxy's
     /// `POST /v1/link_sessions/{session_id}`: where and as whom the proxy
     /// logs in (SCRAM keys of the role, hex).

@@ -122,50 +122,41 @@ pub fn router() -> Router<Console> {
         )
         .get(
             "/psql_session/{session_id}",
-            |_c: Arc<Console>, req| async move {
-                let q = |k: &str| req.query_param(k).unwrap_or_default();
-                Ok(text_response(
-                    StatusCode::OK,
-                    "text/html; charset=utf-8",
-                    page::session_page(
-                        req.param("session_id")?,
-                        &q("endpoint"),
-                        &q("user"),
-                        &q("dbname"),
+            |c: Arc<Console>, req| async move {
+                let id = req.param("session_id")?.to_string();
+                Ok(match c.link_session(&id).await {
+                    Ok(s) => text_response(
+                        StatusCode::OK,
+                        "text/html; charset=utf-8",
+                        page::session_page(&id, &s.endpoint, &s.user, &s.dbname),
                     ),
-                ))
+                    Err(e) => error_page(e),
+                })
             },
         )
         .post(
             "/psql_session/{session_id}",
             |c: Arc<Console>, req| async move {
                 let form = String::from_utf8_lossy(&req.body).into_owned();
-                let field = |k: &str| page::form_field(&form, k).unwrap_or_default();
+                let create = page::form_field(&form, "create").as_deref() == Some("on");
                 let session = req.param("session_id")?.to_string();
-                let res = c
-                    .approve_link(
-                        &session,
-                        &field("endpoint"),
-                        &field("user"),
-                        &field("dbname"),
-                        field("create") == "on",
-                    )
-                    .await;
-                Ok(match res {
+                Ok(match c.approve_link(&session, create).await {
                     Ok(()) => text_response(
                         StatusCode::OK,
                         "text/html; charset=utf-8",
                         page::approved_page(),
                     ),
-                    Err(e) => {
-                        let api: ApiError = e.into();
-                        text_response(
-                            api.status(),
-                            "text/html; charset=utf-8",
-                            page::error_page(&api.to_string()),
-                        )
-                    }
+                    Err(e) => error_page(e),
                 })
             },
         )
+}
+
+fn error_page(e: ConsoleError) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let api: ApiError = e.into();
+    text_response(
+        api.status(),
+        "text/html; charset=utf-8",
+        page::error_page(&api.to_string()),
+    )
 }

@@ -34,7 +34,7 @@ use anyhow::{bail, Context};
 use tracing::{info, warn};
 use zenith_utils::api::console::{
     ComputeAddress, DatabaseInfo, EndpointAuth, EndpointCreateRequest, EndpointInfo, EndpointState,
-    LinkApproval, RoleSecret,
+    LinkApproval, LinkSession, RoleSecret,
 };
 use zenith_utils::postgres_client::{Config, Connection};
 use zenith_utils::scram::{ScramKeys, ScramSecret};
@@ -43,6 +43,9 @@ use crate::compute::{self, ComputeStatus, COMPUTE_USER};
 use crate::local_env::LocalEnv;
 use crate::pageserver::PageServerNode;
 pub use store::{Endpoint, Role, Store};
+
+/// The shortest suspend timeout (a shorter one is raised to it).
+pub const MIN_SUSPEND_MS: u64 = 1000;
 
 /// How often the console looks for idle endpoints.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -203,7 +206,12 @@ impl Console {
             tenant_id: tenant,
             branch: req.branch.clone(),
             auth: req.auth,
-            suspend_timeout_ms: req.suspend_timeout_ms.unwrap_or(self.default_suspend_ms),
+            // A client gets the address at its wake-up and connects within
+            // milliseconds; a shorter timeout could stop the compute first.
+            suspend_timeout_ms: match req.suspend_timeout_ms.unwrap_or(self.default_suspend_ms) {
+                0 => 0,
+                ms => ms.max(MIN_SUSPEND_MS),
+            },
             roles: Vec::new(),
         };
         self.store().insert(ep.clone())?;
@@ -416,17 +424,44 @@ impl Console {
         })
     }
 
+    /// What the link-auth client waiting under `session` asked for, from
+    /// the proxy (not from the page's URL, which the client could edit).
+    pub async fn link_session(&self, session: &str) -> Result<LinkSession> {
+        if session.len() != 32 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConsoleError::NotFound(format!(
+                "{session:?} is not a link session id"
+            )));
+        }
+        let url = format!("{}/v1/link_sessions/{}", self.proxy_http, session);
+        let answer = blocking(move || -> anyhow::Result<Option<LinkSession>> {
+            let http: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
+            let mut resp = http.get(&url).call().context("asking the proxy")?;
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            if !resp.status().is_success() {
+                return Ok(None);
+            }
+            Ok(Some(
+                serde_json::from_str(&text).context("the proxy's answer")?,
+            ))
+        })
+        .await?;
+        answer.ok_or_else(|| {
+            ConsoleError::NotFound(
+                "no client waits for this session (it timed out or disconnected)".into(),
+            )
+        })
+    }
+
     /// Approves a link-auth session: wakes the endpoint, creates the role
     /// (with a password only the console knows) and the database if asked
     /// and missing, and sends the proxy where and as whom to log in.
-    pub async fn approve_link(
-        self: &Arc<Self>,
-        session: &str,
-        endpoint: &str,
-        user: &str,
-        dbname: &str,
-        create: bool,
-    ) -> Result<()> {
+    pub async fn approve_link(self: &Arc<Self>, session: &str, create: bool) -> Result<()> {
+        let s = self.link_session(session).await?;
+        let (endpoint, user, dbname) = (s.endpoint.as_str(), s.user.as_str(), s.dbname.as_str());
         check_ident("role", user)?;
         check_ident("database", dbname)?;
         let ep = self.endpoint(endpoint)?;

@@ -52,9 +52,6 @@ pub fn session_page(session: &str, endpoint: &str, user: &str, dbname: &str) -> 
              <tr><td>role</td><td id=\"user\">{u}</td></tr>\
              <tr><td>database</td><td id=\"dbname\">{d}</td></tr></table>\
              <form method=\"post\" action=\"/psql_session/{s}\">\
-             <input type=\"hidden\" name=\"endpoint\" value=\"{e}\">\
-             <input type=\"hidden\" name=\"user\" value=\"{u}\">\
-             <input type=\"hidden\" name=\"dbname\" value=\"{d}\">\
              <p><label><input type=\"checkbox\" id=\"create\" name=\"create\" checked> \
              create the role and the database if they do not exist</label></p>\
              <p><button type=\"submit\" id=\"approve\">Approve</button></p></form>"
