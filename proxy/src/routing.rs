@@ -36,13 +36,7 @@ pub const HOW_TO_NAME_AN_ENDPOINT: &str = "name the endpoint in one of three way
 
 /// Whether `name` is an endpoint name: a DNS label.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    zenith_utils::api::console::valid_endpoint_name(name)
 }
 
 fn checked(name: &str) -> Result<String, RouteError> {

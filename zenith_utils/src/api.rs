@@ -189,6 +189,19 @@ pub mod console {
     /// Its pid file in its workdir, locked while it runs.
     pub const PID_FILE_NAME: &str = "console.pid";
 
+    /// Whether `name` can name an endpoint: a DNS label (lowercase letters,
+    /// digits, `-` not at either end, at most 63), since it is the first
+    /// label of the server name clients connect to.
+    pub fn valid_endpoint_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 63
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }
+
     /// How clients of an endpoint log in through the proxy.
     #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
     #[serde(rename_all = "lowercase")]

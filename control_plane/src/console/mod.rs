@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::{info, warn};
 use zenith_utils::api::console::{
-    ComputeAddress, DatabaseInfo, EndpointAuth, EndpointCreateRequest, EndpointInfo, EndpointState,
-    LinkApproval, LinkSession, RoleSecret,
+    valid_endpoint_name, ComputeAddress, DatabaseInfo, EndpointAuth, EndpointCreateRequest,
+    EndpointInfo, EndpointState, LinkApproval, LinkSession, RoleSecret,
 };
 use zenith_utils::postgres_client::{Config, Connection};
 use zenith_utils::scram::{ScramKeys, ScramSecret};
@@ -79,16 +79,6 @@ pub struct Console {
     store: Mutex<Store>,
     /// One start/stop at a time per endpoint.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Activity>>>>,
-}
-
-fn valid_endpoint_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Role and database names: letters, digits, `_` and `-`, at most 63.
