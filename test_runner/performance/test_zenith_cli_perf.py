@@ -3,7 +3,6 @@
 existing branches, next to copying the data directory (how one forks a stock PostgreSQL). Prints the
 figures and writes performance/results/zenith_cli.json. CI runs it tiny (ZENITH_BENCH_SIZE=tiny)."""
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -39,16 +38,19 @@ def test_zenith_cli_perf(bench_size: str, zenith_env_builder, test_output_dir: P
         env.zenith_cli(["pg", "stop", f"node_s{scale}"])
         pg_restart = _timed(lambda: env.zenith_cli(["pg", "start", f"node_s{scale}"]))
         env.zenith_cli(["pg", "stop", f"node_s{scale}"])
-        # Baseline: a stock PostgreSQL on a copy of the same data directory (cold start).
-        src = env.repo_dir / "pgdatadirs" / "tenants" / env.initial_tenant / f"node_s{scale}" / "pgdata"
+        # Baseline: a stock PostgreSQL on the same data as a stock data directory (`zenith pg
+        # export`, a full basebackup), cold start. (A copy of the compute's own directory is no
+        # baseline: a stateless compute's directory reads its pages from the pageserver.)
         stock = test_output_dir / f"stock_s{scale}"
-        shutil.copytree(src, stock)
-        (stock / "standby.signal").unlink(missing_ok=True)
+        env.zenith_cli(["pg", "export", str(stock), "--branch", f"s{scale}"])
+        stock_port = env.port_distributor.get_port()
+        with open(stock / "postgresql.conf", "a") as f:
+            f.write(f"port = {stock_port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n")
         stock_start = _timed(
             lambda: pg_bin.run(["pg_ctl", "-D", stock, "-l", test_output_dir / f"stock_s{scale}.log", "-w", "start"])
         )
         pg_bin.run(["pg_ctl", "-D", stock, "-m", "immediate", "-w", "stop"])
-        size_mb = sum(f.stat().st_size for f in src.rglob("*") if f.is_file()) / 1e6
+        size_mb = sum(f.stat().st_size for f in stock.rglob("*") if f.is_file()) / 1e6
         row = {
             "scale": scale,
             "datadir_mb": round(size_mb, 1),
