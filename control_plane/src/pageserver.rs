@@ -204,10 +204,7 @@ impl<'a> PageServerNode<'a> {
             .read_to_string()
             .with_context(|| format!("reading the answer to {method} {url}"))?;
         if !(200..300).contains(&status) {
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
-                .unwrap_or(text);
+            let msg = zenith_utils::http::error_message(text);
             return Err(ApiError { status, msg }.into());
         }
         serde_json::from_str(&text)

@@ -70,10 +70,7 @@ impl ConsoleClient {
             .read_to_string()
             .map_err(|e| ConsoleError::Failed(format!("reading its answer: {e}")))?;
         if !(200..300).contains(&status) {
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
-                .unwrap_or(text);
+            let msg = zenith_utils::http::error_message(text);
             return Err(if status == 404 {
                 ConsoleError::NotFound(msg)
             } else {

@@ -230,6 +230,19 @@ fn exiting(pid: i32) -> bool {
     }
 }
 
+/// Why a daemon's server task ended when it should have run until
+/// shutdown: it returned, failed, or panicked.
+pub fn task_ended(
+    what: &str,
+    r: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("{what} stopped unexpectedly"),
+        Ok(Err(e)) => e.context(format!("{what} failed")),
+        Err(e) => anyhow::anyhow!("{what} crashed: {e}"),
+    }
+}
+
 /// Installs SIGTERM and SIGINT handlers now (from then on they no longer
 /// kill the process) and returns a future that resolves with the name of
 /// the first one that arrives.

@@ -135,6 +135,15 @@ impl From<anyhow::Error> for ApiError {
 /// What a handler returns.
 pub type ApiResult = Result<Response<Full<Bytes>>, ApiError>;
 
+/// For clients: the message of an error response (`{"msg": ...}`, as
+/// [`ApiError::into_response`] writes it), else the whole body.
+pub fn error_message(body: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or(body)
+}
+
 /// A JSON response.
 pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec(body) {

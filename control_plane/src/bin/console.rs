@@ -94,11 +94,7 @@ async fn serve(console: Arc<Console>, env: LocalEnv) -> anyhow::Result<()> {
     });
     let res = tokio::select! {
         sig = &mut signal => { info!("{sig} received, shutting down"); Ok(()) }
-        r = &mut http => match r {
-            Ok(Ok(())) => Err(anyhow::anyhow!("the HTTP server stopped unexpectedly")),
-            Ok(Err(e)) => Err(anyhow::Error::from(e).context("the HTTP server failed")),
-            Err(e) => Err(anyhow::anyhow!("the HTTP server crashed: {e}")),
-        },
+        r = &mut http => Err(daemon::task_ended("the HTTP server", r.map(|r| r.map_err(anyhow::Error::from)))),
     };
     daemon::exit_on_second_signal("console").context("installing signal handlers")?;
     suspender.abort();

@@ -109,10 +109,7 @@ impl<'a> ConsoleNode<'a> {
             .read_to_string()
             .context("reading the console's answer")?;
         if !(200..300).contains(&status) {
-            let msg = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
-                .unwrap_or(text);
+            let msg = zenith_utils::http::error_message(text);
             bail!("{msg}");
         }
         serde_json::from_str(&text).context("decoding the console's answer")

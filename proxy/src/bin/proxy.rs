@@ -183,8 +183,8 @@ async fn serve(conf: ProxyConf) -> anyhow::Result<()> {
     let mut failure: Option<anyhow::Error> = None;
     tokio::select! {
         sig = &mut signal => info!("{sig} received, shutting down"),
-        r = &mut http_task => failure = Some(ended("HTTP server", r.map(|r| r.map_err(anyhow::Error::from)))),
-        r = &mut pg_task => failure = Some(ended("client listener", r.map(|r| r.map_err(anyhow::Error::from)))),
+        r = &mut http_task => failure = Some(daemon::task_ended("HTTP server", r.map(|r| r.map_err(anyhow::Error::from)))),
+        r = &mut pg_task => failure = Some(daemon::task_ended("client listener", r.map(|r| r.map_err(anyhow::Error::from)))),
     }
     daemon::exit_on_second_signal("proxy").context("installing signal handlers")?;
     let _ = shutdown_tx.send(true);
@@ -201,13 +201,5 @@ async fn serve(conf: ProxyConf) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-fn ended(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
-    match r {
-        Ok(Ok(())) => anyhow::anyhow!("{what} stopped unexpectedly"),
-        Ok(Err(e)) => e.context(format!("{what} failed")),
-        Err(e) => anyhow::anyhow!("{what} crashed: {e}"),
     }
 }

@@ -190,8 +190,8 @@ async fn serve(datadir: PathBuf, args: &Args) -> anyhow::Result<()> {
     let mut failure: Option<anyhow::Error> = None;
     tokio::select! {
         sig = &mut signal => info!("{sig} received, shutting down"),
-        r = &mut http_task => failure = Some(ended("HTTP server", r.map(|r| r.map_err(anyhow::Error::from)))),
-        r = &mut pg_task => failure = Some(ended("WAL service", r.map(|r| r.map_err(anyhow::Error::from)))),
+        r = &mut http_task => failure = Some(daemon::task_ended("HTTP server", r.map(|r| r.map_err(anyhow::Error::from)))),
+        r = &mut pg_task => failure = Some(daemon::task_ended("WAL service", r.map(|r| r.map_err(anyhow::Error::from)))),
     }
     daemon::exit_on_second_signal("walkeeper").context("installing signal handlers")?;
     removal.abort();
@@ -209,13 +209,5 @@ async fn serve(datadir: PathBuf, args: &Args) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-fn ended(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
-    match r {
-        Ok(Ok(())) => anyhow::anyhow!("{what} stopped unexpectedly"),
-        Ok(Err(e)) => e.context(format!("{what} failed")),
-        Err(e) => anyhow::anyhow!("{what} crashed: {e}"),
     }
 }
