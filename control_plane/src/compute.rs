@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use zenith_utils::auth::{Scope, PAGESERVER_TOKEN_ENV, WALKEEPER_TOKEN_ENV};
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
@@ -619,10 +620,29 @@ impl ComputeNode<'_> {
         }
     }
 
+    /// A PostgreSQL program with the compute's environment: with auth on,
+    /// its tokens for the page service (its tenant) and the walkeepers
+    /// (walkeeperdata bound to its tenant), which the zenith extension
+    /// reads from there: they are never written to postgresql.conf.
     fn pg_cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(self.env.pg_bin(prog));
         c.env("ZENITH_ALLOW_ROOT", "1")
             .env("LD_LIBRARY_PATH", self.env.pg_lib_dir());
+        let tenant = Some(self.spec.tenant_id);
+        match (
+            self.env.scoped_token(Scope::Tenant, tenant),
+            self.env.scoped_token(Scope::WalkeeperData, tenant),
+        ) {
+            (Ok(Some(ps)), Ok(Some(wk))) => {
+                c.env(PAGESERVER_TOKEN_ENV, ps).env(WALKEEPER_TOKEN_ENV, wk);
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => {
+                // The compute then fails to log in, with the reason in its
+                // log; say why here too.
+                eprintln!("warning: cannot sign the compute's auth tokens: {e:#}");
+            }
+        }
         c
     }
 

@@ -17,3 +17,14 @@ pub mod pageserver;
 pub mod proxy;
 pub mod repo;
 pub mod walkeeper;
+
+/// `req` with `Authorization: <bearer>` when there is one (auth on).
+pub fn with_bearer<B>(
+    req: ureq::RequestBuilder<B>,
+    bearer: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match bearer {
+        Some(v) => req.header("Authorization", v),
+        None => req,
+    }
+}

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use zenith_utils::auth::{self, AuthType, Claims, Scope, TokenIssuer};
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 
@@ -160,6 +161,10 @@ pub struct LocalEnv {
     pub pg_version: u32,
     /// The tenant commands act on when `--tenant-id` is not given.
     pub default_tenant_id: Option<TenantId>,
+    /// `ZenithJWT` (`zenith init --auth`): every daemon checks tokens, and
+    /// the CLI signs them with the repository's private key.
+    #[serde(default)]
+    pub auth_type: AuthType,
     #[serde(default)]
     pub pageserver: PageServerConf,
     #[serde(default)]
@@ -188,6 +193,9 @@ pub struct InitConfig {
     pub pg_distrib_dir: Option<PathBuf>,
     pub zenith_distrib_dir: Option<PathBuf>,
     pub pg_version: Option<u32>,
+    /// `ZenithJWT` to turn auth on (what `--auth` sets).
+    #[serde(default)]
+    pub auth_type: AuthType,
     #[serde(default)]
     pub pageserver: PageServerConf,
     #[serde(default)]
@@ -277,6 +285,7 @@ impl LocalEnv {
             zenith_distrib_dir: absolute(&zenith_distrib_dir)?,
             pg_version,
             default_tenant_id: None,
+            auth_type: init.auth_type,
             pageserver: init.pageserver.clone(),
             computes: init.computes.clone(),
             proxy: init.proxy.clone(),
@@ -325,6 +334,59 @@ impl LocalEnv {
             format!("# The zenith repository's configuration; written by the zenith CLI.\n{text}");
         crashsafe::write_file_atomic(&path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Whether the daemons check tokens.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_type == AuthType::ZenithJwt
+    }
+
+    pub fn auth_public_key_path(&self) -> PathBuf {
+        self.base_dir.join(auth::PUBLIC_KEY_FILE)
+    }
+
+    pub fn auth_private_key_path(&self) -> PathBuf {
+        self.base_dir.join(auth::PRIVATE_KEY_FILE)
+    }
+
+    /// Makes the key pair of `zenith init --auth` (the private key 0600).
+    pub fn generate_auth_keys(&self) -> anyhow::Result<()> {
+        let (private, public) = auth::generate_key_pair()?;
+        crashsafe::write_file_atomic_mode(&self.auth_private_key_path(), private.as_bytes(), 0o600)
+            .context("writing the auth private key")?;
+        crashsafe::write_file_atomic(&self.auth_public_key_path(), public.as_bytes())
+            .context("writing the auth public key")?;
+        Ok(())
+    }
+
+    /// A token with `claims`, signed with the repository's private key;
+    /// `None` when auth is off.
+    pub fn token(&self, claims: &Claims) -> anyhow::Result<Option<String>> {
+        if !self.auth_enabled() {
+            return Ok(None);
+        }
+        let issuer = TokenIssuer::from_key_path(&self.auth_private_key_path())?;
+        Ok(Some(issuer.issue(claims)?))
+    }
+
+    /// The token of a scope (and tenant), for clients and daemons.
+    pub fn scoped_token(
+        &self,
+        scope: Scope,
+        tenant_id: Option<TenantId>,
+    ) -> anyhow::Result<Option<String>> {
+        self.token(&Claims::new(scope, tenant_id))
+    }
+
+    /// `Authorization` header value for an HTTP call with `scope`.
+    pub fn bearer(
+        &self,
+        scope: Scope,
+        tenant_id: Option<TenantId>,
+    ) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .scoped_token(scope, tenant_id)?
+            .map(|t| format!("Bearer {t}")))
     }
 
     pub fn pageserver_workdir(&self) -> PathBuf {

@@ -12,6 +12,7 @@ use zenith_utils::api::pageserver::{
     LsnByTimestampResponse, LsnTimestampKind, TenantCreateRequest, TenantInfo,
     TimelineCreateRequest, WalSourceRequest,
 };
+use zenith_utils::auth::{Scope, AUTH_TOKEN_ENV};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_client::{ClientError, Config, Connection, CopyOut};
@@ -82,11 +83,36 @@ impl<'a> PageServerNode<'a> {
         envs
     }
 
+    /// The pageserver's environment when it runs: with auth on, its token
+    /// for the walkeepers (scope walkeeperdata, every tenant).
+    fn daemon_envs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut envs = self.envs();
+        if let Some(t) = self.env.scoped_token(Scope::WalkeeperData, None)? {
+            envs.push((AUTH_TOKEN_ENV.to_string(), t));
+        }
+        Ok(envs)
+    }
+
     /// `pageserver -D <workdir> --init` with our addresses and `overrides`
     /// (`key=value` settings).
     pub fn init(&self, overrides: &[String]) -> anyhow::Result<()> {
         let ps = &self.env.pageserver;
         let mut cmd = std::process::Command::new(self.program());
+        if self.env.auth_enabled() {
+            // Tokens on every connection; WAL sources only on this machine
+            // (the local walkeepers and computes); import_pgdata off.
+            // `overrides` come after, so they may change the last two.
+            for o in [
+                "auth_type='ZenithJWT'".to_string(),
+                format!(
+                    "auth_validation_public_key_path='{}'",
+                    self.env.auth_public_key_path().display()
+                ),
+                "wal_source_allowed_hosts=['127.0.0.1', 'localhost']".to_string(),
+            ] {
+                cmd.arg("-c").arg(o);
+            }
+        }
         for o in overrides {
             cmd.arg("-c").arg(o);
         }
@@ -147,7 +173,7 @@ impl<'a> PageServerNode<'a> {
             name: "pageserver",
             program: &self.program(),
             args: vec!["-D".into(), self.workdir().to_string_lossy().into_owned()],
-            envs: self.envs(),
+            envs: self.daemon_envs()?,
             log_file: self.log_file(),
             pid_file: self.pid_file(),
         };
@@ -176,12 +202,20 @@ impl<'a> PageServerNode<'a> {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base_url());
+        // The CLI is the pageserver's operator: a management token.
+        let bearer = self.env.bearer(Scope::PageServerApi, None)?;
         let resp = match (method, body) {
-            ("GET", _) => self.http.get(&url).call(),
-            ("DELETE", _) => self.http.delete(&url).call(),
-            ("POST", Some(b)) => self.http.post(&url).send_json(b),
-            ("POST", None) => self.http.post(&url).send_empty(),
-            ("PUT", Some(b)) => self.http.put(&url).send_json(b),
+            ("GET", _) => crate::with_bearer(self.http.get(&url), bearer.as_deref()).call(),
+            ("DELETE", _) => crate::with_bearer(self.http.delete(&url), bearer.as_deref()).call(),
+            ("POST", Some(b)) => {
+                crate::with_bearer(self.http.post(&url), bearer.as_deref()).send_json(b)
+            }
+            ("POST", None) => {
+                crate::with_bearer(self.http.post(&url), bearer.as_deref()).send_empty()
+            }
+            ("PUT", Some(b)) => {
+                crate::with_bearer(self.http.put(&url), bearer.as_deref()).send_json(b)
+            }
             _ => bail!("unsupported request {method} {path}"),
         };
         let mut resp = match resp {
@@ -366,7 +400,11 @@ impl<'a> PageServerNode<'a> {
             .enable_all()
             .build()
             .context("starting an async runtime for the basebackup")?;
-        let config = Config::new(addr.ip().to_string(), addr.port(), "zenith").dbname("postgres");
+        let mut config =
+            Config::new(addr.ip().to_string(), addr.port(), "zenith").dbname("postgres");
+        if let Some(token) = self.env.scoped_token(Scope::Tenant, Some(tenant))? {
+            config = config.password(token);
+        }
         let copy = runtime
             .block_on(async {
                 let conn = Connection::connect(&config).await?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use zenith_utils::auth::{Scope, AUTH_TOKEN_ENV};
 use zenith_utils::crashsafe;
 
 use crate::background_process::{self, Daemon, Stopped};
@@ -99,11 +100,26 @@ impl<'a> ProxyNode<'a> {
             self.init()?;
         }
         self.check_ports_free()?;
+        let mut args = vec!["-D".into(), self.workdir().display().to_string()];
+        let mut envs = vec![];
+        if let Some(token) = self.env.scoped_token(Scope::ControlPlane, None)? {
+            // Its API checks tokens; its calls to the console carry one.
+            args.extend([
+                "-c".into(),
+                "auth_type='ZenithJWT'".into(),
+                "-c".into(),
+                format!(
+                    "auth_validation_public_key_path='{}'",
+                    self.env.auth_public_key_path().display()
+                ),
+            ]);
+            envs.push((AUTH_TOKEN_ENV.to_string(), token));
+        }
         let d = Daemon {
             name: "proxy",
             program: &self.env.zenith_bin("proxy"),
-            args: vec!["-D".into(), self.workdir().display().to_string()],
-            envs: vec![],
+            args,
+            envs,
             log_file: self.log_file(),
             pid_file: self.pid_file(),
         };

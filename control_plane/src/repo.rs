@@ -39,6 +39,9 @@ pub fn init(base_dir: &Path, init: InitConfig) -> anyhow::Result<LocalEnv> {
     std::fs::create_dir_all(&env.base_dir)
         .with_context(|| format!("creating {}", env.base_dir.display()))?;
     let res = (|| -> anyhow::Result<()> {
+        if env.auth_enabled() {
+            env.generate_auth_keys()?;
+        }
         let ps = PageServerNode::new(&env);
         ps.init(&init.pageserver_config)?;
         ps.start()?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use zenith_utils::auth::Scope;
 use zenith_utils::id::{TenantId, TimelineId};
 
 use crate::background_process::{self, Daemon, Stopped};
@@ -153,19 +154,31 @@ impl<'a> WalkeeperNode<'a> {
         if let Ok(v) = std::env::var("RUST_LOG") {
             envs.push(("RUST_LOG".to_string(), v));
         }
+        let mut args = vec![
+            "-D".into(),
+            self.datadir().to_string_lossy().into_owned(),
+            "--id".into(),
+            self.conf.id.to_string(),
+            "--listen-pg".into(),
+            self.conf.listen_pg_addr.to_string(),
+            "--listen-http".into(),
+            self.conf.listen_http_addr.to_string(),
+        ];
+        if self.env.auth_enabled() {
+            args.extend([
+                "--auth-type".into(),
+                "ZenithJWT".into(),
+                "--auth-validation-public-key-path".into(),
+                self.env
+                    .auth_public_key_path()
+                    .to_string_lossy()
+                    .into_owned(),
+            ]);
+        }
         let d = Daemon {
             name: &name,
             program: &program,
-            args: vec![
-                "-D".into(),
-                self.datadir().to_string_lossy().into_owned(),
-                "--id".into(),
-                self.conf.id.to_string(),
-                "--listen-pg".into(),
-                self.conf.listen_pg_addr.to_string(),
-                "--listen-http".into(),
-                self.conf.listen_http_addr.to_string(),
-            ],
+            args,
             envs,
             log_file: self.log_file(),
             pid_file: self.pid_file(),
@@ -189,9 +202,8 @@ impl<'a> WalkeeperNode<'a> {
             "http://{}/v1/tenant/{tenant}/timeline/{timeline}",
             self.conf.listen_http_addr
         );
-        let mut resp = self
-            .http
-            .get(&url)
+        let bearer = self.env.bearer(Scope::WalkeeperData, Some(tenant))?;
+        let mut resp = crate::with_bearer(self.http.get(&url), bearer.as_deref())
             .call()
             .with_context(|| format!("asking walkeeper {} at {url}", self.conf.id))?;
         match resp.status().as_u16() {

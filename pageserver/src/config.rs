@@ -17,6 +17,10 @@
 //! pg_startup_timeout = "60s"      # from accept to the first ReadyForQuery
 //! pg_idle_timeout = "10m"         # a session idle between queries is closed
 //! pg_send_timeout = "60s"         # a client that reads nothing this long is dropped
+//! auth_type = "Trust"             # or "ZenithJWT": tokens on every connection and request
+//! auth_validation_public_key_path = "auth_public_key.pem"
+//! import_pgdata_dirs = ["/srv/import"]     # unset: any dir with Trust, none with ZenithJWT
+//! wal_source_allowed_hosts = ["127.0.0.1"] # unset: any host with Trust, none with ZenithJWT
 //!
 //! [tenant_config]                 # defaults for every tenant
 //! checkpoint_distance = 268435456 # bytes of WAL in the in-memory layer
@@ -34,6 +38,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use zenith_utils::api::pageserver::CONFIG_FILE_NAME;
+use zenith_utils::auth::{AuthError, AuthType, JwtAuth};
 pub use zenith_utils::daemon::ConfigError;
 use zenith_utils::daemon::{parse_config, read_config_text};
 
@@ -125,6 +130,18 @@ pub struct PageServerConf {
     /// basebackup it stopped reading) is disconnected.
     #[serde(with = "human_duration")]
     pub pg_send_timeout: Duration,
+    /// `"Trust"` (anyone who reaches the ports) or `"ZenithJWT"` (every
+    /// page service connection and API request carries a token).
+    pub auth_type: AuthType,
+    /// The public key (PEM) that checks tokens; needed with `ZenithJWT`.
+    /// Relative to the working directory.
+    pub auth_validation_public_key_path: Option<PathBuf>,
+    /// Directories `import_pgdata` may read below. Unset: any directory
+    /// with `Trust`, none with `ZenithJWT`.
+    pub import_pgdata_dirs: Option<Vec<PathBuf>>,
+    /// Hosts a timeline's WAL source may name. Unset: any host with
+    /// `Trust`, none with `ZenithJWT`.
+    pub wal_source_allowed_hosts: Option<Vec<String>>,
     /// Defaults for every tenant.
     pub tenant_config: TenantConf,
 }
@@ -143,6 +160,10 @@ impl Default for PageServerConf {
             pg_startup_timeout: Duration::from_secs(60),
             pg_idle_timeout: Duration::from_secs(600),
             pg_send_timeout: Duration::from_secs(60),
+            auth_type: AuthType::Trust,
+            auth_validation_public_key_path: None,
+            import_pgdata_dirs: None,
+            wal_source_allowed_hosts: None,
             tenant_config: TenantConf::default(),
         }
     }
@@ -167,6 +188,58 @@ impl PageServerConf {
     /// The configuration as TOML (what `--init` writes).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The token checker when auth is on, with a relative key path taken
+    /// from `workdir`.
+    pub fn jwt_auth(&self, workdir: &Path) -> Result<Option<JwtAuth>, AuthError> {
+        match (self.auth_type, &self.auth_validation_public_key_path) {
+            (AuthType::Trust, _) => Ok(None),
+            (AuthType::ZenithJwt, Some(path)) => {
+                JwtAuth::from_key_path(&workdir.join(path)).map(Some)
+            }
+            (AuthType::ZenithJwt, None) => Err(AuthError::Config(
+                "auth_type ZenithJWT needs auth_validation_public_key_path".into(),
+            )),
+        }
+    }
+
+    /// Whether `import_pgdata` may read `dir` (made absolute and without
+    /// `..` or symlinks first, so that it cannot climb out).
+    pub fn check_import_dir(&self, dir: &Path) -> Result<PathBuf, String> {
+        let real = dir
+            .canonicalize()
+            .map_err(|e| format!("import_pgdata {}: {e}", dir.display()))?;
+        match &self.import_pgdata_dirs {
+            None if self.auth_type == AuthType::Trust => Ok(real),
+            None => Err("import_pgdata is disabled: list the directories it may read in the pageserver's import_pgdata_dirs".into()),
+            Some(allowed) => {
+                if allowed
+                    .iter()
+                    .filter_map(|a| a.canonicalize().ok())
+                    .any(|a| real.starts_with(a))
+                {
+                    Ok(real)
+                } else {
+                    Err(format!(
+                        "import_pgdata {} is outside the directories allowed by import_pgdata_dirs",
+                        real.display()
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Whether a WAL source may connect to `host`.
+    pub fn check_wal_source_host(&self, host: &str) -> Result<(), String> {
+        match &self.wal_source_allowed_hosts {
+            None if self.auth_type == AuthType::Trust => Ok(()),
+            None => Err("WAL sources are disabled: list the hosts they may name in the pageserver's wal_source_allowed_hosts".into()),
+            Some(allowed) if allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) => Ok(()),
+            Some(_) => Err(format!(
+                "WAL source host {host:?} is not in wal_source_allowed_hosts"
+            )),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -229,6 +302,11 @@ impl PageServerConf {
             "pg_send_timeout",
             !self.pg_send_timeout.is_zero(),
             "more than 0s",
+        )?;
+        positive(
+            "auth_validation_public_key_path",
+            self.auth_type == AuthType::Trust || self.auth_validation_public_key_path.is_some(),
+            "set when auth_type is ZenithJWT",
         )?;
         let t = &self.tenant_config;
         positive(
@@ -298,6 +376,40 @@ mod tests {
         c.tenant_config.pitr_interval = Duration::from_secs(90);
         let back = PageServerConf::parse(&c.to_toml(), &[]).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn auth_settings_parse_and_gate_dangerous_requests() {
+        let e = PageServerConf::parse("auth_type = \"ZenithJWT\"", &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("auth_validation_public_key_path"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("pgdata");
+        std::fs::create_dir(&inside).unwrap();
+        let text = format!(
+            "auth_type = \"ZenithJWT\"\nauth_validation_public_key_path = \"k.pem\"\n\
+             import_pgdata_dirs = [{:?}]\nwal_source_allowed_hosts = [\"127.0.0.1\"]",
+            dir.path()
+        );
+        let c = PageServerConf::parse(&text, &[]).unwrap();
+        assert_eq!(PageServerConf::parse(&c.to_toml(), &[]).unwrap(), c);
+        assert!(c.check_import_dir(&inside).is_ok());
+        assert!(c.check_import_dir(&inside.join("..").join("..")).is_err());
+        assert!(c.check_import_dir(Path::new("/")).is_err());
+        assert!(c.check_wal_source_host("127.0.0.1").is_ok());
+        assert!(c.check_wal_source_host("10.0.0.1").is_err());
+        let closed = PageServerConf {
+            import_pgdata_dirs: None,
+            wal_source_allowed_hosts: None,
+            ..c
+        };
+        assert!(closed.check_import_dir(&inside).is_err());
+        assert!(closed.check_wal_source_host("127.0.0.1").is_err());
+        let open = PageServerConf::default();
+        assert!(open.check_import_dir(&inside).is_ok());
+        assert!(open.check_wal_source_host("10.0.0.1").is_ok());
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! | `set ...` | `SET` (ignored) |
 //! | anything else | ERROR 42601 |
 //!
+//! With `auth_type = "ZenithJWT"` the client's password is a token
+//! ([`zenith_utils::auth`]): an invalid one is FATAL 28P01 at login; a
+//! `pagestream` or `basebackup` of a tenant the token does not cover
+//! (a `tenant` token for another tenant, a `walkeeperdata` token) is
+//! ERROR 42501.
+//!
 //! # Invariants
 //!
 //! - A connection never takes the server down: every error is logged in the
@@ -45,13 +51,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, field, info, info_span, warn, Instrument, Span};
+use zenith_utils::auth::{Claims, JwtAuth};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_backend::{
-    self, truncated, BackendConf, BackendReader, BackendWriter, Handler, HandlerError,
+    self, truncated, AuthMethod, BackendConf, BackendReader, BackendWriter, Handler, HandlerError,
     PostgresBackend,
 };
-use zenith_utils::pq_proto::{write_text_result, BeMessage, CopyResponse, FeMessage, SqlState};
+use zenith_utils::pq_proto::{
+    write_text_result, BeMessage, CopyResponse, FeMessage, SqlState, StartupParams,
+};
 
 use crate::basebackup::send_basebackup;
 use crate::config::PageServerConf;
@@ -126,6 +135,7 @@ pub async fn serve(
     listener: TcpListener,
     mgr: Arc<TenantManager>,
     conf: Arc<PageServerConf>,
+    auth: Option<Arc<JwtAuth>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let backend = Arc::new(backend_conf(&conf));
@@ -142,6 +152,8 @@ pub async fn serve(
             let handler = PageServiceHandler {
                 mgr: Arc::clone(&mgr),
                 conf: Arc::clone(&conf),
+                auth: auth.clone(),
+                claims: None,
             };
             (handler, span)
         },
@@ -286,9 +298,35 @@ impl<T> Drop for AbortOnDrop<T> {
 struct PageServiceHandler {
     mgr: Arc<TenantManager>,
     conf: Arc<PageServerConf>,
+    /// Set when auth is on: the connection's password is a token.
+    auth: Option<Arc<JwtAuth>>,
+    /// The claims of the connection's token, once checked.
+    claims: Option<Claims>,
 }
 
 impl Handler for PageServiceHandler {
+    fn auth_method(&self) -> AuthMethod {
+        match self.auth {
+            Some(_) => AuthMethod::CleartextPassword,
+            None => AuthMethod::Trust,
+        }
+    }
+
+    async fn check_password(
+        &mut self,
+        _params: &StartupParams,
+        password: &str,
+    ) -> Result<(), HandlerError> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let claims = auth
+            .decode(password)
+            .map_err(|e| HandlerError::fatal(SqlState::INVALID_PASSWORD, e.to_string()))?;
+        self.claims = Some(claims);
+        Ok(())
+    }
+
     async fn process_query(
         &mut self,
         pgb: &mut PostgresBackend,
@@ -328,6 +366,14 @@ impl PageServiceHandler {
         tenant_id: TenantId,
         timeline_id: TimelineId,
     ) -> Result<Arc<Timeline>, HandlerError> {
+        if self.auth.is_some() {
+            let claims = self.claims.as_ref().ok_or_else(|| {
+                HandlerError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, "no token")
+            })?;
+            claims.check_tenant(tenant_id).map_err(|e| {
+                HandlerError::query(SqlState::INSUFFICIENT_PRIVILEGE, e.to_string())
+            })?;
+        }
         let span = Span::current();
         span.record("tenant_id", field::display(tenant_id));
         span.record("timeline_id", field::display(timeline_id));

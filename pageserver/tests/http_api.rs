@@ -143,6 +143,7 @@ impl Server {
             Arc::clone(&mgr),
             conf,
             Arc::clone(&wal_sources),
+            None,
         ));
         let task = rt.spawn(http::serve(listener, state, rx));
         Server {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use zenith_utils::auth::{AuthError, AuthType, JwtAuth};
 
 /// The configuration file in the workdir.
 pub const CONFIG_FILE_NAME: &str = "proxy.toml";
@@ -42,6 +43,12 @@ pub struct ProxyConf {
     pub auth_failure_window_ms: u64,
     /// How long a link-auth client waits for the approval.
     pub link_timeout_ms: u64,
+    /// `"Trust"`, or `"ZenithJWT"`: the HTTP API (link approvals) needs a
+    /// `controlplane` token; the proxy's own calls to the console carry
+    /// the token in its `ZENITH_AUTH_TOKEN` environment variable.
+    pub auth_type: AuthType,
+    /// The public key (PEM) that checks tokens; needed with ZenithJWT.
+    pub auth_validation_public_key_path: Option<PathBuf>,
 }
 
 impl Default for ProxyConf {
@@ -60,11 +67,24 @@ impl Default for ProxyConf {
             max_auth_failures: 10,
             auth_failure_window_ms: 60_000,
             link_timeout_ms: 300_000,
+            auth_type: AuthType::Trust,
+            auth_validation_public_key_path: None,
         }
     }
 }
 
 impl ProxyConf {
+    /// The token checker when auth is on.
+    pub fn jwt_auth(&self) -> Result<Option<JwtAuth>, AuthError> {
+        match (self.auth_type, &self.auth_validation_public_key_path) {
+            (AuthType::Trust, _) => Ok(None),
+            (AuthType::ZenithJwt, Some(p)) => JwtAuth::from_key_path(p).map(Some),
+            (AuthType::ZenithJwt, None) => Err(AuthError::Config(
+                "auth_type ZenithJWT needs auth_validation_public_key_path".into(),
+            )),
+        }
+    }
+
     pub fn startup_timeout(&self) -> Duration {
         Duration::from_millis(self.startup_timeout_ms)
     }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use zenith_utils::api::console::{ComputeAddress, RoleSecret};
+use zenith_utils::auth::AUTH_TOKEN_ENV;
 
 /// Why the console could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub struct ConsoleClient {
     base: String,
     http: ureq::Agent,
     ttl: Duration,
+    /// `Authorization` with the proxy's token, when it has one.
+    bearer: Option<String>,
     secrets: Mutex<HashMap<(String, String), (Instant, RoleSecret)>>,
 }
 
@@ -36,10 +39,15 @@ impl ConsoleClient {
             .timeout_global(Some(Duration::from_secs(120)))
             .build()
             .into();
+        let bearer = std::env::var(AUTH_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("Bearer {t}"));
         ConsoleClient {
             base: base.trim_end_matches('/').to_string(),
             http,
             ttl,
+            bearer,
             secrets: Mutex::new(HashMap::new()),
         }
     }
@@ -55,10 +63,11 @@ impl ConsoleClient {
         path: &str,
     ) -> Result<T, ConsoleError> {
         let url = format!("{}{path}", self.base);
-        let resp = if post {
-            self.http.post(&url).send_empty()
-        } else {
-            self.http.get(&url).call()
+        let resp = match (post, &self.bearer) {
+            (true, Some(b)) => self.http.post(&url).header("Authorization", b).send_empty(),
+            (true, None) => self.http.post(&url).send_empty(),
+            (false, Some(b)) => self.http.get(&url).header("Authorization", b).call(),
+            (false, None) => self.http.get(&url).call(),
         };
         let mut resp = resp.map_err(|e| ConsoleError::Unreachable {
             url: self.base.clone(),

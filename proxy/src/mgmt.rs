@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 use zenith_utils::api::console::LinkApproval;
+use zenith_utils::auth::{JwtAuth, Scope};
 use zenith_utils::http::{json_response, ApiError, HttpConf, Router};
 
 use crate::state::ProxyState;
 
-pub fn router() -> Router<ProxyState> {
+/// With `auth`, the link-session routes need a `controlplane` token.
+pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<ProxyState> {
     Router::new("proxy", env!("CARGO_PKG_VERSION"), HttpConf::default())
+        .with_auth(auth, |_, claims| claims.check_scope(Scope::ControlPlane))
         .get(
             "/v1/link_sessions/{session_id}",
             |s: Arc<ProxyState>, req| async move {

@@ -13,6 +13,7 @@ use std::sync::{Arc, LazyLock};
 use hyper::StatusCode;
 use prometheus::{register_int_gauge, IntGauge};
 use serde::Serialize;
+use zenith_utils::auth::{JwtAuth, Scope};
 use zenith_utils::http::{json_response, ApiError, ApiRequest, ApiResult, HttpConf, Router};
 use zenith_utils::id::{TenantId, TimelineId};
 
@@ -37,8 +38,17 @@ struct WalkeeperStatus {
     timelines: Vec<TimelineStatus>,
 }
 
-pub fn router() -> Router<HttpState> {
+/// The walkeeper's API; with `auth`, every route but `/metrics` and
+/// `/v1/status` needs a `walkeeperdata` token (bound to the route's tenant,
+/// if the token names one).
+pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<HttpState> {
     Router::new("walkeeper", env!("CARGO_PKG_VERSION"), HttpConf::default())
+        .with_auth(auth, |route, claims| {
+            match route.param("tenant_id").map(str::parse::<TenantId>) {
+                Some(Ok(tenant)) => claims.check_walkeeper(tenant),
+                _ => claims.check_scope(Scope::WalkeeperData),
+            }
+        })
         .on_scrape(|s: &HttpState| TIMELINES.set(s.timelines.all().len() as i64))
         .get("/v1/walkeeper", |s: Arc<HttpState>, _req| async move {
             let timelines = s.timelines.all().iter().map(|t| t.status()).collect();

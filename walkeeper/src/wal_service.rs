@@ -14,14 +14,20 @@
 //!   ([`crate::send_wal`]); with `application_name=walproposer_recovery`
 //!   (a newly elected proposer reading the donor's WAL) up to the flush LSN;
 //! - `SET ...` is accepted and ignored (clients send it).
+//!
+//! With `--auth-type ZenithJWT` the password is a token: an invalid one is
+//! FATAL 28P01 at login, and every command but `SET` needs a
+//! `walkeeperdata` token (for all tenants or for the connection's tenant),
+//! else FATAL 42501.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::{field, Span};
+use zenith_utils::auth::{Claims, JwtAuth};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
-use zenith_utils::postgres_backend::{Handler, HandlerError, PostgresBackend};
+use zenith_utils::postgres_backend::{AuthMethod, Handler, HandlerError, PostgresBackend};
 use zenith_utils::pq_proto::{write_text_result, BeMessage, SqlState, StartupParams};
 
 use crate::timeline::{Timeline, Timelines};
@@ -108,19 +114,44 @@ pub struct WalServiceHandler {
     /// A proposer reading a donor's WAL: replication goes up to the flush
     /// LSN, not only the commit LSN.
     recovery: bool,
+    /// Set when auth is on: the connection's password is a token.
+    auth: Option<Arc<JwtAuth>>,
+    /// The claims of the connection's token, once checked.
+    claims: Option<Claims>,
 }
 
 /// The application_name of a proposer's recovery connection.
 pub const RECOVERY_APPLICATION_NAME: &str = "walproposer_recovery";
 
 impl WalServiceHandler {
-    pub fn new(timelines: Arc<Timelines>, peer: SocketAddr) -> WalServiceHandler {
+    pub fn new(
+        timelines: Arc<Timelines>,
+        peer: SocketAddr,
+        auth: Option<Arc<JwtAuth>>,
+    ) -> WalServiceHandler {
         WalServiceHandler {
             timelines,
             peer,
             ids: None,
             recovery: false,
+            auth,
+            claims: None,
         }
+    }
+
+    /// With auth on, the token must be `walkeeperdata` (for every tenant
+    /// or for this connection's one).
+    fn authorize(&self) -> Result<(), HandlerError> {
+        if self.auth.is_none() {
+            return Ok(());
+        }
+        let (tenant_id, _) = self.ids()?;
+        let claims = self.claims.as_ref().ok_or_else(|| {
+            HandlerError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, "no token")
+        })?;
+        claims
+            .check_walkeeper(tenant_id)
+            .map_err(|e| HandlerError::fatal(SqlState::INSUFFICIENT_PRIVILEGE, e.to_string()))
     }
 
     fn ids(&self) -> Result<(TenantId, TimelineId), HandlerError> {
@@ -185,12 +216,37 @@ impl Handler for WalServiceHandler {
         }
     }
 
+    fn auth_method(&self) -> AuthMethod {
+        match self.auth {
+            Some(_) => AuthMethod::CleartextPassword,
+            None => AuthMethod::Trust,
+        }
+    }
+
+    async fn check_password(
+        &mut self,
+        _params: &StartupParams,
+        password: &str,
+    ) -> Result<(), HandlerError> {
+        if let Some(auth) = &self.auth {
+            let claims = auth
+                .decode(password)
+                .map_err(|e| HandlerError::fatal(SqlState::INVALID_PASSWORD, e.to_string()))?;
+            self.claims = Some(claims);
+        }
+        Ok(())
+    }
+
     async fn process_query(
         &mut self,
         pgb: &mut PostgresBackend,
         query: &str,
     ) -> Result<(), HandlerError> {
-        match parse_command(query)? {
+        let command = parse_command(query)?;
+        if !matches!(command, Command::Empty | Command::Set) {
+            self.authorize()?;
+        }
+        match command {
             Command::Empty => pgb.write_message(&BeMessage::EmptyQueryResponse),
             Command::Set => pgb.write_message(&BeMessage::CommandComplete("SET")),
             Command::IdentifySystem => {

@@ -5,6 +5,7 @@
 //! saying what went wrong and what to do, with exit status 1.
 
 mod endpoints;
+mod token;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -60,6 +61,10 @@ enum Cmd {
         /// to the pageserver through a replication slot instead).
         #[arg(long, default_value_t = 3)]
         walkeepers: usize,
+        /// Turn on JWT auth: make a key pair; every daemon then checks tokens
+        /// the CLI signs (see `zenith token`).
+        #[arg(long)]
+        auth: bool,
     },
     /// Start every daemon (walkeepers, pageserver, console, proxy); computes start with `zenith pg start` or on a proxy connection.
     #[command(after_help = "Example:\n  zenith start")]
@@ -134,6 +139,12 @@ enum Cmd {
         after_help = "Example:\n  zenith db create ep1 shop --owner alice"
     )]
     Db(endpoints::DbCmd),
+    /// Print a token for a repository with auth on (`zenith init --auth`).
+    #[command(after_help = "Examples:
+  zenith token --scope tenant
+  zenith token --scope pageserverapi --expires-in 1h
+                        psql \"host=127.0.0.1 port=64000 password=$(zenith token --scope tenant)\"")]
+    Token(token::TokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -292,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             pg_version,
             walkeepers,
+            auth,
         } => {
             let mut init = match &config {
                 Some(path) => {
@@ -302,6 +314,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => InitConfig::default(),
             };
             init.pg_version = Some(pg_version);
+            if auth {
+                init.auth_type = zenith_utils::auth::AuthType::ZenithJwt;
+            }
             if init.walkeepers.is_none() {
                 init.walkeepers = Some(walkeepers);
             }
@@ -352,6 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status => status(&load_env()?)?,
         Cmd::Proxy(cmd) => endpoints::proxy(&load_env()?, cmd)?,
         Cmd::Endpoint(cmd) => endpoints::endpoint(&load_env()?, cmd)?,
+        Cmd::Token(args) => token::token(&load_env()?, args)?,
         Cmd::Role(cmd) => endpoints::role(&load_env()?, cmd)?,
         Cmd::Db(cmd) => endpoints::db(&load_env()?, cmd)?,
         Cmd::Pageserver(cmd) => {

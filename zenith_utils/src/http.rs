@@ -26,6 +26,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::auth::{parse_bearer, AuthError, Claims, JwtAuth};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
@@ -123,6 +124,16 @@ impl ApiError {
             }
         }
         resp
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        if e.is_unauthenticated() {
+            ApiError::Unauthorized(e.to_string())
+        } else {
+            ApiError::Forbidden(e.to_string())
+        }
     }
 }
 
@@ -281,6 +292,8 @@ pub fn percent_decode(s: &str) -> String {
 
 /// Where every router serves the Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
+/// The path of every daemon's status route (no token needed).
+pub const STATUS_PATH: &str = "/v1/status";
 
 type BoxFuture = Pin<Box<dyn Future<Output = ApiResult> + Send>>;
 type HandlerFn<S> = Arc<dyn Fn(Arc<S>, ApiRequest) -> BoxFuture + Send + Sync>;
@@ -297,6 +310,23 @@ struct Route<S> {
     methods: Vec<(Method, HandlerFn<S>)>,
 }
 
+/// The route a request matched, as an auth policy sees it.
+pub struct RouteMatch<'a> {
+    pub method: &'a Method,
+    pub template: &'static str,
+    params: &'a HashMap<&'static str, String>,
+}
+
+impl RouteMatch<'_> {
+    /// The path segment matched by `{name}`, if the template has one.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+}
+
+/// Decides whether a token's claims allow a request.
+pub type AuthPolicy = Arc<dyn Fn(&RouteMatch<'_>, &Claims) -> Result<(), AuthError> + Send + Sync>;
+
 /// The routes of one API, with request metrics.
 pub struct Router<S> {
     routes: Vec<Route<S>>,
@@ -304,6 +334,9 @@ pub struct Router<S> {
     durations: HistogramVec,
     scrape: Option<ScrapeHook<S>>,
     conf: HttpConf,
+    auth: Option<(Arc<JwtAuth>, AuthPolicy)>,
+    /// Routes open to anyone even with auth on (pages a browser visits).
+    public: Vec<&'static str>,
 }
 
 /// The request counter and duration histogram of routers with `prefix`,
@@ -353,8 +386,10 @@ impl<S: Send + Sync + 'static> Router<S> {
             durations,
             scrape: None,
             conf,
+            auth: None,
+            public: Vec::new(),
         };
-        router.get("/v1/status", move |_state, _req| async move {
+        router.get(STATUS_PATH, move |_state, _req| async move {
             Ok(json_response(
                 StatusCode::OK,
                 &StatusResponse {
@@ -370,6 +405,57 @@ impl<S: Send + Sync + 'static> Router<S> {
     pub fn on_scrape(mut self, hook: impl Fn(&S) + Send + Sync + 'static) -> Self {
         self.scrape = Some(Arc::new(hook));
         self
+    }
+
+    /// With `Some(auth)`, every route but `/metrics` and `/v1/status`
+    /// needs `Authorization: Bearer <token>`: a missing or invalid token
+    /// is 401, a valid one that `policy` refuses is 403; both before the
+    /// body is read.
+    pub fn with_auth(
+        mut self,
+        auth: Option<Arc<JwtAuth>>,
+        policy: impl Fn(&RouteMatch<'_>, &Claims) -> Result<(), AuthError> + Send + Sync + 'static,
+    ) -> Self {
+        self.auth = auth.map(|a| (a, Arc::new(policy) as AuthPolicy));
+        self
+    }
+
+    /// Routes served without a token even with auth on.
+    pub fn public(mut self, templates: &[&'static str]) -> Self {
+        self.public.extend_from_slice(templates);
+        self
+    }
+
+    /// Checks the request's token against the policy, if auth is on.
+    fn authorize(
+        &self,
+        template: &'static str,
+        method: &Method,
+        params: &HashMap<&'static str, String>,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
+        let Some((auth, policy)) = &self.auth else {
+            return Ok(());
+        };
+        if template == STATUS_PATH || self.public.contains(&template) {
+            return Ok(());
+        }
+        let header = match headers.get(hyper::header::AUTHORIZATION) {
+            None => return Err(AuthError::Missing.into()),
+            Some(v) => v.to_str().map_err(|_| {
+                AuthError::Malformed("the Authorization header is not ASCII".into())
+            })?,
+        };
+        let claims = auth.decode(parse_bearer(header)?)?;
+        policy(
+            &RouteMatch {
+                method,
+                template,
+                params,
+            },
+            &claims,
+        )?;
+        Ok(())
     }
 
     pub fn get<F, Fut>(self, template: &'static str, f: F) -> Self
@@ -542,6 +628,7 @@ impl<S: Send + Sync + 'static> Router<S> {
                 allow: allow.join(", "),
             });
         };
+        self.authorize(route.template, &method, &params, req.headers())?;
         let (parts, body) = req.into_parts();
         let body = read_body(body, self.conf.max_body_size, self.conf.body_timeout).await?;
         let req = ApiRequest {

@@ -24,12 +24,14 @@
 //! - [`crashsafe`]: durable, atomic file writes, directory creation and
 //!   removal (fsync of files and of their directories).
 //! - [`logging`]: the `tracing` subscriber setup every binary uses.
+//! - [`auth`]: RS256 JWT tokens: scopes, checking, issuing, key pairs.
 //!
 //! Nothing here knows about any daemon's internals: a daemon plugs its
 //! logic into these pieces (a `postgres_backend::Handler`, an
 //! `http::Router`'s handlers).
 
 pub mod api;
+pub mod auth;
 pub mod crashsafe;
 pub mod daemon;
 pub mod http;

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 use zenith_utils::api::console::PID_FILE_NAME;
+use zenith_utils::auth::{JwtAuth, Scope};
 use zenith_utils::daemon::{self, one_line, PidFile};
 use zenith_utils::logging::{self, LogFormat};
 
@@ -34,6 +35,9 @@ struct Args {
     /// The zenith repository (`.zenith`).
     #[arg(long)]
     repo: PathBuf,
+    /// `plain` or `json` log lines.
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "plain")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
@@ -51,13 +55,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let env = LocalEnv::load(&args.repo)?;
     let workdir = env.base_dir.join("console");
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
-    logging::init(LogFormat::Plain, "info")?;
+    logging::init(args.log_format, "info")?;
     let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME), "console")?;
     let console = Console::new(
         env.base_dir.clone(),
         workdir,
         env.console.suspend_timeout_ms,
         format!("http://{}", env.proxy.listen_http_addr),
+        env.bearer(Scope::ControlPlane, None)?,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,9 +84,15 @@ async fn serve(console: Arc<Console>, env: LocalEnv) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
     info!(http = %addr, "console started");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let auth = match env.auth_enabled() {
+        true => Some(Arc::new(
+            JwtAuth::from_key_path(&env.auth_public_key_path()).context("loading the auth key")?,
+        )),
+        false => None,
+    };
     let mut http = tokio::spawn(zenith_utils::http::serve(
         listener,
-        Arc::new(console::api::router()),
+        Arc::new(console::api::router(auth)),
         Arc::clone(&console),
         shutdown_rx,
     ));

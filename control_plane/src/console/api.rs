@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 use zenith_utils::api::console::{DatabaseInfo, EndpointCreateRequest, RoleCreateRequest};
+use zenith_utils::auth::{JwtAuth, Scope};
 use zenith_utils::http::{json_response, text_response, ApiError, ApiRequest, HttpConf, Router};
 
 use super::{page, Console, ConsoleError};
@@ -28,8 +29,16 @@ fn ok() -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, ApiError>
     Ok(json_response(StatusCode::OK, &serde_json::json!({})))
 }
 
-pub fn router() -> Router<Console> {
+/// The link-auth page (what the proxy's notice tells a person to open).
+const LINK_PAGE: &str = "/psql_session/{session_id}";
+
+/// The console's API; with `auth`, every route but the link page, `/metrics`
+/// and `/v1/status` needs a `controlplane` token.
+pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<Console> {
     Router::new("console", env!("CARGO_PKG_VERSION"), HttpConf::default())
+        .with_auth(auth, |_, claims| claims.check_scope(Scope::ControlPlane))
+        // The link page is what a person's browser opens.
+        .public(&[LINK_PAGE])
         .get("/v1/endpoints", |c: Arc<Console>, _req| async move {
             Ok(json_response(StatusCode::OK, &c.list().await?))
         })
@@ -120,36 +129,30 @@ pub fn router() -> Router<Console> {
                 ))
             },
         )
-        .get(
-            "/psql_session/{session_id}",
-            |c: Arc<Console>, req| async move {
-                let id = req.param("session_id")?.to_string();
-                Ok(match c.link_session(&id).await {
-                    Ok(s) => text_response(
-                        StatusCode::OK,
-                        "text/html; charset=utf-8",
-                        page::session_page(&id, &s.endpoint, &s.user, &s.dbname),
-                    ),
-                    Err(e) => error_page(e),
-                })
-            },
-        )
-        .post(
-            "/psql_session/{session_id}",
-            |c: Arc<Console>, req| async move {
-                let form = String::from_utf8_lossy(&req.body).into_owned();
-                let create = page::form_field(&form, "create").as_deref() == Some("on");
-                let session = req.param("session_id")?.to_string();
-                Ok(match c.approve_link(&session, create).await {
-                    Ok(()) => text_response(
-                        StatusCode::OK,
-                        "text/html; charset=utf-8",
-                        page::approved_page(),
-                    ),
-                    Err(e) => error_page(e),
-                })
-            },
-        )
+        .get(LINK_PAGE, |c: Arc<Console>, req| async move {
+            let id = req.param("session_id")?.to_string();
+            Ok(match c.link_session(&id).await {
+                Ok(s) => text_response(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    page::session_page(&id, &s.endpoint, &s.user, &s.dbname),
+                ),
+                Err(e) => error_page(e),
+            })
+        })
+        .post(LINK_PAGE, |c: Arc<Console>, req| async move {
+            let form = String::from_utf8_lossy(&req.body).into_owned();
+            let create = page::form_field(&form, "create").as_deref() == Some("on");
+            let session = req.param("session_id")?.to_string();
+            Ok(match c.approve_link(&session, create).await {
+                Ok(()) => text_response(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    page::approved_page(),
+                ),
+                Err(e) => error_page(e),
+            })
+        })
 }
 
 fn error_page(e: ConsoleError) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {

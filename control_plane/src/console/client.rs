@@ -10,6 +10,7 @@ use zenith_utils::api::console::{
     DatabaseInfo, EndpointAuth, EndpointCreateRequest, EndpointInfo, RoleCreateRequest,
     PID_FILE_NAME,
 };
+use zenith_utils::auth::Scope;
 use zenith_utils::crashsafe;
 
 use crate::background_process::{self, Daemon, Stopped};
@@ -89,10 +90,13 @@ impl<'a> ConsoleNode<'a> {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.url());
+        let bearer = self.env.bearer(Scope::ControlPlane, None)?;
         let resp = match (method, body) {
-            ("GET", _) => self.http.get(&url).call(),
-            ("DELETE", _) => self.http.delete(&url).call(),
-            ("POST", Some(b)) => self.http.post(&url).send_json(b),
+            ("GET", _) => crate::with_bearer(self.http.get(&url), bearer.as_deref()).call(),
+            ("DELETE", _) => crate::with_bearer(self.http.delete(&url), bearer.as_deref()).call(),
+            ("POST", Some(b)) => {
+                crate::with_bearer(self.http.post(&url), bearer.as_deref()).send_json(b)
+            }
             _ => bail!("unsupported request {method} {path}"),
         };
         let mut resp = match resp {

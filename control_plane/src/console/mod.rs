@@ -76,6 +76,8 @@ pub struct Console {
     repo: PathBuf,
     default_suspend_ms: u64,
     proxy_http: String,
+    /// `Authorization` for the proxy's API, with auth on.
+    proxy_bearer: Option<String>,
     store: Mutex<Store>,
     /// One start/stop at a time per endpoint.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Activity>>>>,
@@ -84,6 +86,15 @@ pub struct Console {
 /// Role and database names: letters, digits, `_` and `-`, at most 63.
 fn check_ident(what: &str, name: &str) -> Result<()> {
     crate::local_env::validate_name(what, name).map_err(|e| ConsoleError::BadRequest(e.to_string()))
+}
+
+/// A client for the proxy's API: errors are answers, 10 s at most.
+fn proxy_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
 }
 
 pub fn quote_ident(s: &str) -> String {
@@ -100,12 +111,14 @@ impl Console {
         workdir: PathBuf,
         default_suspend_ms: u64,
         proxy_http: String,
+        proxy_bearer: Option<String>,
     ) -> anyhow::Result<Console> {
         let store = Store::load(workdir)?;
         Ok(Console {
             repo,
             default_suspend_ms,
             proxy_http,
+            proxy_bearer,
             store: Mutex::new(store),
             locks: Mutex::new(HashMap::new()),
         })
@@ -423,13 +436,10 @@ impl Console {
             )));
         }
         let url = format!("{}/v1/link_sessions/{}", self.proxy_http, session);
+        let bearer = self.proxy_bearer.clone();
         let answer = blocking(move || -> anyhow::Result<Option<LinkSession>> {
-            let http: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(10)))
-                .build()
-                .into();
-            let mut resp = http.get(&url).call().context("asking the proxy")?;
+            let req = crate::with_bearer(proxy_agent().get(&url), bearer.as_deref());
+            let mut resp = req.call().context("asking the proxy")?;
             let text = resp.body_mut().read_to_string().unwrap_or_default();
             if !resp.status().is_success() {
                 return Ok(None);
@@ -502,16 +512,10 @@ impl Console {
             server_key: role.server_key.clone(),
         };
         let url = format!("{}/v1/link_sessions/{}", self.proxy_http, session);
+        let bearer = self.proxy_bearer.clone();
         blocking(move || -> anyhow::Result<()> {
-            let http: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(10)))
-                .build()
-                .into();
-            let mut resp = http
-                .post(&url)
-                .send_json(&approval)
-                .context("telling the proxy")?;
+            let req = crate::with_bearer(proxy_agent().post(&url), bearer.as_deref());
+            let mut resp = req.send_json(&approval).context("telling the proxy")?;
             if !resp.status().is_success() {
                 let text = resp.body_mut().read_to_string().unwrap_or_default();
                 bail!("the proxy refused the approval: {text}");

@@ -164,6 +164,10 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
     tokio::pin!(signal);
 
     // Bind first: a port in use fails before anything is loaded or started.
+    let auth = conf
+        .jwt_auth(&workdir)
+        .context("loading the auth key")?
+        .map(Arc::new);
     let http_listener = bind("HTTP", &conf.listen_http_addr).await?;
     let pg_listener = bind("the page service", &conf.listen_pg_addr).await?;
 
@@ -193,12 +197,14 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
         Arc::clone(&mgr),
         Arc::clone(&conf),
         Arc::clone(&wal_sources),
+        auth.clone(),
     ));
     let mut http_task = tokio::spawn(http::serve(http_listener, state, shutdown_rx.clone()));
     let mut pg_task = tokio::spawn(pageserver::page_service::serve(
         pg_listener,
         Arc::clone(&mgr),
         Arc::clone(&conf),
+        auth,
         shutdown_rx.clone(),
     ));
 

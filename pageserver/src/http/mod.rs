@@ -12,6 +12,11 @@
 //! - A malformed id, LSN or JSON body is 400, an unknown tenant or timeline
 //!   404, a conflict with existing state 409,
 //!   anything else 500.
+//! - With auth on (`auth_type = "ZenithJWT"`), a missing or invalid token is
+//!   401 and a token that does not cover the route is 403
+//!   ([`routes::router`]'s policy); `import_pgdata` outside
+//!   `import_pgdata_dirs` and WAL sources on hosts outside
+//!   `wal_source_allowed_hosts` are 403 whatever the token.
 //! - Ids are 32 hex characters, LSNs `X/Y` strings, in paths and bodies alike.
 //! - Work that blocks (initdb and import, flushing layers, stopping a WAL
 //!   receiver, fsyncs, reads of layer files) runs in `spawn_blocking`, never
@@ -23,6 +28,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use zenith_utils::auth::JwtAuth;
 
 use crate::config::PageServerConf;
 use crate::tenant::mgr::TenantManager;
@@ -38,6 +44,8 @@ pub struct ApiState {
     pub mgr: Arc<TenantManager>,
     pub conf: Arc<PageServerConf>,
     pub wal_sources: Arc<WalSources>,
+    /// Checks tokens when auth is on.
+    pub auth: Option<Arc<JwtAuth>>,
     /// Serializes the operations that change which timelines exist or what
     /// runs on them (branch creation, deletion, GC, WAL source changes): a
     /// timeline is never deleted while a branch of it is being created or
@@ -52,11 +60,13 @@ impl ApiState {
         mgr: Arc<TenantManager>,
         conf: Arc<PageServerConf>,
         wal_sources: Arc<WalSources>,
+        auth: Option<Arc<JwtAuth>>,
     ) -> ApiState {
         ApiState {
             mgr,
             conf,
             wal_sources,
+            auth,
             timeline_ops: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -76,6 +86,7 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    zenith_utils::http::serve(listener, Arc::new(router()), state, shutdown).await?;
+    let router = Arc::new(router(state.auth.clone()));
+    zenith_utils::http::serve(listener, router, state, shutdown).await?;
     Ok(())
 }

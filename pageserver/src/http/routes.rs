@@ -15,8 +15,10 @@ use zenith_utils::api::pageserver::{
     LsnTimestampKind, TenantCreateRequest, TenantInfo, TimelineCreateRequest, TimelineDeleted,
     TimelineInfo, TimelineState, WalSourceRequest, WalSourceResponse,
 };
+use zenith_utils::auth::{AuthError, Claims, JwtAuth, Scope};
 use zenith_utils::http::{
-    blocking, json_response, text_response, ApiError, ApiRequest, ApiResult, HttpConf, Router,
+    blocking, json_response, text_response, ApiError, ApiRequest, ApiResult, HttpConf, RouteMatch,
+    Router,
 };
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
@@ -24,6 +26,7 @@ use zenith_utils::lsn::Lsn;
 use super::{ApiState, OPENAPI_SPEC};
 use crate::pgdatadir_mapping::DatadirReader;
 use crate::tenant::mgr::Tenant;
+use crate::tenant::timeline::walreceiver::WalSource;
 use crate::tenant::timeline::{Timeline, TimelineError};
 use crate::wal_sources::{self, WalSourceError};
 
@@ -77,9 +80,10 @@ static TENANTS: LazyLock<IntGauge> = LazyLock::new(|| {
 
 /// The pageserver's API: every route, with the per-timeline gauges
 /// refreshed on each `/metrics` scrape.
-pub fn router() -> Router<ApiState> {
+pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<ApiState> {
     const TL: &str = "/v1/tenant/{tenant_id}/timeline/{timeline_id}";
     Router::new("pageserver", env!("CARGO_PKG_VERSION"), HttpConf::default())
+        .with_auth(auth, authorize)
         .on_scrape(refresh_gauges)
         .get("/v1/openapi.yml", |_, _| async {
             Ok(text_response(
@@ -101,6 +105,21 @@ pub fn router() -> Router<ApiState> {
         .put(tpl::COMPACT, compact)
         .get(tpl::LSN_BY_TIMESTAMP, lsn_by_timestamp)
         .put("/v1/failpoints", configure_failpoints)
+}
+
+/// Who may call what with auth on: a `pageserverapi` token everything; a
+/// `tenant` token the routes of its own tenant, except those that reach
+/// outside the tenant's data or destroy history (WAL sources, GC);
+/// any valid token the API description.
+fn authorize(route: &RouteMatch<'_>, claims: &Claims) -> Result<(), AuthError> {
+    if route.template == "/v1/openapi.yml" {
+        return Ok(());
+    }
+    let management_only = matches!(route.template, tpl::WAL_SOURCE | tpl::DO_GC);
+    match route.param("tenant_id").map(str::parse::<TenantId>) {
+        Some(Ok(tenant)) if !management_only => claims.check_tenant(tenant),
+        _ => claims.check_scope(Scope::PageServerApi),
+    }
 }
 
 /// Route templates below a timeline.
@@ -374,7 +393,11 @@ async fn create_timeline(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
             }
             match req.import_pgdata {
                 Some(dir) => {
-                    blocking(move || tenant.import_timeline(id, std::path::Path::new(&dir)))
+                    let dir = state
+                        .conf
+                        .check_import_dir(std::path::Path::new(&dir))
+                        .map_err(ApiError::Forbidden)?;
+                    blocking(move || tenant.import_timeline(id, &dir))
                         .await?
                         .map_err(|e| {
                             ApiError::BadRequest(format!("importing the data directory: {e:#}"))
@@ -491,6 +514,13 @@ async fn set_wal_source(state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
     })?;
     let sources = Arc::clone(&state.wal_sources);
     let connstr = req.connstr.trim().to_string();
+    let source = WalSource::parse(&connstr).map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
+    for host in source.hosts() {
+        state
+            .conf
+            .check_wal_source_host(host)
+            .map_err(ApiError::Forbidden)?;
+    }
     let shown = wal_sources::redact(&connstr);
     blocking(move || {
         let _serial = serial;
@@ -633,7 +663,7 @@ mod tests {
 
     #[test]
     fn every_route_is_in_the_openapi_spec() {
-        for template in router().templates() {
+        for template in router(None).templates() {
             assert!(
                 OPENAPI_SPEC.contains(&format!("\n  {template}:\n")),
                 "{template} is missing from openapi_spec.yml"

@@ -41,6 +41,9 @@ struct Args {
     /// Overrides a setting of proxy.toml (`key=value`, TOML syntax).
     #[arg(short = 'c', value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// `plain` or `json` log lines.
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "plain")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
@@ -97,7 +100,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .workdir
         .canonicalize()
         .with_context(|| format!("resolving {}", args.workdir.display()))?;
-    logging::init(LogFormat::Plain, "info")?;
+    logging::init(args.log_format, "info")?;
     let conf = load_conf(&workdir, &args.overrides)?;
     let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME), "proxy")?;
     let runtime = match conf.worker_threads {
@@ -157,11 +160,15 @@ async fn serve(conf: ProxyConf) -> anyhow::Result<()> {
         tls = backend.tls.is_some(),
         "proxy started"
     );
+    let auth = conf
+        .jwt_auth()
+        .context("loading the auth key")?
+        .map(Arc::new);
     let state = Arc::new(ProxyState::new(conf, binding));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut http_task = tokio::spawn(zenith_utils::http::serve(
         http_listener,
-        Arc::new(proxy::mgmt::router()),
+        Arc::new(proxy::mgmt::router(auth)),
         Arc::clone(&state),
         shutdown_rx.clone(),
     ));

@@ -27,6 +27,7 @@ use tracing::{info, info_span, warn};
 use walkeeper::http::{self, HttpState};
 use walkeeper::timeline::Timelines;
 use walkeeper::wal_service::WalServiceHandler;
+use zenith_utils::auth::{AuthType, JwtAuth};
 use zenith_utils::crashsafe;
 use zenith_utils::daemon::{self, one_line, PidFile};
 use zenith_utils::logging::{self, LogFormat};
@@ -63,6 +64,16 @@ struct Args {
         default_value = "127.0.0.1:7676"
     )]
     listen_http: String,
+    /// `Trust`, or `ZenithJWT`: every connection and API request carries a
+    /// token (scope walkeeperdata).
+    #[arg(long = "auth-type", value_name = "TYPE", default_value = "Trust")]
+    auth_type: AuthType,
+    /// The public key (PEM) that checks tokens; needed with ZenithJWT.
+    #[arg(long = "auth-validation-public-key-path", value_name = "FILE")]
+    auth_validation_public_key_path: Option<PathBuf>,
+    /// `plain` or `json` log lines.
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "plain")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
@@ -108,7 +119,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .datadir
         .canonicalize()
         .with_context(|| format!("resolving {}", args.datadir.display()))?;
-    logging::init(LogFormat::Plain, "info")?;
+    logging::init(args.log_format, "info")?;
     let pid_file = PidFile::acquire(&datadir.join(PID_FILE_NAME), "walkeeper")?;
     check_id(&datadir, args.id)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -134,6 +145,15 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 async fn serve(datadir: PathBuf, args: &Args) -> anyhow::Result<()> {
     let signal = daemon::shutdown_signal().context("installing signal handlers")?;
     tokio::pin!(signal);
+    let auth = match (args.auth_type, &args.auth_validation_public_key_path) {
+        (AuthType::Trust, _) => None,
+        (AuthType::ZenithJwt, Some(path)) => Some(Arc::new(
+            JwtAuth::from_key_path(path).context("loading the auth key")?,
+        )),
+        (AuthType::ZenithJwt, None) => {
+            bail!("--auth-type ZenithJWT needs --auth-validation-public-key-path")
+        }
+    };
     let http_listener = bind("HTTP", &args.listen_http).await?;
     let pg_listener = bind("the WAL service", &args.listen_pg).await?;
 
@@ -161,7 +181,7 @@ async fn serve(datadir: PathBuf, args: &Args) -> anyhow::Result<()> {
     });
     let mut http_task = tokio::spawn(zenith_utils::http::serve(
         http_listener,
-        Arc::new(http::router()),
+        Arc::new(http::router(auth.clone())),
         state,
         shutdown_rx.clone(),
     ));
@@ -172,7 +192,8 @@ async fn serve(datadir: PathBuf, args: &Args) -> anyhow::Result<()> {
         conf,
         move |peer| {
             let span = info_span!("wal_service", %peer, tenant_id = tracing::field::Empty, timeline_id = tracing::field::Empty);
-            (WalServiceHandler::new(Arc::clone(&tls), peer), span)
+            let handler = WalServiceHandler::new(Arc::clone(&tls), peer, auth.clone());
+            (handler, span)
         },
         shutdown_rx.clone(),
     ));

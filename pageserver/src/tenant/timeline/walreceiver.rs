@@ -28,6 +28,7 @@ use bytes::BytesMut;
 use postgres_ffi::controlfile::ControlFileData;
 use postgres_ffi::{WalStreamDecoder, WAL_SEGMENT_SIZE};
 use tracing::{debug, info, warn};
+use zenith_utils::auth::AUTH_TOKEN_ENV;
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_client::{parse_connstr, Config, Connection, CopyBoth};
 use zenith_utils::pq_proto::replication::{ReplicationMessage, StandbyStatusUpdate};
@@ -82,7 +83,11 @@ impl WalSource {
                     .parse()
                     .with_context(|| format!("walkeeper address {addr:?} has an invalid port"))?;
                 let mut c = Config::new(host, port, user.clone()).application_name("pageserver");
-                if let Some(p) = get("password") {
+                // Walkeepers with auth on take the pageserver's own token
+                // (scope walkeeperdata) from its environment, so that it is
+                // never stored in the connection string.
+                let token = std::env::var(AUTH_TOKEN_ENV).ok().filter(|t| !t.is_empty());
+                if let Some(p) = get("password").or(token) {
                     c = c.password(p);
                 }
                 walkeepers.push(c);
@@ -120,6 +125,15 @@ impl WalSource {
             slot,
             walkeepers: Vec::new(),
         })
+    }
+
+    /// The hosts this source connects to.
+    pub fn hosts(&self) -> Vec<&str> {
+        if self.walkeepers.is_empty() {
+            vec![self.config.host.as_str()]
+        } else {
+            self.walkeepers.iter().map(|c| c.host.as_str()).collect()
+        }
     }
 
     /// `host:port`, or the walkeepers' addresses, for messages.

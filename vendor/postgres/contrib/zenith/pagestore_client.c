@@ -244,7 +244,19 @@ ps_connect(char **err)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("zenith.tenant_id and zenith.timeline_id must be set to read pages from the pageserver")));
 
-	ps_conn = PQconnectStart(zenith_pageserver_connstring);
+	/*
+	 * With auth on, the pageserver takes a token as the password. It comes
+	 * from the environment the postmaster was started with, so that it is
+	 * never written to postgresql.conf; a password in the connection string
+	 * is overridden by it.
+	 */
+	{
+		const char *keys[] = {"dbname", "password", NULL};
+		const char *values[] = {zenith_pageserver_connstring,
+		getenv("ZENITH_PAGESERVER_TOKEN"), NULL};
+
+		ps_conn = PQconnectStartParams(keys, values, 1);
+	}
 	if (ps_conn == NULL)
 	{
 		*err = pstrdup("out of memory");

@@ -214,8 +214,8 @@ wk_connect(int i)
 	char		options[200];
 	char		timeout[32];
 	const char *keys[] = {"host", "port", "dbname", "user", "application_name",
-	"options", "connect_timeout", NULL};
-	const char *values[8];
+	"options", "connect_timeout", "password", NULL};
+	const char *values[9];
 
 	snprintf(options, sizeof(options), "-c tenant_id=%s -c timeline_id=%s",
 			 zenith_tenant_id, zenith_timeline_id);
@@ -227,7 +227,9 @@ wk_connect(int i)
 	values[4] = "walproposer";
 	values[5] = options;
 	values[6] = timeout;
-	values[7] = NULL;
+	/* with auth on: a walkeeperdata token, from the environment (NULL: none) */
+	values[7] = getenv("ZENITH_WALKEEPER_TOKEN");
+	values[8] = NULL;
 	wk->conn = PQconnectStartParams(keys, values, 0);
 	if (wk->conn == NULL || PQstatus(wk->conn) == CONNECTION_BAD)
 	{

@@ -69,7 +69,13 @@ wp_fetch_wal(const char *host, const char *port, const char *name, XLogRecPtr st
 			 "host=%s port=%s dbname=postgres user=zenith_walproposer application_name=walproposer_recovery connect_timeout=%d options='-c tenant_id=%s -c timeline_id=%s'",
 			 host, port, Max(1, zenith_walkeeper_connect_timeout / 1000),
 			 zenith_tenant_id, zenith_timeline_id);
-	conn = PQconnectdb(conninfo);
+	{
+		/* with auth on: a walkeeperdata token, from the environment */
+		const char *keys[] = {"dbname", "password", NULL};
+		const char *values[] = {conninfo, getenv("ZENITH_WALKEEPER_TOKEN"), NULL};
+
+		conn = PQconnectdbParams(keys, values, 1);
+	}
 	if (PQstatus(conn) != CONNECTION_OK)
 	{
 		ereport(LOG, (errmsg("walproposer: recovery from %s: %s", name, PQerrorMessage(conn))));
