@@ -18,7 +18,7 @@
 //! With `--auth-type ZenithJWT` the password is a token: an invalid one is
 //! FATAL 28P01 at login, and every command but `SET` needs a
 //! `walkeeperdata` token (for all tenants or for the connection's tenant),
-//! else FATAL 42501.
+//! else ERROR 42501.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,7 +151,7 @@ impl WalServiceHandler {
         })?;
         claims
             .check_walkeeper(tenant_id)
-            .map_err(|e| HandlerError::fatal(SqlState::INSUFFICIENT_PRIVILEGE, e.to_string()))
+            .map_err(|e| HandlerError::query(SqlState::INSUFFICIENT_PRIVILEGE, e.to_string()))
     }
 
     fn ids(&self) -> Result<(TenantId, TimelineId), HandlerError> {
