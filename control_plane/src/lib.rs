@@ -14,6 +14,7 @@ pub mod compute;
 pub mod console;
 pub mod local_env;
 pub mod pageserver;
+pub mod progress;
 pub mod proxy;
 pub mod repo;
 pub mod walkeeper;

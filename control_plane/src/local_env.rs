@@ -17,14 +17,17 @@
 //! The file is written atomically (temp file, fsync, rename, fsync dir), so a
 //! crash leaves either the old or the new configuration.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use zenith_utils::auth::{self, AuthType, Claims, Scope, TokenIssuer};
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
+use zenith_utils::logging::LogFormat;
 
 use crate::walkeeper::WalkeeperConf;
 
@@ -165,6 +168,9 @@ pub struct LocalEnv {
     /// the CLI signs them with the repository's private key.
     #[serde(default)]
     pub auth_type: AuthType,
+    /// How the daemons write their logs: `plain` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
     #[serde(default)]
     pub pageserver: PageServerConf,
     #[serde(default)]
@@ -196,6 +202,9 @@ pub struct InitConfig {
     /// `ZenithJWT` to turn auth on (what `--auth` sets).
     #[serde(default)]
     pub auth_type: AuthType,
+    /// The daemons' log lines: `plain` (default) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
     #[serde(default)]
     pub pageserver: PageServerConf,
     #[serde(default)]
@@ -286,6 +295,7 @@ impl LocalEnv {
             pg_version,
             default_tenant_id: None,
             auth_type: init.auth_type,
+            log_format: init.log_format,
             pageserver: init.pageserver.clone(),
             computes: init.computes.clone(),
             proxy: init.proxy.clone(),
@@ -369,13 +379,31 @@ impl LocalEnv {
         Ok(Some(issuer.issue(claims)?))
     }
 
-    /// The token of a scope (and tenant), for clients and daemons.
+    /// The token of a scope (and tenant), for clients and daemons; made
+    /// once per process (an RSA signature per HTTP call would cost more
+    /// than the call).
     pub fn scoped_token(
         &self,
         scope: Scope,
         tenant_id: Option<TenantId>,
     ) -> anyhow::Result<Option<String>> {
-        self.token(&Claims::new(scope, tenant_id))
+        type Cache = Mutex<HashMap<(PathBuf, Scope, Option<TenantId>), String>>;
+        static TOKENS: LazyLock<Cache> = LazyLock::new(Default::default);
+        if !self.auth_enabled() {
+            return Ok(None);
+        }
+        let key = (self.base_dir.clone(), scope, tenant_id);
+        if let Some(t) = TOKENS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Some(t.clone()));
+        }
+        let token = self.token(&Claims::new(scope, tenant_id))?;
+        if let Some(t) = &token {
+            TOKENS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, t.clone());
+        }
+        Ok(token)
     }
 
     /// `Authorization` header value for an HTTP call with `scope`.

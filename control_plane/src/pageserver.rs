@@ -19,6 +19,7 @@ use zenith_utils::postgres_client::{ClientError, Config, Connection, CopyOut};
 
 use crate::background_process::{self, Daemon, Stopped};
 use crate::local_env::LocalEnv;
+use crate::progress;
 
 pub use zenith_utils::api::pageserver::{TimelineInfo, PID_FILE_NAME};
 
@@ -172,7 +173,12 @@ impl<'a> PageServerNode<'a> {
         let d = Daemon {
             name: "pageserver",
             program: &self.program(),
-            args: vec!["-D".into(), self.workdir().to_string_lossy().into_owned()],
+            args: vec![
+                "-D".into(),
+                self.workdir().to_string_lossy().into_owned(),
+                "--log-format".into(),
+                self.env.log_format.to_string(),
+            ],
             envs: self.daemon_envs()?,
             log_file: self.log_file(),
             pid_file: self.pid_file(),
@@ -257,6 +263,8 @@ impl<'a> PageServerNode<'a> {
         &self,
         id: Option<TenantId>,
     ) -> anyhow::Result<(TenantId, TimelineId)> {
+        let _progress =
+            progress::spinner("creating a tenant (initdb and import on the pageserver)");
         let tenant = self.tenant_create(id)?;
         let tl = self.timeline_create(tenant, None, None, None)?;
         Ok((tenant, tl.timeline_id))
@@ -312,11 +320,17 @@ impl<'a> PageServerNode<'a> {
         what: &str,
     ) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
+        let progress =
+            progress::spinner(format!("waiting for the pageserver to catch up to {lsn}"));
         loop {
             let info = self.timeline_info(tenant, timeline)?;
             if info.last_record_lsn >= lsn {
                 return Ok(());
             }
+            progress.set_message(format!(
+                "waiting for the pageserver to catch up {what}: {} of {lsn}",
+                info.last_record_lsn
+            ));
             if start.elapsed() > timeout {
                 bail!(
                     "the pageserver has WAL {what} up to {} only, not {lsn}, after {}s; see {}",
@@ -425,6 +439,7 @@ impl<'a> PageServerNode<'a> {
             copy,
             cur: bytes::Bytes::new(),
             error: None,
+            progress: progress::bytes(format!("basebackup of {timeline}")),
         };
         let mut archive = tar::Archive::new(&mut reader);
         archive.set_preserve_permissions(true);
@@ -451,13 +466,17 @@ struct CopyOutReader<'r> {
     copy: CopyOut,
     cur: bytes::Bytes,
     error: Option<String>,
+    progress: progress::Progress,
 }
 
 impl Read for CopyOutReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
             match self.runtime.block_on(self.copy.recv()) {
-                Ok(Some(chunk)) => self.cur = chunk,
+                Ok(Some(chunk)) => {
+                    self.progress.inc(chunk.len() as u64);
+                    self.cur = chunk
+                }
                 Ok(None) => return Ok(0),
                 Err(e) => {
                     let msg = match &e {

@@ -100,7 +100,12 @@ impl<'a> ProxyNode<'a> {
             self.init()?;
         }
         self.check_ports_free()?;
-        let mut args = vec!["-D".into(), self.workdir().display().to_string()];
+        let mut args = vec![
+            "-D".into(),
+            self.workdir().display().to_string(),
+            "--log-format".into(),
+            self.env.log_format.to_string(),
+        ];
         let mut envs = vec![];
         if let Some(token) = self.env.scoped_token(Scope::ControlPlane, None)? {
             // Its API checks tokens; its calls to the console carry one.

@@ -163,6 +163,8 @@ impl<'a> WalkeeperNode<'a> {
             self.conf.listen_pg_addr.to_string(),
             "--listen-http".into(),
             self.conf.listen_http_addr.to_string(),
+            "--log-format".into(),
+            self.env.log_format.to_string(),
         ];
         if self.env.auth_enabled() {
             args.extend([

@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, field, info, info_span, warn, Instrument, Span};
-use zenith_utils::auth::{Claims, JwtAuth};
+use zenith_utils::auth::{ConnectionAuth, JwtAuth};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_backend::{
@@ -152,8 +152,7 @@ pub async fn serve(
             let handler = PageServiceHandler {
                 mgr: Arc::clone(&mgr),
                 conf: Arc::clone(&conf),
-                auth: auth.clone(),
-                claims: None,
+                auth: ConnectionAuth::new(auth.clone()),
             };
             (handler, span)
         },
@@ -298,18 +297,13 @@ impl<T> Drop for AbortOnDrop<T> {
 struct PageServiceHandler {
     mgr: Arc<TenantManager>,
     conf: Arc<PageServerConf>,
-    /// Set when auth is on: the connection's password is a token.
-    auth: Option<Arc<JwtAuth>>,
-    /// The claims of the connection's token, once checked.
-    claims: Option<Claims>,
+    /// The connection's token, when auth is on.
+    auth: ConnectionAuth,
 }
 
 impl Handler for PageServiceHandler {
     fn auth_method(&self) -> AuthMethod {
-        match self.auth {
-            Some(_) => AuthMethod::CleartextPassword,
-            None => AuthMethod::Trust,
-        }
+        self.auth.method()
     }
 
     async fn check_password(
@@ -317,14 +311,7 @@ impl Handler for PageServiceHandler {
         _params: &StartupParams,
         password: &str,
     ) -> Result<(), HandlerError> {
-        let Some(auth) = &self.auth else {
-            return Ok(());
-        };
-        let claims = auth
-            .decode(password)
-            .map_err(|e| HandlerError::fatal(SqlState::INVALID_PASSWORD, e.to_string()))?;
-        self.claims = Some(claims);
-        Ok(())
+        self.auth.login(password)
     }
 
     async fn process_query(
@@ -366,14 +353,7 @@ impl PageServiceHandler {
         tenant_id: TenantId,
         timeline_id: TimelineId,
     ) -> Result<Arc<Timeline>, HandlerError> {
-        if self.auth.is_some() {
-            let claims = self.claims.as_ref().ok_or_else(|| {
-                HandlerError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, "no token")
-            })?;
-            claims.check_tenant(tenant_id).map_err(|e| {
-                HandlerError::query(SqlState::INSUFFICIENT_PRIVILEGE, e.to_string())
-            })?;
-        }
+        self.auth.allow(|claims| claims.check_tenant(tenant_id))?;
         let span = Span::current();
         span.record("tenant_id", field::display(tenant_id));
         span.record("timeline_id", field::display(timeline_id));

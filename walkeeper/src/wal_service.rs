@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::{field, Span};
-use zenith_utils::auth::{Claims, JwtAuth};
+use zenith_utils::auth::{ConnectionAuth, JwtAuth};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_backend::{AuthMethod, Handler, HandlerError, PostgresBackend};
@@ -114,10 +114,8 @@ pub struct WalServiceHandler {
     /// A proposer reading a donor's WAL: replication goes up to the flush
     /// LSN, not only the commit LSN.
     recovery: bool,
-    /// Set when auth is on: the connection's password is a token.
-    auth: Option<Arc<JwtAuth>>,
-    /// The claims of the connection's token, once checked.
-    claims: Option<Claims>,
+    /// The connection's token, when auth is on.
+    auth: ConnectionAuth,
 }
 
 /// The application_name of a proposer's recovery connection.
@@ -134,24 +132,15 @@ impl WalServiceHandler {
             peer,
             ids: None,
             recovery: false,
-            auth,
-            claims: None,
+            auth: ConnectionAuth::new(auth),
         }
     }
 
     /// With auth on, the token must be `walkeeperdata` (for every tenant
     /// or for this connection's one).
     fn authorize(&self) -> Result<(), HandlerError> {
-        if self.auth.is_none() {
-            return Ok(());
-        }
         let (tenant_id, _) = self.ids()?;
-        let claims = self.claims.as_ref().ok_or_else(|| {
-            HandlerError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, "no token")
-        })?;
-        claims
-            .check_walkeeper(tenant_id)
-            .map_err(|e| HandlerError::query(SqlState::INSUFFICIENT_PRIVILEGE, e.to_string()))
+        self.auth.allow(|claims| claims.check_walkeeper(tenant_id))
     }
 
     fn ids(&self) -> Result<(TenantId, TimelineId), HandlerError> {
@@ -217,10 +206,7 @@ impl Handler for WalServiceHandler {
     }
 
     fn auth_method(&self) -> AuthMethod {
-        match self.auth {
-            Some(_) => AuthMethod::CleartextPassword,
-            None => AuthMethod::Trust,
-        }
+        self.auth.method()
     }
 
     async fn check_password(
@@ -228,13 +214,7 @@ impl Handler for WalServiceHandler {
         _params: &StartupParams,
         password: &str,
     ) -> Result<(), HandlerError> {
-        if let Some(auth) = &self.auth {
-            let claims = auth
-                .decode(password)
-                .map_err(|e| HandlerError::fatal(SqlState::INVALID_PASSWORD, e.to_string()))?;
-            self.claims = Some(claims);
-        }
-        Ok(())
+        self.auth.login(password)
     }
 
     async fn process_query(

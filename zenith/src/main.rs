@@ -65,6 +65,9 @@ enum Cmd {
         /// the CLI signs (see `zenith token`).
         #[arg(long)]
         auth: bool,
+        /// The daemons' log lines: plain or json (with tenant and timeline ids).
+        #[arg(long, value_name = "FORMAT")]
+        log_format: Option<zenith_utils::logging::LogFormat>,
     },
     /// Start every daemon (walkeepers, pageserver, console, proxy); computes start with `zenith pg start` or on a proxy connection.
     #[command(after_help = "Example:\n  zenith start")]
@@ -304,6 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pg_version,
             walkeepers,
             auth,
+            log_format,
         } => {
             let mut init = match &config {
                 Some(path) => {
@@ -316,6 +320,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init.pg_version = Some(pg_version);
             if auth {
                 init.auth_type = zenith_utils::auth::AuthType::ZenithJwt;
+            }
+            if let Some(f) = log_format {
+                init.log_format = f;
             }
             if init.walkeepers.is_none() {
                 init.walkeepers = Some(walkeepers);

@@ -26,12 +26,15 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::id::TenantId;
+use crate::postgres_backend::{AuthMethod, HandlerError};
+use crate::pq_proto::SqlState;
 
 /// The token a daemon or a CLI presents when it connects to another daemon
 /// with auth on (the pageserver to walkeepers, the proxy to the console).
@@ -332,6 +335,56 @@ pub fn parse_bearer(header: &str) -> Result<&str, AuthError> {
     match token.trim() {
         "" => Err(AuthError::Missing),
         t => Ok(t),
+    }
+}
+
+/// Tokens as passwords on a PostgreSQL-protocol connection: what a
+/// `postgres_backend::Handler` of a daemon with auth keeps per connection.
+#[derive(Debug, Default)]
+pub struct ConnectionAuth {
+    auth: Option<Arc<JwtAuth>>,
+    claims: Option<Claims>,
+}
+
+impl ConnectionAuth {
+    /// `None`: auth is off and everything is allowed.
+    pub fn new(auth: Option<Arc<JwtAuth>>) -> ConnectionAuth {
+        ConnectionAuth { auth, claims: None }
+    }
+
+    /// Cleartext password (the token) when auth is on, else trust.
+    pub fn method(&self) -> AuthMethod {
+        match self.auth {
+            Some(_) => AuthMethod::CleartextPassword,
+            None => AuthMethod::Trust,
+        }
+    }
+
+    /// Checks the token given as the password: FATAL 28P01 if invalid.
+    pub fn login(&mut self, password: &str) -> Result<(), HandlerError> {
+        if let Some(auth) = &self.auth {
+            let claims = auth
+                .decode(password)
+                .map_err(|e| HandlerError::fatal(SqlState::INVALID_PASSWORD, e.to_string()))?;
+            self.claims = Some(claims);
+        }
+        Ok(())
+    }
+
+    /// Whether the connection's token passes `check` (always, with auth
+    /// off): ERROR 42501 if not, and the connection stays usable.
+    pub fn allow(
+        &self,
+        check: impl FnOnce(&Claims) -> Result<(), AuthError>,
+    ) -> Result<(), HandlerError> {
+        if self.auth.is_none() {
+            return Ok(());
+        }
+        let claims = self.claims.as_ref().ok_or_else(|| {
+            HandlerError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, "no token")
+        })?;
+        check(claims)
+            .map_err(|e| HandlerError::query(SqlState::INSUFFICIENT_PRIVILEGE, e.to_string()))
     }
 }
 

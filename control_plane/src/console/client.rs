@@ -68,7 +68,12 @@ impl<'a> ConsoleNode<'a> {
         let d = Daemon {
             name: "console",
             program: &self.env.zenith_bin("console"),
-            args: vec!["--repo".into(), self.env.base_dir.display().to_string()],
+            args: vec![
+                "--repo".into(),
+                self.env.base_dir.display().to_string(),
+                "--log-format".into(),
+                self.env.log_format.to_string(),
+            ],
             envs: vec![],
             log_file: self.log_file(),
             pid_file: self.pid_file(),

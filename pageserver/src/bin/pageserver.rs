@@ -52,6 +52,10 @@ struct Args {
     /// With --init the overrides are written to the file.
     #[arg(short = 'c', long = "config-override", value_name = "KEY=VALUE")]
     config_override: Vec<String>,
+    /// `plain` or `json` log lines (JSON: one object per line, with the
+    /// span fields such as tenant_id and timeline_id).
+    #[arg(long = "log-format", value_name = "FORMAT", default_value = "plain")]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
@@ -132,7 +136,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let conf = Arc::new(conf);
     pageserver::page_cache::init(conf.page_cache_size);
     pageserver::tenant::storage_layer::reader_cache::init(conf.max_open_layer_files);
-    logging::init(LogFormat::Plain, "info")?;
+    logging::init(args.log_format, "info")?;
     let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME), "pageserver")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,6 +5,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use bytes::BytesMut;
+use zenith_utils::auth::PAGESERVER_TOKEN_ENV;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::postgres_client::{Config, Connection, CopyBoth};
 
@@ -34,6 +35,14 @@ impl PagestreamClient {
             .with_context(|| format!("invalid port in page service address {addr:?}"))?;
         let mut config = Config::new(host, port, "pagebench").application_name("pagebench");
         config.max_message_size = MAX_BACKEND_MESSAGE;
+        // With auth on: the token a compute would present, from the same
+        // environment variable.
+        if let Some(token) = std::env::var(PAGESERVER_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            config = config.password(token);
+        }
         let conn = Connection::connect(&config)
             .await
             .map_err(|e| anyhow!("connecting to the page service at {addr}: {e}"))?;
