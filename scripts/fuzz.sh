@@ -29,6 +29,7 @@ ALL_TARGETS=(
     zenith_utils/fuzz:be_message
     zenith_utils/fuzz:replication_message
     zenith_utils/fuzz:scram
+    zenith_utils/fuzz:jwt
     walkeeper/fuzz:walkeeper_message
     walkeeper/fuzz:control_file
     proxy/fuzz:routing
@@ -83,6 +84,9 @@ PY
     scram)
         printf '\x40n,,n=,r=abcdefc=biws,r=abcdef,p=AAAA' > "$corpus/plain"
         printf '\xc3p=tls-server-end-point,,n=,r=abcdefc=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=x,p=AAAA' > "$corpus/plus"
+        ;;
+    jwt)
+        printf 'Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJzY29wZSI6InRlbmFudCJ9.AAAA' > "$corpus/bearer"
         ;;
     routing)
         printf '\x14ep1.zenith.localhostendpoint=ep2 -c a=b' > "$corpus/sni_options"

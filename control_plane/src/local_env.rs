@@ -362,9 +362,9 @@ impl LocalEnv {
     /// Makes the key pair of `zenith init --auth` (the private key 0600).
     pub fn generate_auth_keys(&self) -> anyhow::Result<()> {
         let (private, public) = auth::generate_key_pair()?;
-        crashsafe::write_file_atomic_mode(&self.auth_private_key_path(), private.as_bytes(), 0o600)
+        crashsafe::write_file_atomic_mode(self.auth_private_key_path(), private.as_bytes(), 0o600)
             .context("writing the auth private key")?;
-        crashsafe::write_file_atomic(&self.auth_public_key_path(), public.as_bytes())
+        crashsafe::write_file_atomic(self.auth_public_key_path(), public.as_bytes())
             .context("writing the auth public key")?;
         Ok(())
     }

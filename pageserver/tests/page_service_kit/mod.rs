@@ -100,7 +100,7 @@ impl Fixture {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, rx) = watch::channel(false);
-        let server = Some(tokio::spawn(serve(listener, mgr, conf, rx)));
+        let server = Some(tokio::spawn(serve(listener, mgr, conf, None, rx)));
         Fixture {
             _dir: dir,
             pgdata,
