@@ -7,7 +7,8 @@
 # with a generated password, database `app`) the first time, runs one query
 # through the proxy, and prints both psql connection strings. Safe to run again: what
 # is already running is left as it is. $ZENITH_INIT_CONFIG may name a TOML
-# file for `zenith init --config` (ports, paths).
+# file for `zenith init --config` (ports, paths); ZENITH_AUTH=1 makes a new
+# repository with JWT auth on every daemon (`zenith init --auth`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ZENITH="$ROOT/target/release/zenith"
@@ -16,7 +17,9 @@ export ZENITH_REPO_DIR="${ZENITH_REPO_DIR:-$ROOT/.zenith}"
 export LD_LIBRARY_PATH="$ROOT/tmp_install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if [ ! -f "$ZENITH_REPO_DIR/config" ]; then
-    "$ZENITH" init ${ZENITH_INIT_CONFIG:+--config "$ZENITH_INIT_CONFIG"}
+    auth=()
+    [ "${ZENITH_AUTH:-0}" = 1 ] && auth=(--auth)
+    "$ZENITH" init ${ZENITH_INIT_CONFIG:+--config "$ZENITH_INIT_CONFIG"} "${auth[@]}"
 fi
 # Outputs are read whole before grep looks at them: `grep -q` stops reading at
 # the first match, and under pipefail the writer's broken pipe would count.

@@ -1,6 +1,7 @@
 """The zenith CLI as people use it: the laptop flow through `make run`, time travel, and clear errors
 that leave no orphan process behind."""
 
+import json
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from fixtures.utils import base_dir, format_lsn, pg_env, wait_until
+from fixtures.utils import base_dir, format_lsn, pg_env, wait_until, zenith_binary
 from fixtures.zenith_env import ZenithCliError, ZenithEnv, processes_under
 
 
@@ -254,3 +255,75 @@ def test_start_right_after_kill9(zenith_env_builder):
         wait_until("the pageserver to stop running", lambda: pid not in processes_under(env.pageserver.workdir))
         env.zenith_cli(["start"])
         assert env.pageserver.pid != pid
+
+
+def test_json_logs_carry_tenant_and_timeline(zenith_env_builder):
+    """`zenith init --log-format json`: every daemon writes one JSON object per line, and the
+    pageserver's and walkeepers' lines about a timeline carry its tenant_id and timeline_id."""
+    zenith_env_builder.log_format = "json"
+    env = zenith_env_builder.init_start()
+    pg = env.postgres.create_start("main")
+    pg.safe_psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+    env.wait_branch_caught_up(pg)
+    tenant, timeline = env.initial_tenant, env.branch_timeline("main")
+    logs = {
+        "pageserver": env.repo_dir / "pageserver" / "pageserver.log",
+        "walkeeper": env.repo_dir / "walkeepers" / "1" / "walkeeper.log",
+        "console": env.repo_dir / "console" / "console.log",
+        "proxy": env.repo_dir / "proxy" / "proxy.log",
+    }
+    for daemon, path in logs.items():
+        events = []
+        for line in path.read_text().splitlines():
+            if line.startswith("{"):
+                events.append(json.loads(line))  # any JSON line that does not parse fails here
+        assert events, f"{daemon}: no JSON log lines in {path}"
+        for e in events:
+            assert {"timestamp", "level", "fields"} <= e.keys(), (daemon, e)
+        if daemon in ("pageserver", "walkeeper"):
+            tagged = [
+                e for e in events
+                if any(s.get("tenant_id") == tenant and s.get("timeline_id") == timeline
+                       for s in e.get("spans", []) + [e.get("span", {})])
+            ]
+            assert tagged, f"{daemon}: no line names tenant {tenant} timeline {timeline}"
+
+
+def run_on_terminal(env, args) -> bytes:
+    """`zenith ARGS` with stderr on a pseudo-terminal; what it drew there."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([str(zenith_binary("zenith")), *args], env=env.cli_env(),
+                           stdout=subprocess.PIPE, stderr=slave, timeout=300, cwd=env.repo_dir.parent)
+        os.close(slave)
+        slave = -1
+        assert p.returncode == 0, p.stdout
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+
+def test_progress_on_a_terminal_only(zenith_env, test_output_dir):
+    """Long operations draw progress on a terminal (indicatif) and print nothing extra otherwise."""
+    env = zenith_env
+    pg = env.postgres.create_start("main")
+    pg.safe_psql("CREATE TABLE t AS SELECT generate_series(1, 200000) AS x")
+    drawn = run_on_terminal(env, ["pg", "export", str(test_output_dir / "tty")])
+    assert b"basebackup of" in drawn, drawn[-500:]
+    drawn = run_on_terminal(env, ["tenant", "create"])
+    assert b"creating a tenant" in drawn, drawn[-500:]
+    quiet = env.zenith_cli(["pg", "export", str(test_output_dir / "pipe")])
+    assert quiet.stderr == "", quiet.stderr
