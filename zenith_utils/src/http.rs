@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{parse_bearer, AuthError, Claims, JwtAuth};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -122,6 +122,10 @@ impl ApiError {
             if let Ok(v) = HeaderValue::from_str(allow) {
                 resp.headers_mut().insert(ALLOW, v);
             }
+        }
+        if let ApiError::Unauthorized(_) = &self {
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

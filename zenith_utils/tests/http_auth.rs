@@ -54,6 +54,15 @@ async fn tokens_gate_routes() {
     assert_eq!(call(&r, "/metrics", None).await.0, StatusCode::OK);
     let (status, body) = call(&r, &format!("/v1/tenant/{a}"), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = r
+        .handle(
+            Arc::new(()),
+            Request::get(format!("/v1/tenant/{a}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
     assert!(body.contains("no token"), "{body}");
     let (status, body) = call(&r, &format!("/v1/tenant/{a}"), Some("garbage")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
