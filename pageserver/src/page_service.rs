@@ -94,6 +94,12 @@ static BASEBACKUPS_IN_PROGRESS: std::sync::LazyLock<zenith_metrics::IntGauge> =
         .expect("registering pageserver_basebackups_in_progress")
     });
 
+/// Registers the page service's metrics (see [`crate::register_metrics`]).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&BASEBACKUPS_IN_PROGRESS);
+    smgr_metrics::register();
+}
+
 /// Counts one unit of work in a gauge while it lives.
 struct InProgress(&'static zenith_metrics::IntGauge);
 

@@ -59,6 +59,12 @@ static INGEST_BYTES: std::sync::LazyLock<zenith_metrics::IntCounter> =
         .expect("registering pageserver_wal_ingest_bytes_total")
     });
 
+/// Registers the ingest counters (see [`crate::register_metrics`]).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&INGEST_RECORDS);
+    std::sync::LazyLock::force(&INGEST_BYTES);
+}
+
 /// Heap blocks (up to two) and bits to clear on one VM page.
 type VmClears = (Option<u32>, Option<u32>, u8);
 

@@ -830,6 +830,22 @@ fn errors_are_json_with_the_right_status() {
         .contains("pageserver_http_request_duration_seconds_bucket"));
     assert!(m.body.contains("pageserver_tenants"));
     assert!(m.body.contains("process_resident_memory_bytes"));
+    // Every metric is listed from the start (docs/monitoring.md), each label value of the
+    // labelled histograms too.
+    for series in [
+        r#"pageserver_smgr_query_seconds_count{query="get_page"}"#,
+        r#"pageserver_smgr_query_seconds_count{query="db_size"}"#,
+        "pageserver_wait_lsn_seconds_count",
+        r#"pageserver_wal_redo_seconds_count{path="postgres"}"#,
+        r#"pageserver_storage_operation_seconds_count{operation="gc"}"#,
+        "pageserver_wal_ingest_bytes_total",
+        "pageserver_wal_ingest_records_total",
+        "pageserver_wal_ingest_errors_total",
+        "pageserver_flush_errors_total",
+        "pageserver_broken_timelines",
+    ] {
+        assert!(m.body.contains(series), "{series} not in {}", m.body);
+    }
     srv.stop();
 }
 

@@ -91,6 +91,7 @@ struct WalkeeperStatus {
 }
 
 pub fn router() -> Router<HttpState> {
+    crate::wal_storage::register_metrics();
     Router::new("walkeeper", env!("CARGO_PKG_VERSION"), HttpConf::default())
         .on_scrape(refresh_gauges)
         .get("/v1/walkeeper", |s: Arc<HttpState>, _req| async move {

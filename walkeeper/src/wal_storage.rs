@@ -60,6 +60,14 @@ static WAL_BYTES_WRITTEN: std::sync::LazyLock<zenith_metrics::IntCounter> =
         .expect("registering walkeeper_wal_bytes_written_total")
     });
 
+/// Registers the WAL storage metrics, so that `/metrics` lists them before
+/// the first write.
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&WRITE_WAL_SECONDS);
+    std::sync::LazyLock::force(&FLUSH_WAL_SECONDS);
+    std::sync::LazyLock::force(&WAL_BYTES_WRITTEN);
+}
+
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// PostgreSQL's timeline of every compute's WAL.
 const PG_TLI: u32 = 1;

@@ -106,6 +106,7 @@ static TENANTS: LazyLock<IntGauge> = LazyLock::new(|| {
 /// refreshed on each `/metrics` scrape.
 pub fn router() -> Router<ApiState> {
     const TL: &str = "/v1/tenant/{tenant_id}/timeline/{timeline_id}";
+    crate::register_metrics();
     Router::new("pageserver", env!("CARGO_PKG_VERSION"), HttpConf::default())
         .on_scrape(refresh_gauges)
         .get("/v1/openapi.yml", |_, _| async {

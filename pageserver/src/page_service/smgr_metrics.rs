@@ -71,6 +71,11 @@ static SMGR_QUERY_SECONDS: LazyLock<[Histogram; 5]> = LazyLock::new(|| {
     SmgrQuery::ALL.map(|q| vec.with_label_values(&[q.label()]))
 });
 
+/// Registers `pageserver_smgr_query_seconds` now.
+pub(super) fn register() {
+    LazyLock::force(&SMGR_QUERY_SECONDS);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,11 @@ static WAL_REDO_SECONDS: std::sync::LazyLock<[zenith_metrics::Histogram; 2]> =
         ["native", "postgres"].map(|path| vec.with_label_values(&[path]))
     });
 
+/// Registers `pageserver_wal_redo_seconds` (see [`crate::register_metrics`]).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&WAL_REDO_SECONDS);
+}
+
 /// 0 (`native`) or 1 (`postgres`): which redo path `records` take.
 fn redo_path(records: &[(Lsn, ZenithWalRecord)]) -> usize {
     usize::from(

@@ -115,6 +115,14 @@ static STORAGE_OPERATION_SECONDS: std::sync::LazyLock<[zenith_metrics::Histogram
         StorageOperation::ALL.map(|op| vec.with_label_values(&[op.label()]))
     });
 
+/// Registers the timeline's metrics (see [`crate::register_metrics`]).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&WAIT_LSN_SECONDS);
+    std::sync::LazyLock::force(&STORAGE_OPERATION_SECONDS);
+    walreceiver::register_metrics();
+    crate::tenant::tasks::register_metrics();
+}
+
 /// Name of the metadata file in a timeline directory.
 pub const METADATA_FILE_NAME: &str = "metadata";
 
