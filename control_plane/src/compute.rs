@@ -749,6 +749,7 @@ impl ComputeNode<'_> {
                 )));
             }
         }
+        crate::monitoring::sync_computes(self.env);
         Ok(timings)
     }
 
@@ -787,6 +788,7 @@ impl ComputeNode<'_> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        crate::monitoring::sync_computes(self.env);
         Ok(())
     }
 
