@@ -285,7 +285,7 @@ impl<'a> MonitoringNode<'a> {
             "set [monitoring] listen_http_addr in the repository's config",
         )?;
         let dir = self.dir();
-        crashsafe::create_dir_all_durable(&self.exporters_dir())
+        crashsafe::create_dir_all_durable(self.exporters_dir())
             .with_context(|| format!("creating {}", dir.display()))?;
         let config = self.write_config()?;
         crashsafe::write_file_atomic(
@@ -301,7 +301,6 @@ impl<'a> MonitoringNode<'a> {
                 format!("--storage.tsdb.path={}", dir.join("data").display()),
                 "--storage.tsdb.retention.time=2d".into(),
                 format!("--web.listen-address={addr}"),
-                "--web.enable-lifecycle".into(),
             ],
             envs: vec![],
             log_file: self.log_file(),
@@ -332,6 +331,9 @@ impl<'a> MonitoringNode<'a> {
             config.display(),
             self.log_file().display()
         ));
+        // A compute that started while Prometheus was starting found it not
+        // running and synced nothing: catch up.
+        report.extend(self.sync_exporters(false)?);
         Ok(report)
     }
 
@@ -351,6 +353,10 @@ impl<'a> MonitoringNode<'a> {
     }
 
     fn stop_exporters(&self, immediate: bool) -> anyhow::Result<Vec<String>> {
+        if !self.exporters_dir().is_dir() {
+            // Monitoring never started in this repository.
+            return Ok(Vec::new());
+        }
         let _lock = self.sync_lock()?;
         let mut report = Vec::new();
         for (key, dir) in self.exporter_dirs()? {
@@ -587,6 +593,26 @@ mod tests {
         assert!(e.to_string().contains("\"other\""), "{e}");
         let e = prometheus_config("scrape_configs:\n", &t, Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("no static_configs"), "{e}");
+    }
+
+    #[test]
+    fn without_monitoring_stop_status_and_sync_do_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = LocalEnv::new(
+            dir.path(),
+            &crate::local_env::InitConfig {
+                pg_distrib_dir: Some("/pg".into()),
+                zenith_distrib_dir: Some("/bin".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let m = MonitoringNode::new(&env);
+        assert_eq!(m.pid().unwrap(), None);
+        assert!(m.exporters().unwrap().is_empty());
+        assert!(m.stop(false).unwrap().is_empty());
+        sync_computes(&env);
+        assert!(!m.dir().exists(), "nothing is written");
     }
 
     #[test]
