@@ -42,8 +42,10 @@ $(VENV)/.requirements-stamp: test_runner/requirements.txt
 	@touch $@
 
 # Debian packages only the pytest suite needs: headless Chromium and its WebDriver for the browser
-# tests (test_runner/fixtures/browser.py). Installed as root when missing, else a hint.
-TEST_APT_PACKAGES := chromium chromium-driver
+# tests (test_runner/fixtures/browser.py); Prometheus (with promtool) and the PostgreSQL exporter
+# for the monitoring tests (test_runner/test_monitoring.py, `zenith monitoring start`). Installed
+# as root when missing, else a hint.
+TEST_APT_PACKAGES := chromium chromium-driver prometheus prometheus-postgres-exporter
 
 test-apt-deps:
 	@missing=$$(for p in $(TEST_APT_PACKAGES); do \

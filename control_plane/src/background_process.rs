@@ -83,7 +83,7 @@ pub struct Daemon<'a> {
 pub fn start_daemon(
     d: &Daemon<'_>,
     timeout: Duration,
-    mut ready: impl FnMut() -> bool,
+    ready: impl FnMut() -> bool,
 ) -> anyhow::Result<i32> {
     if let Some(pid) = running_pid(&d.pid_file)? {
         bail!(
@@ -91,6 +91,72 @@ pub fn start_daemon(
             d.name
         );
     }
+    let mut cmd = command(d)?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", d.program.display()))?;
+    wait_ready(d, child, timeout, ready)
+}
+
+/// [`start_daemon`] for a program that keeps no pid file of its own
+/// (Prometheus, postgres_exporter): the pid file is locked here and the
+/// lock handed down to the program, which holds it until it exits, so
+/// [`running_pid`] and [`stop_daemon`] work for it like for ours.
+pub fn start_foreign_daemon(
+    d: &Daemon<'_>,
+    timeout: Duration,
+    ready: impl FnMut() -> bool,
+) -> anyhow::Result<i32> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    if let Some(pid) = running_pid(&d.pid_file)? {
+        bail!(
+            "the {} is already running (pid {pid}); stop it first",
+            d.name
+        );
+    }
+    let mut pid_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&d.pid_file)
+        .with_context(|| format!("creating the pid file {}", d.pid_file.display()))?;
+    match pid_file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("the {} is being started by another process", d.name)
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", d.pid_file.display()))
+        }
+    }
+    pid_file.set_len(0)?;
+    let fd = pid_file.as_raw_fd();
+    let mut cmd = command(d)?;
+    // SAFETY: fcntl is async-signal-safe; it only clears close-on-exec on
+    // the locked pid file's descriptor, so that the program inherits it
+    // (and with it the lock, which belongs to the open file description).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", d.program.display()))?;
+    writeln!(pid_file, "{}", child.id())
+        .with_context(|| format!("writing {}", d.pid_file.display()))?;
+    // The child holds the lock now; ours goes with this descriptor.
+    drop(pid_file);
+    wait_ready(d, child, timeout, ready)
+}
+
+/// The command of `d`: its own process group, stdin closed, output
+/// appended to its log.
+fn command(d: &Daemon<'_>) -> anyhow::Result<Command> {
     if !d.program.is_file() {
         bail!(
             "{} is missing: run `make` in the source tree to build it",
@@ -103,15 +169,23 @@ pub fn start_daemon(
         .open(&d.log_file)
         .with_context(|| format!("opening the log file {}", d.log_file.display()))?;
     let log2 = log.try_clone()?;
-    let mut child = Command::new(d.program)
-        .args(&d.args)
+    let mut cmd = Command::new(d.program);
+    cmd.args(&d.args)
         .envs(d.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", d.program.display()))?;
+        .process_group(0);
+    Ok(cmd)
+}
+
+/// Waits until `ready()`; kills the child if it exits or times out first.
+fn wait_ready(
+    d: &Daemon<'_>,
+    mut child: std::process::Child,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<i32> {
     let pid = child.id() as i32;
     let started = Instant::now();
     loop {
@@ -257,6 +331,32 @@ mod tests {
         let st = stop_daemon(&d.pid_file, false, Duration::from_secs(5)).unwrap();
         assert_eq!(st, Stopped::Stopped(pid));
         assert!(!d.pid_file.exists());
+        assert_eq!(running_pid(&d.pid_file).unwrap(), None);
+    }
+
+    #[test]
+    fn a_foreign_daemon_holds_the_pid_file_we_lock_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Daemon {
+            name: "plain sleeper",
+            program: Path::new("/bin/sleep"),
+            args: vec!["30".into()],
+            envs: vec![],
+            log_file: dir.path().join("sleep.log"),
+            pid_file: dir.path().join("sleep.pid"),
+        };
+        let pid = start_foreign_daemon(&d, Duration::from_secs(5), || true).unwrap();
+        // `sleep` knows nothing of the file, yet holds it locked.
+        assert_eq!(running_pid(&d.pid_file).unwrap(), Some(pid));
+        let err = start_foreign_daemon(&d, Duration::from_secs(5), || true).unwrap_err();
+        assert!(err.to_string().contains("already running"), "{err}");
+        std::thread::spawn(move || {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        });
+        assert_eq!(
+            stop_daemon(&d.pid_file, false, Duration::from_secs(5)).unwrap(),
+            Stopped::Stopped(pid)
+        );
         assert_eq!(running_pid(&d.pid_file).unwrap(), None);
     }
 

@@ -769,6 +769,7 @@ impl ComputeNode<'_> {
                 )));
             }
         }
+        crate::monitoring::sync_computes(self.env);
         Ok(timings)
     }
 
@@ -807,6 +808,7 @@ impl ComputeNode<'_> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        crate::monitoring::sync_computes(self.env);
         Ok(())
     }
 

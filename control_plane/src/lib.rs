@@ -5,7 +5,8 @@
 //! ([`walkeeper`]) and computes ([`compute`]) as local processes ([`background_process`]); [`repo`] and
 //! [`branches`] hold the operations behind `zenith init/start/stop` and
 //! `zenith branch`. The [`console`] (a daemon of its own, `console`) and
-//! the [`proxy`] process serve endpoints to PostgreSQL clients. The
+//! the [`proxy`] process serve endpoints to PostgreSQL clients;
+//! [`monitoring`] runs Prometheus and a postgres_exporter per compute. The
 //! `zenith` CLI is a thin layer over this crate.
 
 pub mod background_process;
@@ -13,6 +14,7 @@ pub mod branches;
 pub mod compute;
 pub mod console;
 pub mod local_env;
+pub mod monitoring;
 pub mod pageserver;
 pub mod progress;
 pub mod proxy;

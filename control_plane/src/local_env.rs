@@ -12,6 +12,8 @@
 //!       compute.toml               what the compute is (branch, mode, port)
 //!       compute.log                PostgreSQL's log
 //!       pgdata/                    its data directory
+//!   monitoring/                    `zenith monitoring start`: prometheus.yml, computes.json,
+//!                                  Prometheus' pid, log and data/, exporters/<tenant>-<compute>/
 //! ```
 //!
 //! The file is written atomically (temp file, fsync, rename, fsync dir), so a
@@ -139,6 +141,25 @@ impl Default for ConsoleConf {
     }
 }
 
+/// Prometheus, run by `zenith monitoring start` (docs/monitoring.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConf {
+    /// Prometheus' web UI and HTTP API.
+    pub listen_http_addr: SocketAddr,
+    /// How often every target is scraped (e.g. "1s", "500ms").
+    pub scrape_interval: String,
+}
+
+impl Default for MonitoringConf {
+    fn default() -> Self {
+        MonitoringConf {
+            listen_http_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            scrape_interval: "1s".to_string(),
+        }
+    }
+}
+
 /// A branch name of a tenant and the timeline it stands for.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +200,8 @@ pub struct LocalEnv {
     pub proxy: ProxyConf,
     #[serde(default)]
     pub console: ConsoleConf,
+    #[serde(default)]
+    pub monitoring: MonitoringConf,
     /// The walkeepers of every timeline (none: computes stream to the
     /// pageserver through a replication slot instead).
     #[serde(default, rename = "walkeeper")]
@@ -213,6 +236,8 @@ pub struct InitConfig {
     pub proxy: ProxyConf,
     #[serde(default)]
     pub console: ConsoleConf,
+    #[serde(default)]
+    pub monitoring: MonitoringConf,
     /// How many walkeepers to create (default 3; 0: none).
     pub walkeepers: Option<usize>,
     /// Explicit walkeepers (ids and addresses) instead of `walkeepers` on
@@ -300,6 +325,7 @@ impl LocalEnv {
             computes: init.computes.clone(),
             proxy: init.proxy.clone(),
             console: init.console.clone(),
+            monitoring: init.monitoring.clone(),
             walkeepers: if init.walkeeper_list.is_empty() {
                 WalkeeperConf::defaults(
                     init.walkeepers.unwrap_or(3),

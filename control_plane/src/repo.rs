@@ -9,6 +9,7 @@ use crate::background_process::Stopped;
 use crate::compute::{self, ComputeStatus};
 use crate::console::client::ConsoleNode;
 use crate::local_env::{InitConfig, LocalEnv, CONFIG_FILE_NAME, DEFAULT_BRANCH_NAME};
+use crate::monitoring::MonitoringNode;
 use crate::pageserver::PageServerNode;
 use crate::proxy::ProxyNode;
 use crate::walkeeper::WalkeeperNode;
@@ -141,12 +142,20 @@ pub fn start_all(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
     Ok(report)
 }
 
-/// `zenith stop`: the proxy and the console (so that nothing wakes a
-/// compute meanwhile), every running compute, the walkeepers, then the
-/// pageserver. Returns a line per daemon saying what happened.
+/// `zenith stop`: monitoring (Prometheus and the exporters), the proxy and
+/// the console (so that nothing wakes a compute meanwhile), every running
+/// compute, the walkeepers, then the pageserver. Returns a line per daemon saying what happened.
 pub fn stop_all(env: &LocalEnv, immediate: bool) -> anyhow::Result<Vec<String>> {
     let mut report = Vec::new();
     let mut first_err = None;
+    // Monitoring first: nothing to sync as the computes stop.
+    match MonitoringNode::new(env).stop(immediate) {
+        Ok(lines) => report.extend(lines),
+        Err(e) => {
+            report.push(format!("monitoring: {e:#}"));
+            first_err.get_or_insert(e);
+        }
+    }
     let front = [
         ("proxy", ProxyNode::new(env).stop(immediate)),
         ("console", ConsoleNode::new(env).stop(immediate)),

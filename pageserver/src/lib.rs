@@ -33,3 +33,13 @@ pub mod value;
 pub mod wal_sources;
 pub mod walingest;
 pub mod walredo;
+
+/// Registers every metric of the pageserver that is not registered at
+/// startup anyway, so that `/metrics` lists them all from the start (at 0),
+/// before the code they measure first runs.
+pub fn register_metrics() {
+    page_service::register_metrics();
+    tenant::timeline::register_metrics();
+    walingest::register_metrics();
+    walredo::register_metrics();
+}

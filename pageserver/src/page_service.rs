@@ -43,7 +43,7 @@
 //!   boundary with FATAL 57P01 (the backend's rule).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use postgres_ffi::pg_constants::DEFAULTTABLESPACE_OID;
@@ -62,6 +62,9 @@ use zenith_utils::pq_proto::{
     write_text_result, BeMessage, CopyResponse, FeMessage, SqlState, StartupParams,
 };
 
+mod smgr_metrics;
+
+use self::smgr_metrics::SmgrQuery;
 use crate::basebackup::send_basebackup;
 use crate::config::PageServerConf;
 use crate::pagestream::{
@@ -99,6 +102,12 @@ static BASEBACKUPS_IN_PROGRESS: std::sync::LazyLock<zenith_metrics::IntGauge> =
         )
         .expect("registering pageserver_basebackups_in_progress")
     });
+
+/// Registers the page service's metrics (see [`crate::register_metrics`]).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&BASEBACKUPS_IN_PROGRESS);
+    smgr_metrics::register();
+}
 
 /// Counts one unit of work in a gauge while it lives.
 struct InProgress(&'static zenith_metrics::IntGauge);
@@ -514,16 +523,23 @@ async fn read_requests(
         let pending = match PagestreamRequest::parse(&data) {
             // Most reads are answered from memory and the page cache right
             // here: no task, no blocking thread, no hand-off.
-            Ok(req) => match answer_now(tl, &req) {
-                Some(resp) => Pending::Ready(resp),
-                None => Pending::Answer {
-                    reqid: req.reqid,
-                    task: AbortOnDrop(tokio::spawn(
-                        answer_request(Arc::clone(tl), wait_timeout, req)
-                            .instrument(Span::current()),
-                    )),
-                },
-            },
+            Ok(req) => {
+                let started = Instant::now();
+                let kind = SmgrQuery::of(&req.body);
+                match answer_now(tl, &req) {
+                    Some(resp) => {
+                        kind.observe(started);
+                        Pending::Ready(resp)
+                    }
+                    None => Pending::Answer {
+                        reqid: req.reqid,
+                        task: AbortOnDrop(tokio::spawn(
+                            answer_request(Arc::clone(tl), wait_timeout, req, started)
+                                .instrument(Span::current()),
+                        )),
+                    },
+                }
+            }
             Err(e) => {
                 // The reqid, if the header got that far.
                 let reqid = data
@@ -590,14 +606,19 @@ async fn write_responses(
     Ok(())
 }
 
-/// Answers one request; failures become error responses.
+/// Answers one request that arrived at `started`; failures become error
+/// responses.
 async fn answer_request(
     tl: Arc<Timeline>,
     wait_timeout: Duration,
     req: PagestreamRequest,
+    started: Instant,
 ) -> PagestreamResponse {
     let reqid = req.reqid;
-    match read_at_lsn(tl, wait_timeout, req).await {
+    let kind = SmgrQuery::of(&req.body);
+    let answer = read_at_lsn(tl, wait_timeout, req).await;
+    kind.observe(started);
+    match answer {
         Ok(body) => PagestreamResponse { reqid, body },
         Err(msg) => {
             debug!(reqid, "pagestream request failed: {msg}");

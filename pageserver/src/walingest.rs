@@ -38,6 +38,33 @@ use crate::pgdatadir_mapping::{zero_page, DatadirModification, DatadirReader, Pa
 use crate::tenant::timeline::{Timeline, TimelineWriter};
 use crate::value::ZenithWalRecord;
 
+/// `pageserver_wal_ingest_records_total`: WAL records filed by [`WalIngest::ingest_record`].
+static INGEST_RECORDS: std::sync::LazyLock<zenith_metrics::IntCounter> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_int_counter!(
+            "pageserver_wal_ingest_records_total",
+            "WAL records ingested (filed into a timeline)"
+        )
+        .expect("registering pageserver_wal_ingest_records_total")
+    });
+
+/// `pageserver_wal_ingest_bytes_total`: the WAL those records span
+/// (end LSN minus start LSN: headers and page headers included).
+static INGEST_BYTES: std::sync::LazyLock<zenith_metrics::IntCounter> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_int_counter!(
+            "pageserver_wal_ingest_bytes_total",
+            "Bytes of WAL ingested (the LSN span of the records filed)"
+        )
+        .expect("registering pageserver_wal_ingest_bytes_total")
+    });
+
+/// Registers the ingest counters (see [`crate::register_metrics`]).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&INGEST_RECORDS);
+    std::sync::LazyLock::force(&INGEST_BYTES);
+}
+
 /// Heap blocks (up to two) and bits to clear on one VM page.
 type VmClears = (Option<u32>, Option<u32>, u8);
 
@@ -100,6 +127,9 @@ impl WalIngest {
         raw: RawRecord,
     ) -> anyhow::Result<()> {
         let (start, end) = (raw.start_lsn, raw.end_lsn);
+        fail::fail_point!("wal-ingest-record", |_| Err(anyhow::anyhow!(
+            "failpoint wal-ingest-record at {start}"
+        )));
         // Own copy of the record: values must not pin the decoder's buffers.
         let rec_bytes = Bytes::copy_from_slice(&raw.data);
         let rec = DecodedWALRecord::decode(rec_bytes.clone(), start)?;
@@ -114,6 +144,8 @@ impl WalIngest {
             self.checkpoint_modified = false;
         }
         m.commit(writer, start, end)?;
+        INGEST_RECORDS.inc();
+        INGEST_BYTES.inc_by(end.0.saturating_sub(start.0));
         Ok(())
     }
 

@@ -831,6 +831,22 @@ fn errors_are_json_with_the_right_status() {
         .contains("pageserver_http_request_duration_seconds_bucket"));
     assert!(m.body.contains("pageserver_tenants"));
     assert!(m.body.contains("process_resident_memory_bytes"));
+    // Every metric is listed from the start (docs/monitoring.md), each label value of the
+    // labelled histograms too.
+    for series in [
+        r#"pageserver_smgr_query_seconds_count{query="get_page"}"#,
+        r#"pageserver_smgr_query_seconds_count{query="db_size"}"#,
+        "pageserver_wait_lsn_seconds_count",
+        r#"pageserver_wal_redo_seconds_count{path="postgres"}"#,
+        r#"pageserver_storage_operation_seconds_count{operation="gc"}"#,
+        "pageserver_wal_ingest_bytes_total",
+        "pageserver_wal_ingest_records_total",
+        "pageserver_wal_ingest_errors_total",
+        "pageserver_flush_errors_total",
+        "pageserver_broken_timelines",
+    ] {
+        assert!(m.body.contains(series), "{series} not in {}", m.body);
+    }
     srv.stop();
 }
 
@@ -853,6 +869,36 @@ fn metrics_report_timeline_positions() {
         r#"pageserver_current_physical_size_bytes{{tenant_id="{t}",timeline_id="{id}"}} {}"#,
         tl["current_physical_size"]
     )));
+    let ids = [("tenant_id", t.as_str()), ("timeline_id", id)];
+    assert_eq!(
+        common::metric_sample(&m, "pageserver_timeline_broken", &ids),
+        Some(0.0)
+    );
+    // The bootstrap wrote layer files; both kinds are reported, with their bytes.
+    let kind = |k| [ids[0], ids[1], ("kind", k)];
+    let layers =
+        ["delta", "image"].map(|k| common::metric_sample(&m, "pageserver_layers", &kind(k)));
+    let bytes =
+        ["delta", "image"].map(|k| common::metric_sample(&m, "pageserver_layer_bytes", &kind(k)));
+    assert!(layers.iter().all(Option::is_some), "{m}");
+    assert!(layers.iter().flatten().sum::<f64>() >= 1.0, "{m}");
+    let total: f64 = bytes.iter().flatten().sum();
+    assert_eq!(total, tl["current_physical_size"].as_f64().unwrap(), "{m}");
+    // A broken timeline is 1 in its gauge and counted.
+    let tenant_id: TenantId = t.parse().unwrap();
+    let timeline_id: TimelineId = id.parse().unwrap();
+    srv.mgr
+        .get(tenant_id)
+        .and_then(|tenant| tenant.get_timeline(timeline_id))
+        .unwrap()
+        .set_broken("broken by the test".into());
+    let m = expect(a, "GET", "/metrics", None, 200).body;
+    assert_eq!(
+        common::metric_sample(&m, "pageserver_timeline_broken", &ids),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(common::metric_sample(&m, "pageserver_broken_timelines", &[]).unwrap() >= 1.0);
     // A deleted timeline disappears from the gauges.
     expect(
         a,

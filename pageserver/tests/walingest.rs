@@ -83,6 +83,20 @@ fn ingested_wal_matches_the_server_files() {
         ControlFileData::decode(&std::fs::read(pgdata.join("global/pg_control")).unwrap()).unwrap();
     let records = common::ingest_wal_from(&tl, &pgdata, point.end_lsn, point.checkpoint_lsn);
     assert!(records > 1000, "only {records} records");
+    // Counted in pageserver_wal_ingest_{records,bytes}_total (this test is
+    // alone in its process): every record, and the WAL they span.
+    let metrics = zenith_metrics::gather_text().unwrap();
+    let counted = |name| common::metric_sample(&metrics, name, &[]).unwrap_or(0.0);
+    assert_eq!(
+        counted("pageserver_wal_ingest_records_total"),
+        records as f64
+    );
+    let bytes = counted("pageserver_wal_ingest_bytes_total");
+    let span = (tl.last_record_lsn().0 - point.end_lsn.0) as f64;
+    assert!(
+        bytes >= 24.0 * records as f64 && bytes <= span,
+        "{bytes} bytes for {records} records over {span} bytes of WAL"
+    );
     tl.freeze_and_flush().unwrap();
     assert!(
         tl.layer_files().len() > 2,

@@ -8,10 +8,10 @@
 //!   (404 with a JSON body for an unknown timeline, 400 for a bad id);
 //! - `GET /metrics`.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use hyper::StatusCode;
-use prometheus::{register_int_gauge, IntGauge};
+use prometheus::{register_int_gauge, register_int_gauge_vec, IntGauge, IntGaugeVec};
 use serde::Serialize;
 use zenith_utils::auth::{JwtAuth, Scope};
 use zenith_utils::http::{json_response, ApiError, ApiRequest, ApiResult, HttpConf, Router};
@@ -32,6 +32,59 @@ static TIMELINES: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("registering walkeeper_timelines")
 });
 
+static FLUSH_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "walkeeper_flush_lsn",
+        "End of the WAL this walkeeper has fsynced, per timeline (updated on scrape)",
+        &["tenant_id", "timeline_id"]
+    )
+    .expect("registering walkeeper_flush_lsn")
+});
+
+static COMMIT_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "walkeeper_commit_lsn",
+        "WAL position a quorum has acknowledged, as known here, per timeline (updated on scrape)",
+        &["tenant_id", "timeline_id"]
+    )
+    .expect("registering walkeeper_commit_lsn")
+});
+
+static CONNECTED_PROPOSERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "walkeeper_connected_proposers",
+        "Timelines with a proposer (a compute's walproposer) connected (updated on scrape)"
+    )
+    .expect("registering walkeeper_connected_proposers")
+});
+
+/// Serializes scrapes: the per-timeline gauges are reset and refilled.
+static SCRAPE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Refreshes the gauges that describe current state (before each scrape).
+fn refresh_gauges(s: &HttpState) {
+    let _scraping = SCRAPE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let timelines = s.timelines.all();
+    TIMELINES.set(timelines.len() as i64);
+    FLUSH_LSN.reset();
+    COMMIT_LSN.reset();
+    let mut proposers = 0;
+    for tl in &timelines {
+        let (t, id) = (tl.tenant_id.to_string(), tl.timeline_id.to_string());
+        let labels = [t.as_str(), id.as_str()];
+        let (flush, commit) = tl.flush_and_commit_lsn();
+        FLUSH_LSN.with_label_values(&labels).set(lsn_gauge(flush));
+        COMMIT_LSN.with_label_values(&labels).set(lsn_gauge(commit));
+        proposers += i64::from(tl.has_proposer());
+    }
+    CONNECTED_PROPOSERS.set(proposers);
+}
+
+/// An LSN as a gauge value (LSNs never reach 2^63 in practice).
+fn lsn_gauge(lsn: zenith_utils::lsn::Lsn) -> i64 {
+    i64::try_from(lsn.0).unwrap_or(i64::MAX)
+}
+
 #[derive(Serialize)]
 struct WalkeeperStatus {
     id: u64,
@@ -42,6 +95,7 @@ struct WalkeeperStatus {
 /// `/v1/status` needs a `walkeeperdata` token (bound to the route's tenant,
 /// if the token names one).
 pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<HttpState> {
+    crate::wal_storage::register_metrics();
     Router::new("walkeeper", env!("CARGO_PKG_VERSION"), HttpConf::default())
         .with_auth(auth, |route, claims| {
             match route.param("tenant_id").map(str::parse::<TenantId>) {
@@ -49,7 +103,7 @@ pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<HttpState> {
                 _ => claims.check_scope(Scope::WalkeeperData),
             }
         })
-        .on_scrape(|s: &HttpState| TIMELINES.set(s.timelines.all().len() as i64))
+        .on_scrape(refresh_gauges)
         .get("/v1/walkeeper", |s: Arc<HttpState>, _req| async move {
             let timelines = s.timelines.all().iter().map(|t| t.status()).collect();
             Ok(json_response(

@@ -298,6 +298,23 @@ impl Timeline {
         }
     }
 
+    /// The flush LSN and the commit LSN (capped by the flush LSN), as
+    /// [`status`](Self::status) reports them.
+    pub fn flush_and_commit_lsn(&self) -> (Lsn, Lsn) {
+        let acc = self.lock();
+        let flush = acc.flush_lsn();
+        (flush, acc.state.commit_lsn.min(flush))
+    }
+
+    /// Whether a proposer (a compute's walproposer) is connected.
+    pub fn has_proposer(&self) -> bool {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .proposer
+            .is_some()
+    }
+
     pub fn status(&self) -> TimelineStatus {
         let acc = self.lock();
         let st = &acc.state;

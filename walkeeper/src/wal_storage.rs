@@ -27,6 +27,47 @@ use zenith_utils::lsn::Lsn;
 use crate::acceptor::{AcceptorState, StoreError, WalStore};
 use crate::control_file;
 
+/// `walkeeper_write_wal_seconds`: writing one batch of WAL into segment
+/// files (page cache; the fsync is timed apart).
+static WRITE_WAL_SECONDS: std::sync::LazyLock<zenith_metrics::Histogram> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_histogram!(
+            "walkeeper_write_wal_seconds",
+            "Time to write received WAL into segment files (without fsync)",
+            zenith_metrics::LATENCY_BUCKETS_SECONDS.to_vec()
+        )
+        .expect("registering walkeeper_write_wal_seconds")
+    });
+
+/// `walkeeper_flush_wal_seconds`: one fsync of written WAL.
+static FLUSH_WAL_SECONDS: std::sync::LazyLock<zenith_metrics::Histogram> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_histogram!(
+            "walkeeper_flush_wal_seconds",
+            "Time to fsync written WAL",
+            zenith_metrics::LATENCY_BUCKETS_SECONDS.to_vec()
+        )
+        .expect("registering walkeeper_flush_wal_seconds")
+    });
+
+/// `walkeeper_wal_bytes_written_total`: WAL bytes written into segment files.
+static WAL_BYTES_WRITTEN: std::sync::LazyLock<zenith_metrics::IntCounter> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_int_counter!(
+            "walkeeper_wal_bytes_written_total",
+            "WAL bytes written into segment files"
+        )
+        .expect("registering walkeeper_wal_bytes_written_total")
+    });
+
+/// Registers the WAL storage metrics, so that `/metrics` lists them before
+/// the first write.
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&WRITE_WAL_SECONDS);
+    std::sync::LazyLock::force(&FLUSH_WAL_SECONDS);
+    std::sync::LazyLock::force(&WAL_BYTES_WRITTEN);
+}
+
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// PostgreSQL's timeline of every compute's WAL.
 const PG_TLI: u32 = 1;
@@ -286,6 +327,7 @@ impl WalStore for DiskStore {
                 self.flush
             )));
         }
+        let timer = WRITE_WAL_SECONDS.start_timer();
         let mut pos = lsn;
         let mut rest = buf;
         while !rest.is_empty() {
@@ -296,7 +338,9 @@ impl WalStore for DiskStore {
             file.write_all_at(&rest[..n], off as u64)?;
             rest = &rest[n..];
             pos = Lsn(pos.0 + n as u64);
+            WAL_BYTES_WRITTEN.inc_by(n as u64);
         }
+        timer.observe_duration();
         self.dirty = true;
         if !self.deferred {
             self.sync()?;
@@ -312,6 +356,7 @@ impl WalStore for DiskStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty {
             if let Some((_, f)) = &self.open {
+                let _timer = FLUSH_WAL_SECONDS.start_timer();
                 f.sync_data()?;
             }
             self.dirty = false;

@@ -5,6 +5,7 @@
 //! saying what went wrong and what to do, with exit status 1.
 
 mod endpoints;
+mod monitoring;
 mod token;
 
 use std::path::PathBuf;
@@ -72,7 +73,7 @@ enum Cmd {
     /// Start every daemon (walkeepers, pageserver, console, proxy); computes start with `zenith pg start` or on a proxy connection.
     #[command(after_help = "Example:\n  zenith start")]
     Start,
-    /// Stop the proxy, the console, every running compute, then the walkeepers and the pageserver.
+    /// Stop monitoring, the proxy, the console, every running compute, then the walkeepers and the pageserver.
     #[command(after_help = "Examples:\n  zenith stop\n  zenith stop --immediate")]
     Stop {
         /// Kill instead of shutting down cleanly (SIGKILL, pg_ctl -m immediate).
@@ -136,6 +137,12 @@ enum Cmd {
         after_help = "Example:\n  zenith role create ep1 alice --password s3cret"
     )]
     Role(endpoints::RoleCmd),
+    /// Prometheus on the cluster's metrics, and a postgres_exporter per running compute.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  zenith monitoring start\n  zenith monitoring stop"
+    )]
+    Monitoring(monitoring::MonitoringCmd),
     /// Databases of an endpoint.
     #[command(
         subcommand,
@@ -377,6 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Token(args) => token::token(&load_env()?, args)?,
         Cmd::Role(cmd) => endpoints::role(&load_env()?, cmd)?,
         Cmd::Db(cmd) => endpoints::db(&load_env()?, cmd)?,
+        Cmd::Monitoring(cmd) => monitoring::monitoring(&load_env()?, cmd)?,
         Cmd::Pageserver(cmd) => {
             let env = load_env()?;
             let ps = PageServerNode::new(&env);
@@ -661,6 +669,7 @@ fn status(env: &LocalEnv) -> anyhow::Result<()> {
         }
     }
     endpoints::status(env)?;
+    monitoring::status(env)?;
     let computes = compute::list(env)?;
     let running = pid.is_some();
     let mut tenants: Vec<TenantId> = env.branches.iter().map(|b| b.tenant_id).collect();
@@ -701,8 +710,12 @@ fn status(env: &LocalEnv) -> anyhow::Result<()> {
                 },
                 _ => "lag - (no running read-write compute)".into(),
             };
+            let broken = match info.and_then(|i| i.broken_reason.as_deref()) {
+                Some(reason) => format!("  BROKEN: {reason}"),
+                None => String::new(),
+            };
             println!(
-                "  branch {:<16} timeline {}  last_record_lsn {last}  {lag}",
+                "  branch {:<16} timeline {}  last_record_lsn {last}  {lag}{broken}",
                 b.name, b.timeline_id
             );
             for wk in &walkeepers {

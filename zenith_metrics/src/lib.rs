@@ -40,6 +40,14 @@ pub use prometheus::{
     register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
 
+/// Histogram buckets for latencies from microseconds to seconds: 10 µs to
+/// 10 s, about three per decade (a GetPage answered from memory takes tens
+/// of µs; one that waits for WAL or runs redo, milliseconds to seconds).
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// The `Content-Type` of [`gather_text`]'s output.
 pub const METRICS_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
@@ -113,6 +121,15 @@ mod tests {
         assert!(text.contains("zenith_metrics_test_open_files{kind=\"layer\"} 7\n"));
         assert!(text.contains("zenith_metrics_test_wait_seconds_bucket{le=\"0.01\"} 1\n"));
         assert!(text.contains("zenith_metrics_test_wait_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn latency_buckets_ascend_from_microseconds_to_seconds() {
+        let b = LATENCY_BUCKETS_SECONDS;
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+        assert!(b[0] <= 0.000_01 && *b.last().unwrap() >= 10.0);
+        // Accepted by the prometheus crate as they are.
+        Histogram::with_opts(HistogramOpts::new("b", "b").buckets(b.to_vec())).unwrap();
     }
 
     #[test]

@@ -57,6 +57,33 @@ static PHYSICAL_SIZE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("registering pageserver_current_physical_size_bytes")
 });
 
+static LAYERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "pageserver_layers",
+        "Layer files per timeline and kind (delta, image) (updated on scrape)",
+        &["tenant_id", "timeline_id", "kind"]
+    )
+    .expect("registering pageserver_layers")
+});
+
+static LAYER_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "pageserver_layer_bytes",
+        "Bytes of layer files per timeline and kind (delta, image) (updated on scrape)",
+        &["tenant_id", "timeline_id", "kind"]
+    )
+    .expect("registering pageserver_layer_bytes")
+});
+
+static TIMELINE_BROKEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "pageserver_timeline_broken",
+        "1 if the timeline is broken (ingest stopped, or not loaded), else 0 (updated on scrape)",
+        &["tenant_id", "timeline_id"]
+    )
+    .expect("registering pageserver_timeline_broken")
+});
+
 static WAL_RECEIVERS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "pageserver_wal_receivers",
@@ -82,6 +109,7 @@ static TENANTS: LazyLock<IntGauge> = LazyLock::new(|| {
 /// refreshed on each `/metrics` scrape.
 pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<ApiState> {
     const TL: &str = "/v1/tenant/{tenant_id}/timeline/{timeline_id}";
+    crate::register_metrics();
     Router::new("pageserver", env!("CARGO_PKG_VERSION"), HttpConf::default())
         .with_auth(auth, authorize)
         .on_scrape(refresh_gauges)
@@ -218,10 +246,32 @@ fn refresh_gauges(state: &ApiState) {
     LAST_RECORD_LSN.reset();
     DISK_CONSISTENT_LSN.reset();
     PHYSICAL_SIZE.reset();
+    LAYERS.reset();
+    LAYER_BYTES.reset();
+    TIMELINE_BROKEN.reset();
     for tenant in tenants {
+        let t = tenant.id.to_string();
+        for (id, _) in tenant.broken_timelines() {
+            let id = id.to_string();
+            TIMELINE_BROKEN.with_label_values(&[&t, &id]).set(1);
+        }
         for tl in tenant.list_timelines() {
-            let (t, id) = (tl.tenant_id.to_string(), tl.timeline_id.to_string());
+            let id = tl.timeline_id.to_string();
             let labels = [t.as_str(), id.as_str()];
+            TIMELINE_BROKEN
+                .with_label_values(&labels)
+                .set(i64::from(tl.broken_reason().is_some()));
+            let (mut count, mut bytes) = ([0i64; 2], [0i64; 2]);
+            for l in tl.layer_snapshot().iter() {
+                let k = usize::from(!l.is_delta());
+                count[k] += 1;
+                bytes[k] += i64::try_from(l.file_size).unwrap_or(i64::MAX);
+            }
+            for (k, kind) in ["delta", "image"].into_iter().enumerate() {
+                let kl = [t.as_str(), id.as_str(), kind];
+                LAYERS.with_label_values(&kl).set(count[k]);
+                LAYER_BYTES.with_label_values(&kl).set(bytes[k]);
+            }
             LAST_RECORD_LSN
                 .with_label_values(&labels)
                 .set(tl.last_record_lsn().0 as i64);

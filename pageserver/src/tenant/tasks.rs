@@ -40,6 +40,11 @@ static FLUSH_ERRORS: std::sync::LazyLock<zenith_metrics::IntCounter> =
         .expect("registering pageserver_flush_errors_total")
     });
 
+/// Registers `pageserver_flush_errors_total` (see [`crate::register_metrics`]).
+pub(crate) fn register_metrics() {
+    std::sync::LazyLock::force(&FLUSH_ERRORS);
+}
+
 /// A flag and a condition variable: ingest sets it, the tenant's thread
 /// waits for it.
 #[derive(Default)]

@@ -311,3 +311,25 @@ pub fn ingest_wal_from(tl: &Arc<Timeline>, pgdata: &Path, start: Lsn, prev: Lsn)
         control.checkpoint
     );
 }
+
+/// The value of the sample of `name` with exactly `labels` in a `/metrics` body.
+pub fn metric_sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        let inner = match rest {
+            "" => "",
+            r => r.strip_prefix('{')?.strip_suffix('}')?,
+        };
+        let mut found: Vec<(&str, &str)> = inner
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        let mut want = labels.to_vec();
+        found.sort();
+        want.sort();
+        (found == want).then(|| value.parse().ok())?
+    })
+}

@@ -201,3 +201,28 @@ fn garbage_after_the_end_is_not_taken_for_wal() {
     let (store, _) = DiskStore::open(dir.path(), SEG).unwrap();
     assert_eq!(store.flush_lsn(), end);
 }
+
+#[test]
+fn writes_and_fsyncs_are_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, writes, flushes) = (
+        WAL_BYTES_WRITTEN.get(),
+        WRITE_WAL_SECONDS.get_sample_count(),
+        FLUSH_WAL_SECONDS.get_sample_count(),
+    );
+    let input = wal();
+    let n = input.len().min(100_000);
+    let _store = write_chunked(dir.path(), &input[..n], 7);
+    // Other tests write concurrently: at least ours are counted.
+    assert!(WAL_BYTES_WRITTEN.get() >= bytes + n as u64);
+    assert!(WRITE_WAL_SECONDS.get_sample_count() > writes);
+    assert!(FLUSH_WAL_SECONDS.get_sample_count() > flushes);
+    let text = zenith_metrics::gather_text().unwrap();
+    for name in [
+        "walkeeper_wal_bytes_written_total",
+        "walkeeper_write_wal_seconds_count",
+        "walkeeper_flush_wal_seconds_count",
+    ] {
+        assert!(text.contains(name), "{name} not in {text}");
+    }
+}

@@ -49,6 +49,7 @@ impl Timeline {
         if l0.is_empty() || l0.len() < threshold {
             return Ok(0);
         }
+        let _timer = super::StorageOperation::Compact.start_timer();
         boundaries.extend_from_slice(branch_points);
         l0.sort_by_key(|l| l.lsn_range().start);
         let mut written = 0;

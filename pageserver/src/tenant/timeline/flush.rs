@@ -124,6 +124,7 @@ impl Timeline {
                     None => break,
                 }
             };
+            let _timer = super::StorageOperation::Flush.start_timer();
             let end = frozen.lsn_range().end - 1;
             let prev = frozen.end_prev_record();
             self.check_not_deleted()?;

@@ -107,6 +107,7 @@ impl Timeline {
         pitr: Duration,
         branch_points: &[Lsn],
     ) -> Result<GcResult, TimelineError> {
+        let _timer = super::StorageOperation::Gc.start_timer();
         let pitr_cutoff = self.pitr_cutoff(pitr)?;
         let maintenance = self.lock_maintenance();
         // Also against flushes: both rewrite the metadata file.

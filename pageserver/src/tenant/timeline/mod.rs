@@ -57,6 +57,72 @@ pub mod walreceiver;
 pub use gc::GcResult;
 pub(crate) use layer_set::{LayerChange, Layers, MaintenanceGuard};
 
+/// `pageserver_wait_lsn_seconds`: how long a reader (a pagestream request,
+/// a basebackup) waits in [`Timeline::wait_lsn`] for WAL to arrive.
+static WAIT_LSN_SECONDS: std::sync::LazyLock<zenith_metrics::Histogram> =
+    std::sync::LazyLock::new(|| {
+        zenith_metrics::register_histogram!(
+            "pageserver_wait_lsn_seconds",
+            "Time a read waits for WAL to arrive up to its LSN (timeouts included)",
+            zenith_metrics::LATENCY_BUCKETS_SECONDS.to_vec()
+        )
+        .expect("registering pageserver_wait_lsn_seconds")
+    });
+
+/// The layer-file work timed by `pageserver_storage_operation_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageOperation {
+    /// Writing one frozen in-memory layer as a delta layer file.
+    Flush,
+    /// One compaction of L0 delta layers that reached its threshold.
+    Compact,
+    /// One GC run of a timeline.
+    Gc,
+}
+
+impl StorageOperation {
+    const ALL: [StorageOperation; 3] = [
+        StorageOperation::Flush,
+        StorageOperation::Compact,
+        StorageOperation::Gc,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StorageOperation::Flush => "flush",
+            StorageOperation::Compact => "compact",
+            StorageOperation::Gc => "gc",
+        }
+    }
+
+    /// Times the operation until the returned timer is dropped.
+    pub fn start_timer(self) -> zenith_metrics::HistogramTimer {
+        STORAGE_OPERATION_SECONDS[self as usize].start_timer()
+    }
+}
+
+/// `pageserver_storage_operation_seconds{operation}`, one handle per
+/// [`StorageOperation`] (every operation present from the start).
+static STORAGE_OPERATION_SECONDS: std::sync::LazyLock<[zenith_metrics::Histogram; 3]> =
+    std::sync::LazyLock::new(|| {
+        let vec = zenith_metrics::register_histogram_vec!(
+            "pageserver_storage_operation_seconds",
+            "Time of layer-file work, by operation (flush, compact, gc)",
+            &["operation"],
+            zenith_metrics::LATENCY_BUCKETS_SECONDS.to_vec()
+        )
+        .expect("registering pageserver_storage_operation_seconds");
+        StorageOperation::ALL.map(|op| vec.with_label_values(&[op.label()]))
+    });
+
+/// Registers the timeline's metrics (see [`crate::register_metrics`]).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&WAIT_LSN_SECONDS);
+    std::sync::LazyLock::force(&STORAGE_OPERATION_SECONDS);
+    walreceiver::register_metrics();
+    crate::tenant::tasks::register_metrics();
+}
+
 /// Name of the metadata file in a timeline directory.
 pub const METADATA_FILE_NAME: &str = "metadata";
 
@@ -353,7 +419,9 @@ impl Timeline {
         timeout: std::time::Duration,
     ) -> Result<(), TimelineError> {
         let mut rx = self.subscribe_record_lsn();
+        let started = std::time::Instant::now();
         let waited = tokio::time::timeout(timeout, rx.wait_for(|r| r.last >= lsn)).await;
+        WAIT_LSN_SECONDS.observe(started.elapsed().as_secs_f64());
         match waited {
             Ok(Ok(_)) => Ok(()),
             _ => Err(TimelineError::Invalid(
@@ -630,6 +698,10 @@ mod tests {
     async fn wait_lsn_waits_and_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let tl = new_tl(dir.path(), Lsn(0x100));
+        let (count, sum) = (
+            WAIT_LSN_SECONDS.get_sample_count(),
+            WAIT_LSN_SECONDS.get_sample_sum(),
+        );
         let t2 = Arc::clone(&tl);
         let waiter = tokio::spawn(async move {
             t2.wait_lsn(Lsn(0x200), std::time::Duration::from_secs(10))
@@ -642,5 +714,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("0/300"), "{e}");
+        // Both waits are in pageserver_wait_lsn_seconds, the timeout with its 50 ms.
+        assert!(WAIT_LSN_SECONDS.get_sample_count() >= count + 2);
+        assert!(WAIT_LSN_SECONDS.get_sample_sum() >= sum + 0.05);
+    }
+
+    #[test]
+    fn storage_operations_have_their_own_histogram() {
+        for op in StorageOperation::ALL {
+            let h = &STORAGE_OPERATION_SECONDS[op as usize];
+            let before = h.get_sample_count();
+            drop(op.start_timer());
+            assert!(h.get_sample_count() > before, "{op:?}");
+        }
+        let text = zenith_metrics::gather_text().unwrap();
+        for label in ["flush", "compact", "gc"] {
+            let series =
+                format!("pageserver_storage_operation_seconds_count{{operation=\"{label}\"}}");
+            assert!(text.contains(&series), "{text}");
+        }
     }
 }

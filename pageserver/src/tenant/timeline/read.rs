@@ -109,7 +109,8 @@ impl Timeline {
                 if let Some(page) = cache.lookup(&ck) {
                     return Ok(page);
                 }
-                let page = self.walredo.request_redo(key, lsn, base, records)?;
+                let page =
+                    crate::walredo::timed_redo(self.walredo.as_ref(), key, lsn, base, records)?;
                 cache.insert(ck, page.clone());
                 return Ok(page);
             }

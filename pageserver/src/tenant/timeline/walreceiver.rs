@@ -245,6 +245,11 @@ static INGEST_ERRORS: std::sync::LazyLock<zenith_metrics::IntCounter> =
         .expect("registering pageserver_wal_ingest_errors_total")
     });
 
+/// Registers `pageserver_wal_ingest_errors_total` (see [`crate::register_metrics`]).
+pub(crate) fn register_metrics() {
+    std::sync::LazyLock::force(&INGEST_ERRORS);
+}
+
 /// Connect, stream and ingest until `stop` is set or the connection fails.
 ///
 /// Runs on the receiver's own thread, in a current-thread runtime that
