@@ -76,6 +76,17 @@ pub struct Daemon<'a> {
     pub pid_file: PathBuf,
 }
 
+/// An error if `d`'s pid file names a live process.
+fn refuse_if_running(d: &Daemon<'_>) -> anyhow::Result<()> {
+    match running_pid(&d.pid_file)? {
+        Some(pid) => bail!(
+            "the {} is already running (pid {pid}); stop it first with `zenith stop`",
+            d.name
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Start `d` and wait until `ready()` says so. Returns its pid.
 ///
 /// Refused if the pid file names a live process. If the process exits, or is
@@ -85,12 +96,7 @@ pub fn start_daemon(
     timeout: Duration,
     ready: impl FnMut() -> bool,
 ) -> anyhow::Result<i32> {
-    if let Some(pid) = running_pid(&d.pid_file)? {
-        bail!(
-            "the {} is already running (pid {pid}); stop it first with `zenith stop`",
-            d.name
-        );
-    }
+    refuse_if_running(d)?;
     let mut cmd = command(d)?;
     let child = cmd
         .spawn()
@@ -109,12 +115,7 @@ pub fn start_foreign_daemon(
 ) -> anyhow::Result<i32> {
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    if let Some(pid) = running_pid(&d.pid_file)? {
-        bail!(
-            "the {} is already running (pid {pid}); stop it first",
-            d.name
-        );
-    }
+    refuse_if_running(d)?;
     let mut pid_file = OpenOptions::new()
         .create(true)
         .truncate(false)
