@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real PostgreSQL 15 from tmp_install.
 #![allow(dead_code)]
 
+pub mod http_client;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
