@@ -198,6 +198,9 @@ fn wait_ready(
             );
         }
         if ready() {
+            // Reap it when it exits: a long-running starter (the console
+            // starts computes' exporters) would otherwise collect zombies.
+            std::thread::spawn(move || child.wait());
             return Ok(pid);
         }
         if started.elapsed() > timeout {
