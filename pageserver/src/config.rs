@@ -207,30 +207,28 @@ impl PageServerConf {
     /// Whether `import_pgdata` may read `dir` (made absolute and without
     /// `..` or symlinks first, so that it cannot climb out).
     pub fn check_import_dir(&self, dir: &Path) -> Result<PathBuf, String> {
-        if self.import_pgdata_dirs.is_none() && self.auth_type == AuthType::Trust {
+        let allowed = match (&self.import_pgdata_dirs, self.auth_type) {
             // Anything goes; the import itself reports a missing directory.
-            return Ok(dir.to_path_buf());
-        }
+            (None, AuthType::Trust) => return Ok(dir.to_path_buf()),
+            (None, AuthType::ZenithJwt) => {
+                return Err("import_pgdata is disabled: list the directories it may read in the pageserver's import_pgdata_dirs".into())
+            }
+            (Some(allowed), _) => allowed,
+        };
         let real = dir
             .canonicalize()
             .map_err(|e| format!("import_pgdata {}: {e}", dir.display()))?;
-        match &self.import_pgdata_dirs {
-            None if self.auth_type == AuthType::Trust => Ok(real),
-            None => Err("import_pgdata is disabled: list the directories it may read in the pageserver's import_pgdata_dirs".into()),
-            Some(allowed) => {
-                if allowed
-                    .iter()
-                    .filter_map(|a| a.canonicalize().ok())
-                    .any(|a| real.starts_with(a))
-                {
-                    Ok(real)
-                } else {
-                    Err(format!(
-                        "import_pgdata {} is outside the directories allowed by import_pgdata_dirs",
-                        real.display()
-                    ))
-                }
-            }
+        if allowed
+            .iter()
+            .filter_map(|a| a.canonicalize().ok())
+            .any(|a| real.starts_with(a))
+        {
+            Ok(real)
+        } else {
+            Err(format!(
+                "import_pgdata {} is outside the directories allowed by import_pgdata_dirs",
+                real.display()
+            ))
         }
     }
 
