@@ -60,7 +60,9 @@ pub fn ensure_redo_datadir(pg_distrib_dir: &Path, datadir: &Path) -> Result<(), 
     }
     let tmp = datadir.with_extension("initdb.___temp");
     let _ = std::fs::remove_dir_all(&tmp);
-    let out = Command::new(pg_distrib_dir.join("bin/initdb"))
+    let mut initdb = Command::new(pg_distrib_dir.join("bin/initdb"));
+    die_with_parent(&mut initdb);
+    let out = initdb
         .args([
             "-D",
             &tmp.to_string_lossy(),
@@ -83,6 +85,30 @@ pub fn ensure_redo_datadir(pg_distrib_dir: &Path, datadir: &Path) -> Result<(), 
     }
     std::fs::rename(&tmp, datadir)?;
     Ok(())
+}
+
+/// Have the kernel kill `cmd`'s process when the thread that started it ends,
+/// so a pageserver that is stopped or killed while waiting for it leaves no
+/// orphan writing into its directory. Only for children waited for on the
+/// spawning thread (as `Command::output` does): the signal follows the
+/// thread, not the process.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, _exit), allocating nothing.
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Size of a buffer tag in messages and replies.
@@ -274,7 +300,18 @@ mod tests {
         let distrib = stuck_postgres(dir.path());
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut p = RedoProcess::launch(&distrib, &distrib, "t").unwrap();
+            // Another test's fork may briefly hold the script's write
+            // descriptor (ETXTBSY); it lets go at its exec.
+            let mut p = loop {
+                match RedoProcess::launch(&distrib, &distrib, "t") {
+                    Err(ProcessError::Spawn { source, .. })
+                        if source.kind() == std::io::ErrorKind::ExecutableFileBusy =>
+                    {
+                        std::thread::yield_now()
+                    }
+                    other => break other.unwrap(),
+                }
+            };
             // Far more than a pipe holds.
             let records: Vec<(Lsn, Bytes)> = (0..64)
                 .map(|i| (Lsn(0x1000 + i * 0x100), Bytes::from(vec![0u8; 8192])))
@@ -292,5 +329,24 @@ mod tests {
             .recv_timeout(Duration::from_secs(30))
             .expect("the request hung instead of timing out");
         assert!(matches!(res, Err(ProcessError::Timeout(_))), "{res:?}");
+    }
+
+    /// Defect: a pageserver stopped while the redo data directory's initdb
+    /// ran left initdb running, still writing into the tenant's directory
+    /// (seen as a test teardown failing on files vanishing). The child now
+    /// dies with the thread that waits for it.
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("600");
+            die_with_parent(&mut cmd);
+            cmd.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     }
 }
