@@ -55,12 +55,10 @@ use zenith_utils::auth::{ConnectionAuth, JwtAuth};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_backend::{
-    self, truncated, AuthMethod, BackendConf, BackendReader, BackendWriter, Handler, HandlerError,
+    self, truncated, BackendConf, BackendReader, BackendWriter, Handler, HandlerError,
     PostgresBackend,
 };
-use zenith_utils::pq_proto::{
-    write_text_result, BeMessage, CopyResponse, FeMessage, SqlState, StartupParams,
-};
+use zenith_utils::pq_proto::{write_text_result, BeMessage, CopyResponse, FeMessage, SqlState};
 
 mod smgr_metrics;
 
@@ -311,16 +309,8 @@ struct PageServiceHandler {
 }
 
 impl Handler for PageServiceHandler {
-    fn auth_method(&self) -> AuthMethod {
-        self.auth.method()
-    }
-
-    async fn check_password(
-        &mut self,
-        _params: &StartupParams,
-        password: &str,
-    ) -> Result<(), HandlerError> {
-        self.auth.login(password)
+    fn token_auth(&self) -> Option<&ConnectionAuth> {
+        Some(&self.auth)
     }
 
     async fn process_query(

@@ -27,7 +27,7 @@ use tracing::{field, Span};
 use zenith_utils::auth::{ConnectionAuth, JwtAuth};
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
-use zenith_utils::postgres_backend::{AuthMethod, Handler, HandlerError, PostgresBackend};
+use zenith_utils::postgres_backend::{Handler, HandlerError, PostgresBackend};
 use zenith_utils::pq_proto::{write_text_result, BeMessage, SqlState, StartupParams};
 
 use crate::timeline::{Timeline, Timelines};
@@ -205,16 +205,8 @@ impl Handler for WalServiceHandler {
         }
     }
 
-    fn auth_method(&self) -> AuthMethod {
-        self.auth.method()
-    }
-
-    async fn check_password(
-        &mut self,
-        _params: &StartupParams,
-        password: &str,
-    ) -> Result<(), HandlerError> {
-        self.auth.login(password)
+    fn token_auth(&self) -> Option<&ConnectionAuth> {
+        Some(&self.auth)
     }
 
     async fn process_query(

@@ -26,7 +26,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -340,16 +340,24 @@ pub fn parse_bearer(header: &str) -> Result<&str, AuthError> {
 
 /// Tokens as passwords on a PostgreSQL-protocol connection: what a
 /// `postgres_backend::Handler` of a daemon with auth keeps per connection.
+/// A handler hands it out through [`Handler::token_auth`], whose default
+/// methods then ask for and check the token.
+///
+/// [`Handler::token_auth`]: crate::postgres_backend::Handler::token_auth
 #[derive(Debug, Default)]
 pub struct ConnectionAuth {
     auth: Option<Arc<JwtAuth>>,
-    claims: Option<Claims>,
+    /// Set once, at login.
+    claims: OnceLock<Claims>,
 }
 
 impl ConnectionAuth {
     /// `None`: auth is off and everything is allowed.
     pub fn new(auth: Option<Arc<JwtAuth>>) -> ConnectionAuth {
-        ConnectionAuth { auth, claims: None }
+        ConnectionAuth {
+            auth,
+            claims: OnceLock::new(),
+        }
     }
 
     /// Cleartext password (the token) when auth is on, else trust.
@@ -361,12 +369,17 @@ impl ConnectionAuth {
     }
 
     /// Checks the token given as the password: FATAL 28P01 if invalid.
-    pub fn login(&mut self, password: &str) -> Result<(), HandlerError> {
+    pub fn login(&self, password: &str) -> Result<(), HandlerError> {
         if let Some(auth) = &self.auth {
             let claims = auth
                 .decode(password)
                 .map_err(|e| HandlerError::fatal(SqlState::INVALID_PASSWORD, e.to_string()))?;
-            self.claims = Some(claims);
+            if self.claims.set(claims).is_err() {
+                return Err(HandlerError::fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    "a second login on one connection",
+                ));
+            }
         }
         Ok(())
     }
@@ -380,7 +393,7 @@ impl ConnectionAuth {
         if self.auth.is_none() {
             return Ok(());
         }
-        let claims = self.claims.as_ref().ok_or_else(|| {
+        let claims = self.claims.get().ok_or_else(|| {
             HandlerError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, "no token")
         })?;
         check(claims)

@@ -55,6 +55,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn, Instrument, Span};
 
+use crate::auth::ConnectionAuth;
 use crate::pq_proto::{
     parse_password, BeMessage, CancelKeyData, ErrorFields, FeDecoder, FeMessage, FeStartupPacket,
     ProtocolError, SqlState, StartupParams, TransactionStatus, GSSENC_REFUSED, SSL_ACCEPTED,
@@ -170,24 +171,37 @@ pub trait Handler: Send {
         Ok(())
     }
 
-    /// How this connection must authenticate.
+    /// The connection's JWT auth, for a daemon whose clients present a
+    /// token as their password: the default [`auth_method`](Self::auth_method)
+    /// and [`check_password`](Self::check_password) then use it.
+    fn token_auth(&self) -> Option<&ConnectionAuth> {
+        None
+    }
+
+    /// How this connection must authenticate (by default: a token as the
+    /// password when [`token_auth`](Self::token_auth) says auth is on, else
+    /// trust).
     fn auth_method(&self) -> AuthMethod {
-        AuthMethod::Trust
+        self.token_auth()
+            .map_or(AuthMethod::Trust, ConnectionAuth::method)
     }
 
     /// Checks a cleartext password; an error is sent as FATAL (use
-    /// [`SqlState::INVALID_PASSWORD`]).
+    /// [`SqlState::INVALID_PASSWORD`]). By default the password is the
+    /// token [`token_auth`](Self::token_auth) checks.
     fn check_password(
         &mut self,
         _params: &StartupParams,
-        _password: &str,
+        password: &str,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        async {
-            Err(HandlerError::fatal(
+        let res = match self.token_auth() {
+            Some(auth) => auth.login(password),
+            None => Err(HandlerError::fatal(
                 SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
                 "password authentication is not configured",
-            ))
-        }
+            )),
+        };
+        async { res }
     }
 
     /// The authentication exchange of [`AuthMethod::Custom`], run within
