@@ -144,9 +144,9 @@ def test_branch_at_lsn_and_gc(
                    port_distributor, "branch")
 
     ps.checkpoint(tenant, main)
-    ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
+    ps.compact(tenant, main)
     ps.checkpoint(tenant, main)
-    ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/compact")
+    ps.compact(tenant, main)
     before = ps.timeline_detail(tenant, main)["current_physical_size"]
     gc = ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main}/do_gc", json={"gc_horizon": 0, "pitr_interval": "0s"})
     after = ps.timeline_detail(tenant, main)["current_physical_size"]

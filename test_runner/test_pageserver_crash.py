@@ -114,7 +114,7 @@ def _checkpoint(env: ZenithEnv, tl: str) -> None:
 
 def _compact(env: ZenithEnv, tl: str) -> None:
     env.pageserver.checkpoint(env.initial_tenant, tl)
-    env.pageserver.http("PUT", f"/v1/tenant/{env.initial_tenant}/timeline/{tl}/compact")
+    env.pageserver.compact(env.initial_tenant, tl)
 
 
 def _gc(env: ZenithEnv, tl: str) -> None:
@@ -236,6 +236,6 @@ def test_crash_at_failpoint(
         assert parse_lsn(r["cutoff"]) <= parse_lsn(lsn1), r
     else:
         ps.checkpoint(tenant, main_tl)
-        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{main_tl}/compact")
+        ps.compact(tenant, main_tl)
         detail = ps.timeline_detail(tenant, main_tl)
         assert parse_lsn(detail["disk_consistent_lsn"]) >= parse_lsn(lsn3), detail

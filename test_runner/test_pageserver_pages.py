@@ -282,7 +282,7 @@ def test_ingest_bounded_memory(
             if name == "small":
                 # The final flush and forced compaction count too.
                 ps.checkpoint(tenant, timeline)
-                compact = ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{timeline}/compact")
+                compact = ps.compact(tenant, timeline)
             hwm_kb = proc_status_kb(ps.proc.pid, "VmHWM")
             growth = (hwm_kb - before[name]["rss_kb"]) * 1024
             figures[name] = {"hwm_kb": hwm_kb, "growth": growth}

@@ -165,7 +165,7 @@ def test_follow_busy_primary_with_bounded_resources(zenith_env_builder: ZenithEn
     ps.http("PUT", gc_path, json={"gc_horizon": 0, "pitr_interval": "1h"})
     d = ps.timeline_detail(tenant, timeline)
     pitr_ratio = d["current_physical_size"] / d["current_logical_size"]
-    ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{timeline}/compact")
+    ps.compact(tenant, timeline)
     gc = ps.http("PUT", gc_path, json={"gc_horizon": 0, "pitr_interval": "0s"})
     d = ps.timeline_detail(tenant, timeline)
     physical, logical = d["current_physical_size"], d["current_logical_size"]

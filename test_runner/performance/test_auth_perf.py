@@ -75,7 +75,7 @@ def test_auth_overhead(zenith_env_builder, bench_size):
     # Settle the pageserver after the load (its in-memory layer flushed, L0 compacted), so that
     # the first round does not pay for background work the later ones do not see.
     env.pageserver.checkpoint(tenant, timeline)
-    env.pageserver.http("PUT", f"/v1/tenant/{tenant}/timeline/{timeline}/compact")
+    env.pageserver.compact(tenant, timeline)
 
     runs: dict = {True: {"getpage": [], "tps": []}, False: {"getpage": [], "tps": []}}
     order = [True, False, False, True, True, False, False, True][: 2 * rounds]

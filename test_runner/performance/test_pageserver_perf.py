@@ -99,7 +99,7 @@ def test_pageserver_ingest_getpage_storage(
         detail = ps.timeline_detail(tenant, tl)
         logical = detail["current_logical_size"]
         phys_before = detail["current_physical_size"]
-        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{tl}/compact")
+        ps.compact(tenant, tl)
         ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{tl}/do_gc", json={"gc_horizon": 0, "pitr_interval": "0s"})
         phys_after = ps.timeline_detail(tenant, tl)["current_physical_size"]
 

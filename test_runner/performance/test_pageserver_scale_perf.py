@@ -171,7 +171,7 @@ def test_getpage_many_layers(
         end = parse_lsn(primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0])
         wait_ingested(ps, tenant, tl, end, timeout=1800)
         ps.checkpoint(tenant, tl)
-        ps.http("PUT", f"/v1/tenant/{tenant}/timeline/{tl}/compact")
+        ps.compact(tenant, tl)
         relnode, dboid = primary.safe_psql(
             "SELECT c.relfilenode, d.oid FROM pg_class c, pg_database d "
             "WHERE c.relname = 'pgbench_accounts' AND d.datname = 'postgres'"

@@ -248,23 +248,9 @@ impl Tenant {
             .path
             .join(format!("initdb-{id}{}", crashsafe::TEMP_FILE_SUFFIX));
         let _ = std::fs::remove_dir_all(&pgdata);
-        let bin = self.conf.pg_distrib_dir.join("bin/initdb");
-        let out = std::process::Command::new(&bin)
-            .args([
-                "-D",
-                &pgdata.to_string_lossy(),
-                "-U",
-                "postgres",
-                "--no-instructions",
-                "--no-sync",
-            ])
-            .env("ZENITH_ALLOW_ROOT", "1")
-            .env("LD_LIBRARY_PATH", self.conf.pg_distrib_dir.join("lib"))
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        if !out.status.success() {
+        if let Err(e) = crate::walredo::process::run_initdb(&self.conf.pg_distrib_dir, &pgdata) {
             let _ = std::fs::remove_dir_all(&pgdata);
-            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+            return Err(e.into());
         }
         let res = self.import_reserved(id, &pgdata);
         // The same initdb output is what `postgres --wal-redo` runs in: a

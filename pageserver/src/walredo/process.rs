@@ -41,7 +41,7 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("initdb for the WAL redo data directory failed: {0}")]
+    #[error("initdb failed: {0}")]
     Initdb(String),
     #[error("WAL redo process I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -60,12 +60,21 @@ pub fn ensure_redo_datadir(pg_distrib_dir: &Path, datadir: &Path) -> Result<(), 
     }
     let tmp = datadir.with_extension("initdb.___temp");
     let _ = std::fs::remove_dir_all(&tmp);
+    run_initdb(pg_distrib_dir, &tmp)?;
+    std::fs::rename(&tmp, datadir)?;
+    Ok(())
+}
+
+/// Run `initdb` into `pgdata` (user `postgres`, no fsync: callers make the
+/// result durable or throw it away). The child dies with the calling thread,
+/// so a pageserver stopped meanwhile leaves no initdb writing into `pgdata`.
+pub fn run_initdb(pg_distrib_dir: &Path, pgdata: &Path) -> Result<(), ProcessError> {
     let mut initdb = Command::new(pg_distrib_dir.join("bin/initdb"));
     die_with_parent(&mut initdb);
     let out = initdb
         .args([
             "-D",
-            &tmp.to_string_lossy(),
+            &pgdata.to_string_lossy(),
             "-U",
             "postgres",
             "--no-sync",
@@ -83,7 +92,6 @@ pub fn ensure_redo_datadir(pg_distrib_dir: &Path, datadir: &Path) -> Result<(), 
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ));
     }
-    std::fs::rename(&tmp, datadir)?;
     Ok(())
 }
 
