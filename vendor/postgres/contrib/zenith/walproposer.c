@@ -193,7 +193,7 @@ parse_config(void)
 		ereport(FATAL,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("zenith.walkeepers is empty")));
-	quorum = n_wks / 2 + 1;
+	quorum = wp_quorum(n_wks);
 	if (!pg_strong_random(proposer_id, sizeof(proposer_id)))
 		ereport(FATAL, (errmsg("could not generate a proposer id")));
 }
@@ -325,37 +325,11 @@ deposed(int i, term_t their_term)
 
 /* ------------------------------------------------------------ election */
 
-static term_t
-epoch_of(const VoteResponse *v)
-{
-	term_t		t = 0;
-
-	for (uint32 k = 0; k < v->history.n; k++)
-		if (v->history.entries[k].lsn < v->flush_lsn)
-			t = v->history.entries[k].term;
-	return t;
-}
-
-/* Where walkeeper i starts receiving our WAL (see proposer.rs). */
+/* Where walkeeper i starts receiving our WAL. */
 static XLogRecPtr
 start_streaming_at(const VoteResponse *v)
 {
-	uint32		common = 0;
-
-	while (common < prop_history.n && common < v->history.n &&
-		   prop_history.entries[common].term == v->history.entries[common].term &&
-		   prop_history.entries[common].lsn == v->history.entries[common].lsn)
-		common++;
-	if (common == 0 || v->flush_lsn == InvalidXLogRecPtr)
-	{
-		XLogRecPtr	first = prop_history.entries[0].lsn;
-		XLogRecPtr	last = prop_history.entries[prop_history.n - 1].lsn;
-
-		return Max(first, Min(truncate_lsn, last));
-	}
-	if (common == prop_history.n)
-		return v->flush_lsn;
-	return Min(v->flush_lsn, prop_history.entries[common].lsn);
+	return wp_start_streaming_at(&prop_history, &v->history, v->flush_lsn, truncate_lsn);
 }
 
 /* Read [start, end) of walkeeper i's WAL into the recovered buffer. */
@@ -386,27 +360,21 @@ have_wal_from(XLogRecPtr lsn, int prefer)
 static void
 run_election(void)
 {
-	int			donor = -1;
+	const VoteResponse *votes[WK_MAX_WALKEEPERS];
+	WpElection	e;
+	int			donor;
 	XLogRecPtr	min_start = InvalidXLogRecPtr;
-	TermHistory h;
 
-	truncate_lsn = InvalidXLogRecPtr;
-	timeline_start = InvalidXLogRecPtr;
+	/* Every vote for us so far: the quorum just reached. */
 	for (int i = 0; i < n_wks; i++)
-	{
-		VoteResponse *v = &wks[i].vote;
-
-		if (wks[i].state != WK_VOTED || !v->vote_given)
-			continue;
-		if (donor < 0 || epoch_of(v) > epoch_of(&wks[donor].vote) ||
-			(epoch_of(v) == epoch_of(&wks[donor].vote) && v->flush_lsn > wks[donor].vote.flush_lsn))
-			donor = i;
-		truncate_lsn = Max(truncate_lsn, v->truncate_lsn);
-		if (v->timeline_start_lsn != InvalidXLogRecPtr &&
-			(timeline_start == InvalidXLogRecPtr || v->timeline_start_lsn < timeline_start))
-			timeline_start = v->timeline_start_lsn;
-	}
-	Assert(donor >= 0);
+		votes[i] = wks[i].state == WK_VOTED &&
+			wp_classify_vote(&wks[i].vote, prop_term) == WP_VOTE_GIVEN ? &wks[i].vote : NULL;
+	if (!wp_elect(votes, n_wks, compute_start, &e))
+		elog(FATAL, "walproposer: an election without votes");
+	donor = e.donor;
+	truncate_lsn = e.truncate_lsn;
+	timeline_start = e.timeline_start;
+	epoch_start = e.epoch_start;
 
 	if (wks[donor].vote.flush_lsn == InvalidXLogRecPtr)
 	{
@@ -417,35 +385,18 @@ run_election(void)
 			fflush(stdout);
 			proc_exit(0);
 		}
-		epoch_start = compute_start;
-		h.n = 0;
 	}
-	else
+	else if (!sync_mode && epoch_start != compute_start)
 	{
-		VoteResponse *d = &wks[donor].vote;
-
-		epoch_start = d->flush_lsn;
-		h.n = 0;
-		for (uint32 k = 0; k < d->history.n; k++)
-			if (d->history.entries[k].lsn < epoch_start)
-				h.n = k + 1;
-		if (!sync_mode && epoch_start != compute_start)
-		{
-			ereport(LOG,
-					(errmsg("walproposer: the walkeepers' WAL ends at %X/%X, but this compute's WAL starts at %X/%X; "
-							"start the compute from a basebackup taken at the LSN postgres --sync-walkeepers prints",
-							LSN_FORMAT_ARGS(epoch_start), LSN_FORMAT_ARGS(compute_start))));
-			proc_exit(1);	/* and the compute shuts down with it */
-		}
+		ereport(LOG,
+				(errmsg("walproposer: the walkeepers' WAL ends at %X/%X, but this compute's WAL starts at %X/%X; "
+						"start the compute from a basebackup taken at the LSN postgres --sync-walkeepers prints",
+						LSN_FORMAT_ARGS(epoch_start), LSN_FORMAT_ARGS(compute_start))));
+		proc_exit(1);			/* and the compute shuts down with it */
 	}
-	if (timeline_start == InvalidXLogRecPtr)
-		timeline_start = epoch_start;
-	prop_history.n = h.n + 1;
+	prop_history.n = e.donor_entries + 1;
 	prop_history.entries = MemoryContextAlloc(TopMemoryContext, sizeof(TermSwitch) * prop_history.n);
-	for (uint32 k = 0; k < h.n; k++)
-		prop_history.entries[k] = wks[donor].vote.history.entries[k];
-	prop_history.entries[h.n].term = prop_term;
-	prop_history.entries[h.n].lsn = epoch_start;
+	wp_elected_history(&wks[donor].vote, &e, prop_term, prop_history.entries);
 	elected = true;
 
 	for (int i = 0; i < n_wks; i++)
@@ -568,20 +519,10 @@ update_commit(void)
 
 	for (int i = 0; i < n_wks; i++)
 	{
-		flushes[i] = wks[i].flush >= epoch_start ? wks[i].flush : InvalidXLogRecPtr;
+		flushes[i] = wks[i].flush;
 		min_flush = Min(min_flush, wks[i].flush);
 	}
-	/* The quorum-th highest. */
-	for (int a = 0; a < n_wks; a++)
-		for (int b = a + 1; b < n_wks; b++)
-			if (flushes[b] > flushes[a])
-			{
-				XLogRecPtr	t = flushes[a];
-
-				flushes[a] = flushes[b];
-				flushes[b] = t;
-			}
-	c = flushes[quorum - 1];
+	c = wp_commit_lsn(flushes, n_wks, quorum, epoch_start);
 	if (min_flush > truncate_lsn)
 		truncate_lsn = min_flush;
 	if (c <= commit_lsn)
@@ -646,18 +587,25 @@ handle_message(int i, const char *buf, int len)
 		case WK_VOTING:
 			{
 				VoteResponse v;
+				WpVote		kind;
 				int			votes = 0;
 
 				if (!wk_parse_vote(buf, len, &v, &err))
 					break;
-				if (v.term > prop_term)
+				kind = wp_classify_vote(&v, prop_term);
+				if (kind == WP_VOTE_HIGHER_TERM)
 				{
 					if (elected || sync_mode)
 						deposed(i, v.term);
 					wk_shutdown(i, "it has voted in a higher term");
 					return;
 				}
-				if (!v.vote_given && !elected)
+				if (kind == WP_VOTE_LOWER_TERM)
+				{
+					err = "a vote response of a lower term than the request's";
+					break;
+				}
+				if (kind == WP_VOTE_REFUSED && !elected)
 				{
 					/*
 					 * It voted for another proposer in our term: two computes
@@ -675,7 +623,8 @@ handle_message(int i, const char *buf, int len)
 					return;
 				}
 				for (int k = 0; k < n_wks; k++)
-					if (wks[k].state == WK_VOTED && wks[k].vote.vote_given)
+					if (wks[k].state == WK_VOTED &&
+						wp_classify_vote(&wks[k].vote, prop_term) == WP_VOTE_GIVEN)
 						votes++;
 				if (votes >= quorum)
 					run_election();

@@ -12,6 +12,9 @@
 #include "access/xlogdefs.h"
 #include "lib/stringinfo.h"
 
+/* term_t, TermSwitch, TermHistory, VoteResponse, WK_MAX_WALKEEPERS */
+#include "walproposer_decide.h"
+
 /* GUCs (zenith.c) */
 extern char *zenith_walkeepers;
 extern char *zenith_tenant_id;
@@ -23,38 +26,12 @@ extern int	zenith_max_replication_write_lag;
 #define WK_PROTOCOL_VERSION 1
 #define WK_MAX_SEND_SIZE (16 * 8192)
 #define WK_MAX_TERM_HISTORY 100000
-#define WK_MAX_WALKEEPERS 32
-
-typedef uint64 term_t;
-
-typedef struct TermSwitch
-{
-	term_t		term;
-	XLogRecPtr	lsn;
-} TermSwitch;
-
-typedef struct TermHistory
-{
-	uint32		n;
-	TermSwitch *entries;		/* palloc'd */
-} TermHistory;
-
-/* Walkeeper -> proposer messages, decoded. */
+/* Walkeeper -> proposer messages, decoded (VoteResponse: walproposer_decide.h). */
 typedef struct AcceptorGreeting
 {
 	term_t		term;
 	uint64		node_id;
 } AcceptorGreeting;
-
-typedef struct VoteResponse
-{
-	term_t		term;
-	bool		vote_given;
-	XLogRecPtr	flush_lsn;
-	XLogRecPtr	truncate_lsn;
-	TermHistory history;
-	XLogRecPtr	timeline_start_lsn;
-} VoteResponse;
 
 typedef struct AppendResponse
 {
