@@ -2,7 +2,8 @@
 #
 #   make            build PostgreSQL (tmp_install/) and the Rust workspace (release)
 #   make postgres   build and install the patched PostgreSQL 15 into tmp_install/
-#   make test       everything CI runs: fmt, clippy, cargo tests, pytest
+#   make test       everything CI runs: fmt, clippy, cargo tests, pytest (CI sizes)
+#   make test-full  the full-size variants: chaos minutes, scale 100, model bounds
 #   make run        build, then start a local cluster (see README)
 #   make fuzz       run every fuzz target for FUZZ_SECONDS each (default 60)
 #   make bench      run the benchmarks at full size
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 
 export POSTGRES_INSTALL_DIR
 
-.PHONY: all postgres rust rust-testing test cargo-test lint pytest venv test-apt-deps run fuzz bench clean
+.PHONY: all postgres rust rust-testing test test-full cargo-test lint pytest venv test-apt-deps run fuzz bench clean
 
 all: postgres rust
 
@@ -30,10 +31,19 @@ postgres:
 rust:
 	$(CARGO) build --release --bins -j $(CARGO_JOBS)
 
-# The same binaries with failpoints compiled in (the pytest suite crashes the
-# pageserver at them); only the pageserver crate is rebuilt between the two.
+# What `make test` builds, once for both the cargo tests and pytest: the `ci`
+# profile (release optimisation, debug assertions and overflow checks in our
+# own crates) with failpoints compiled in (the pytest suite crashes the
+# pageserver and stalls walkeepers at them). Its binaries are in target/ci.
+TEST_PROFILE := ci
+TEST_FEATURES := pageserver/testing,walkeeper/testing
+TEST_BIN := $(ROOT)/target/$(TEST_PROFILE)
+# pytest workers (pytest-xdist): the suite mostly waits on fsyncs, sockets
+# and child processes, so more workers than the 2 cores pay off.
+PYTEST_WORKERS ?= 3
+
 rust-testing:
-	$(CARGO) build --release --bins -j $(CARGO_JOBS) --features pageserver/testing
+	$(CARGO) build --profile $(TEST_PROFILE) --bins -j $(CARGO_JOBS) --features $(TEST_FEATURES)
 
 venv: $(VENV)/.requirements-stamp
 
@@ -67,12 +77,25 @@ lint:
 # Incremental compilation state is several GiB and buys nothing in a one-shot
 # test run.
 cargo-test:
-	CARGO_INCREMENTAL=0 $(CARGO) test -j $(CARGO_JOBS)
+	CARGO_INCREMENTAL=0 $(CARGO) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES)
 
 pytest: postgres rust-testing venv test-apt-deps
-	cd test_runner && $(PYTHON) -m pytest $(PYTEST_ARGS)
+	cd test_runner && ZENITH_BIN=$(TEST_BIN) $(PYTHON) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: postgres lint cargo-test pytest
+
+# What `make test` runs at CI size, at full size: the walkeeper ledger chaos
+# for 10 minutes, the pageserver scale test at scale 100, the pages and
+# stateless-compute checks at their full sizes, and the walkeeper model check
+# at the design's bounds with commit hints (minutes of CPU each).
+FULL_CHAOS_SECONDS ?= 600
+test-full: postgres rust-testing venv test-apt-deps
+	ZENITH_MODEL_TERMS=3 ZENITH_MODEL_ENTRIES=3 ZENITH_MODEL_COMMIT_HINTS=1 \
+	    $(CARGO) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES) \
+	    -p walkeeper --lib model -- --ignored
+	cd test_runner && ZENITH_BIN=$(TEST_BIN) ZENITH_BENCH_SIZE=full \
+	    ZENITH_TEST_CHAOS_SECONDS=$(FULL_CHAOS_SECONDS) \
+	    $(PYTHON) -m pytest -n $(PYTEST_WORKERS) --ignore=performance $(PYTEST_ARGS)
 
 run: all
 	@$(ROOT)/scripts/run-local.sh

@@ -14,7 +14,7 @@ use crate::background_process::{self, Daemon, Stopped};
 use crate::local_env::LocalEnv;
 
 /// The walkeeper's pid file (the daemon's own name for it).
-pub const PID_FILE_NAME: &str = "walkeeper.pid";
+pub use zenith_utils::api::walkeeper::{TimelineStatus, PID_FILE_NAME};
 pub const LOG_FILE_NAME: &str = "walkeeper.log";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,16 +50,6 @@ pub fn addresses(env: &LocalEnv) -> String {
         .map(|w| w.listen_pg_addr.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// What a walkeeper reports of a timeline (the fields the CLI shows).
-#[derive(Deserialize, Debug, Clone)]
-pub struct TimelineStatus {
-    pub term: u64,
-    pub epoch: u64,
-    pub flush_lsn: String,
-    pub commit_lsn: String,
-    pub proposer: Option<String>,
 }
 
 pub struct WalkeeperNode<'a> {

@@ -42,6 +42,9 @@ use zenith_utils::auth::{AuthError, AuthType, JwtAuth};
 pub use zenith_utils::daemon::ConfigError;
 use zenith_utils::daemon::{parse_config, read_config_text};
 
+/// Default `max_open_layer_files`: layer files the reader cache keeps open.
+pub const DEFAULT_MAX_OPEN_LAYER_FILES: usize = 256;
+
 /// Serde adapter for durations as human-readable strings.
 mod human_duration {
     use super::*;
@@ -155,7 +158,7 @@ impl Default for PageServerConf {
             wait_lsn_timeout: Duration::from_secs(60),
             wal_redo_timeout: Duration::from_secs(60),
             page_cache_size: 8192,
-            max_open_layer_files: crate::tenant::storage_layer::reader_cache::DEFAULT_CAPACITY,
+            max_open_layer_files: DEFAULT_MAX_OPEN_LAYER_FILES,
             pg_max_connections: 512,
             pg_startup_timeout: Duration::from_secs(60),
             pg_idle_timeout: Duration::from_secs(600),
@@ -185,6 +188,36 @@ impl PageServerConf {
         )
     }
 
+    /// `pageserver --init`: creates `workdir` and writes its configuration:
+    /// the defaults (`POSTGRES_INSTALL_DIR` as `pg_distrib_dir` if set),
+    /// then `overrides`; a relative `pg_distrib_dir` is made absolute from
+    /// the current directory. Refuses to write over an existing one.
+    pub fn init_workdir(workdir: &Path, overrides: &[String]) -> anyhow::Result<PageServerConf> {
+        use anyhow::Context;
+        let config_path = workdir.join(CONFIG_FILE_NAME);
+        if config_path.exists() {
+            anyhow::bail!(
+                "{} already exists; refusing to initialize over an existing pageserver",
+                config_path.display()
+            );
+        }
+        let cwd = std::env::current_dir().context("reading the current directory")?;
+        let mut base = PageServerConf::default();
+        if let Some(dir) = std::env::var_os("POSTGRES_INSTALL_DIR") {
+            base.pg_distrib_dir = PathBuf::from(dir);
+        }
+        let mut conf = PageServerConf::parse(&base.to_toml(), overrides)?;
+        // Relative paths would depend on where the daemon is started from.
+        if conf.pg_distrib_dir.is_relative() {
+            conf.pg_distrib_dir = cwd.join(&conf.pg_distrib_dir);
+        }
+        zenith_utils::crashsafe::create_dir_all_durable(workdir)
+            .with_context(|| format!("creating {}", workdir.display()))?;
+        zenith_utils::crashsafe::write_file_atomic(&config_path, conf.to_toml().as_bytes())
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        Ok(conf)
+    }
+
     /// The configuration as TOML (what `--init` writes).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
@@ -193,15 +226,8 @@ impl PageServerConf {
     /// The token checker when auth is on, with a relative key path taken
     /// from `workdir`.
     pub fn jwt_auth(&self, workdir: &Path) -> Result<Option<JwtAuth>, AuthError> {
-        match (self.auth_type, &self.auth_validation_public_key_path) {
-            (AuthType::Trust, _) => Ok(None),
-            (AuthType::ZenithJwt, Some(path)) => {
-                JwtAuth::from_key_path(&workdir.join(path)).map(Some)
-            }
-            (AuthType::ZenithJwt, None) => Err(AuthError::Config(
-                "auth_type ZenithJWT needs auth_validation_public_key_path".into(),
-            )),
-        }
+        let key = self.auth_validation_public_key_path.as_ref();
+        JwtAuth::for_auth_type(self.auth_type, key.map(|p| workdir.join(p)).as_deref())
     }
 
     /// Whether `import_pgdata` may read `dir` (made absolute and without

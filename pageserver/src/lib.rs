@@ -32,6 +32,7 @@ pub mod tenant;
 pub mod value;
 pub mod wal_sources;
 pub mod walingest;
+pub mod walreceiver;
 pub mod walredo;
 
 /// Registers every metric of the pageserver that is not registered at
@@ -39,7 +40,9 @@ pub mod walredo;
 /// before the code they measure first runs.
 pub fn register_metrics() {
     page_service::register_metrics();
+    tenant::storage_layer::reader_cache::register_metrics();
     tenant::timeline::register_metrics();
     walingest::register_metrics();
+    walreceiver::register_metrics();
     walredo::register_metrics();
 }

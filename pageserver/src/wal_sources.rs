@@ -30,8 +30,8 @@ use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 
 use crate::tenant::mgr::TenantManager;
-use crate::tenant::timeline::walreceiver::{WalReceiver, WalSource};
 use crate::tenant::timeline::Timeline;
+use crate::walreceiver::{WalReceiver, WalSource};
 
 /// Name of the file in a timeline directory that holds its WAL source.
 pub const WAL_SOURCE_FILE_NAME: &str = "wal_source";

@@ -13,7 +13,7 @@ use common::{initdb, pg_install, pg_tool, Server};
 use pageserver::basebackup::send_basebackup;
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
-use pageserver::tenant::timeline::walreceiver::{WalReceiver, WalSource};
+use pageserver::walreceiver::{WalReceiver, WalSource};
 use pageserver::walredo::PostgresRedoManager;
 use zenith_utils::lsn::Lsn;
 

@@ -13,7 +13,7 @@ use common::{initdb, Server};
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
 use pageserver::pgdatadir_mapping::DatadirReader;
-use pageserver::tenant::timeline::walreceiver::{WalReceiver, WalSource};
+use pageserver::walreceiver::{WalReceiver, WalSource};
 use pageserver::walredo::NativeOnlyRedoManager;
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_client::{ClientError, Config, Connection};

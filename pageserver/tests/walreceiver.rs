@@ -12,7 +12,7 @@ use common::{initdb, Server};
 use pageserver::config::TenantConf;
 use pageserver::import_datadir::import_datadir;
 use pageserver::pgdatadir_mapping::DatadirReader;
-use pageserver::tenant::timeline::walreceiver::{WalReceiver, WalSource};
+use pageserver::walreceiver::{WalReceiver, WalSource};
 use pageserver::walredo::NativeOnlyRedoManager;
 use postgres_ffi::relfile::relation_segment_path;
 use postgres_ffi::slru::{slru_segment_filename, SlruKind};

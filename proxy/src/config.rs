@@ -1,7 +1,12 @@
 //! The proxy's configuration: `proxy.toml` in its workdir, with
 //! `-c key=value` overrides.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -76,13 +81,10 @@ impl Default for ProxyConf {
 impl ProxyConf {
     /// The token checker when auth is on.
     pub fn jwt_auth(&self) -> Result<Option<JwtAuth>, AuthError> {
-        match (self.auth_type, &self.auth_validation_public_key_path) {
-            (AuthType::Trust, _) => Ok(None),
-            (AuthType::ZenithJwt, Some(p)) => JwtAuth::from_key_path(p).map(Some),
-            (AuthType::ZenithJwt, None) => Err(AuthError::Config(
-                "auth_type ZenithJWT needs auth_validation_public_key_path".into(),
-            )),
-        }
+        JwtAuth::for_auth_type(
+            self.auth_type,
+            self.auth_validation_public_key_path.as_deref(),
+        )
     }
 
     pub fn startup_timeout(&self) -> Duration {
@@ -96,5 +98,43 @@ impl ProxyConf {
     }
     pub fn link_timeout(&self) -> Duration {
         Duration::from_millis(self.link_timeout_ms)
+    }
+}
+
+/// Loading the configuration and its TLS material (the daemon's start).
+impl ProxyConf {
+    /// `<workdir>/proxy.toml` (a missing file is the defaults) with
+    /// `key=value` overrides.
+    pub fn load(workdir: &Path, overrides: &[String]) -> anyhow::Result<ProxyConf> {
+        let path = workdir.join(CONFIG_FILE_NAME);
+        let text = zenith_utils::daemon::read_config_text(&path)?;
+        zenith_utils::daemon::parse_config(&text, overrides)
+            .with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The rustls configuration and the certificate's channel-binding data.
+    pub fn tls(&self) -> anyhow::Result<Option<(Arc<rustls::ServerConfig>, Vec<u8>)>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .with_context(|| format!("reading the certificate {}", cert.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing the certificate {}", cert.display()))?;
+        let first = certs
+            .first()
+            .with_context(|| format!("{} holds no certificate", cert.display()))?;
+        let binding = zenith_utils::scram::tls_server_end_point(first);
+        let key = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("reading the key {}", key.display()))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not go together")?;
+        Ok(Some((Arc::new(config), binding)))
     }
 }

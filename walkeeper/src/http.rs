@@ -12,12 +12,12 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use hyper::StatusCode;
 use prometheus::{register_int_gauge, register_int_gauge_vec, IntGauge, IntGaugeVec};
-use serde::Serialize;
 use zenith_utils::auth::{JwtAuth, Scope};
 use zenith_utils::http::{json_response, ApiError, ApiRequest, ApiResult, HttpConf, Router};
 use zenith_utils::id::{TenantId, TimelineId};
 
-use crate::timeline::{TimelineStatus, Timelines};
+use crate::timeline::Timelines;
+use zenith_utils::api::walkeeper::WalkeeperStatus;
 
 pub struct HttpState {
     pub node_id: u64,
@@ -85,12 +85,6 @@ fn lsn_gauge(lsn: zenith_utils::lsn::Lsn) -> i64 {
     i64::try_from(lsn.0).unwrap_or(i64::MAX)
 }
 
-#[derive(Serialize)]
-struct WalkeeperStatus {
-    id: u64,
-    timelines: Vec<TimelineStatus>,
-}
-
 /// The walkeeper's API; with `auth`, every route but `/metrics` and
 /// `/v1/status` needs a `walkeeperdata` token (bound to the route's tenant,
 /// if the token names one).
@@ -118,6 +112,7 @@ pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<HttpState> {
             "/v1/tenant/{tenant_id}/timeline/{timeline_id}",
             timeline_status,
         )
+        .with_failpoints()
 }
 
 async fn timeline_status(s: Arc<HttpState>, req: ApiRequest) -> ApiResult {

@@ -4,7 +4,10 @@
 //!
 //! The acceptor is behind a `std::sync::Mutex`: every call into it may
 //! fsync, so callers run it off the async workers' tasks (`block_in_place`
-//! or `spawn_blocking`; see [`Timeline::process_batch`]).
+//! or `spawn_blocking`; see [`Timeline::process_batch`]). Async code never
+//! takes that lock: after each call the timeline publishes a snapshot of
+//! the acceptor's state in a `watch` channel, and status, metrics and
+//! replication read that.
 //! WAL below the commit LSN never changes, so replication senders read
 //! segment files without taking the lock ([`wal_storage::read_segment`]).
 
@@ -12,14 +15,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
+use anyhow::{bail, Context};
+
 use prometheus::{
     register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
     IntCounterVec,
 };
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
+use zenith_utils::api::walkeeper::{FeedbackStatus, TimelineStatus};
+use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
@@ -57,38 +63,49 @@ static PROCESS_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 /// greeted yet.
 pub const DEFAULT_WAL_SEG_SIZE: usize = 16 << 20;
 
-/// What HTTP reports of a timeline.
-#[derive(Debug, Clone, Serialize)]
-pub struct TimelineStatus {
-    pub tenant_id: String,
-    pub timeline_id: String,
-    pub term: Term,
-    /// The term of the last WAL record this walkeeper holds.
-    pub epoch: Term,
-    pub term_history: Vec<(Term, String)>,
-    pub flush_lsn: String,
-    pub commit_lsn: String,
-    /// WAL below this is on every walkeeper (from the proposer).
-    pub truncate_lsn: String,
-    /// What the pageserver has made durable.
-    pub remote_consistent_lsn: String,
-    pub local_start_lsn: String,
-    pub timeline_start_lsn: String,
-    pub pg_version: u32,
-    pub system_id: u64,
-    pub wal_seg_size: u32,
-    /// The address of the connected proposer, if one is.
-    pub proposer: Option<String>,
-    /// Addresses of connected replication clients (the pageserver).
-    pub replication_clients: Vec<String>,
-    pub pageserver_feedback: Option<FeedbackStatus>,
+/// What readers see of a timeline's acceptor, published after every call
+/// that changes it (a flush, a vote, WAL removal). HTTP status, metrics and
+/// replication read this instead of taking the acceptor's lock, which is
+/// held across fsyncs.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    term: Term,
+    epoch: Term,
+    term_history: Vec<(Term, Lsn)>,
+    flush_lsn: Lsn,
+    /// Capped by the flush LSN.
+    commit_lsn: Lsn,
+    truncate_lsn: Lsn,
+    remote_consistent_lsn: Lsn,
+    local_start_lsn: Lsn,
+    timeline_start_lsn: Lsn,
+    pg_version: u32,
+    system_id: u64,
+    wal_seg_size: u32,
+    /// The segment size the store uses (the proposer's, once greeted).
+    store_seg_size: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct FeedbackStatus {
-    pub write_lsn: String,
-    pub flush_lsn: String,
-    pub apply_lsn: String,
+impl Snapshot {
+    fn of(acc: &Acceptor<DiskStore>) -> Snapshot {
+        let st = &acc.state;
+        let flush_lsn = acc.flush_lsn();
+        Snapshot {
+            term: st.term,
+            epoch: acc.epoch(),
+            term_history: st.term_history.clone(),
+            flush_lsn,
+            commit_lsn: st.commit_lsn.min(flush_lsn),
+            truncate_lsn: st.peer_horizon_lsn,
+            remote_consistent_lsn: st.remote_consistent_lsn,
+            local_start_lsn: acc.store.start_lsn(),
+            timeline_start_lsn: st.timeline_start_lsn,
+            pg_version: st.server.pg_version,
+            system_id: st.server.system_id,
+            wal_seg_size: st.server.wal_seg_size,
+            store_seg_size: acc.store.seg_size(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,16 +115,25 @@ struct Connections {
     next_id: u64,
 }
 
+/// The acceptor's lock is held across fsyncs: only blocking code takes it
+/// ([`process_batch`](Timeline::process_batch), loading, WAL removal).
+/// Async code reads the published [`Snapshot`] and the other fields, whose
+/// locks are only ever held for a copy.
 pub struct Timeline {
     pub tenant_id: TenantId,
     pub timeline_id: TimelineId,
     dir: PathBuf,
     acceptor: Mutex<Acceptor<DiskStore>>,
+    snapshot: watch::Sender<Snapshot>,
     /// The commit LSN (capped by this walkeeper's flush LSN): how far
     /// replication may send.
     commit_tx: watch::Sender<Lsn>,
     /// The term: a proposer's connection ends when it changes under it.
     term_tx: watch::Sender<Term>,
+    /// The replication client's latest feedback, handed to the acceptor
+    /// (relayed to the proposer, persisted as the remote consistent LSN) by
+    /// the next call that holds its lock.
+    feedback: Mutex<Option<PageserverFeedback>>,
     conns: Mutex<Connections>,
 }
 
@@ -139,23 +165,40 @@ impl Timeline {
             None => AcceptorState::new(tenant_id, timeline_id),
         };
         let acceptor = Acceptor::new(state, store, node_id);
-        let commit = acceptor.state.commit_lsn.min(acceptor.flush_lsn());
-        let term = acceptor.state.term;
+        let snapshot = Snapshot::of(&acceptor);
         Ok(Timeline {
             tenant_id,
             timeline_id,
             dir: dir.to_path_buf(),
+            commit_tx: watch::channel(snapshot.commit_lsn).0,
+            term_tx: watch::channel(snapshot.term).0,
+            snapshot: watch::channel(snapshot).0,
             acceptor: Mutex::new(acceptor),
-            commit_tx: watch::channel(commit).0,
-            term_tx: watch::channel(term).0,
+            feedback: Mutex::new(None),
             conns: Mutex::new(Connections::default()),
         })
     }
 
+    /// The acceptor, with the latest replication feedback handed to it
+    /// (blocking: the lock may be held by a call that fsyncs).
     fn lock(&self) -> std::sync::MutexGuard<'_, Acceptor<DiskStore>> {
         // A panic while holding the lock leaves the acceptor as the last
         // completed call left it: durable state is on disk either way.
-        self.acceptor.lock().unwrap_or_else(|e| e.into_inner())
+        let mut acc = self.acceptor.lock().unwrap_or_else(|e| e.into_inner());
+        let feedback = *self.feedback.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = feedback {
+            acc.pageserver_feedback = Some(f);
+            if f.ps_flushlsn > acc.state.remote_consistent_lsn && f.ps_flushlsn <= acc.flush_lsn() {
+                // Persisted with the next control file write (a hint: losing it
+                // only keeps more WAL).
+                acc.state.remote_consistent_lsn = f.ps_flushlsn;
+            }
+        }
+        acc
+    }
+
+    fn snap(&self) -> watch::Ref<'_, Snapshot> {
+        self.snapshot.borrow()
     }
 
     /// Handle proposer messages with one fsync for all of them (blocking);
@@ -191,11 +234,12 @@ impl Timeline {
         (replies, err)
     }
 
-    /// Tell the watchers the acceptor's commit LSN and term (and unlock).
+    /// Publish the acceptor's state to the watchers (and unlock).
     fn publish(&self, acc: std::sync::MutexGuard<'_, Acceptor<DiskStore>>) {
-        let commit = acc.state.commit_lsn.min(acc.flush_lsn());
-        let term = acc.state.term;
+        let snapshot = Snapshot::of(&acc);
         drop(acc);
+        let (commit, term) = (snapshot.commit_lsn, snapshot.term);
+        self.snapshot.send_replace(snapshot);
         self.commit_tx.send_if_modified(|c| {
             let changed = *c != commit;
             *c = commit;
@@ -217,26 +261,27 @@ impl Timeline {
     }
 
     pub fn seg_size(&self) -> usize {
-        self.lock().store.seg_size()
+        self.snap().store_seg_size
     }
 
     pub fn system_id(&self) -> u64 {
-        self.lock().state.server.system_id
+        self.snap().system_id
     }
 
     pub fn start_lsn(&self) -> Lsn {
-        self.lock().store.start_lsn()
+        self.snap().local_start_lsn
     }
 
     /// The flush LSN and the term of this walkeeper's last WAL.
     pub fn flush_and_epoch(&self) -> (Lsn, Term) {
-        let acc = self.lock();
-        (acc.flush_lsn(), acc.epoch())
+        let s = self.snap();
+        (s.flush_lsn, s.epoch)
     }
 
-    /// WAL at `lsn` below `end` (at most `buf.len()` bytes). `end` must be
-    /// at or below the commit LSN or the caller must hold the term (WAL
-    /// above the commit LSN may be truncated by a new proposer).
+    /// WAL at `lsn` below `end` (at most `buf.len()` bytes; blocking: it
+    /// reads segment files). `end` must be at or below the commit LSN or the
+    /// caller must hold the term (WAL above the commit LSN may be truncated
+    /// by a new proposer).
     pub fn read_wal(&self, lsn: Lsn, end: Lsn, buf: &mut [u8]) -> Result<usize, StoreError> {
         let n = buf.len().min(end.0.saturating_sub(lsn.0) as usize);
         if n == 0 {
@@ -245,22 +290,16 @@ impl Timeline {
         wal_storage::read_segment(&self.dir, self.seg_size(), lsn, &mut buf[..n])
     }
 
-    /// Record the pageserver's feedback: relayed to the proposer, and its
-    /// durable LSN lets WAL below it go.
+    /// Record the replication client's feedback: relayed to the proposer,
+    /// and its durable LSN lets WAL below it go. Never waits for a flush.
     pub fn pageserver_feedback(&self, write: Lsn, flush: Lsn, apply: Lsn) {
-        let mut acc = self.lock();
-        acc.pageserver_feedback = Some(PageserverFeedback {
+        *self.feedback.lock().unwrap_or_else(|e| e.into_inner()) = Some(PageserverFeedback {
             current_timeline_size: 0,
             ps_writelsn: write,
             ps_flushlsn: flush,
             ps_applylsn: apply,
             ps_replytime: 0,
         });
-        if flush > acc.state.remote_consistent_lsn && flush <= acc.flush_lsn() {
-            // Persisted with the next control file write (a hint: losing it
-            // only keeps more WAL).
-            acc.state.remote_consistent_lsn = flush;
-        }
     }
 
     /// Remove WAL segments everyone has: below both the pageserver's durable
@@ -273,9 +312,12 @@ impl Timeline {
             .min(acc.state.peer_horizon_lsn)
             .min(acc.state.commit_lsn);
         if horizon == Lsn(0) {
+            self.publish(acc);
             return Ok(0);
         }
-        acc.store.remove_segments_below(horizon)
+        let removed = acc.store.remove_segments_below(horizon);
+        self.publish(acc);
+        removed
     }
 
     pub fn proposer_connected(&self, addr: String) -> ConnGuard<'_> {
@@ -301,9 +343,8 @@ impl Timeline {
     /// The flush LSN and the commit LSN (capped by the flush LSN), as
     /// [`status`](Self::status) reports them.
     pub fn flush_and_commit_lsn(&self) -> (Lsn, Lsn) {
-        let acc = self.lock();
-        let flush = acc.flush_lsn();
-        (flush, acc.state.commit_lsn.min(flush))
+        let s = self.snap();
+        (s.flush_lsn, s.commit_lsn)
     }
 
     /// Whether a proposer (a compute's walproposer) is connected.
@@ -315,35 +356,33 @@ impl Timeline {
             .is_some()
     }
 
+    /// What HTTP reports: the last published state, the connections and
+    /// the latest feedback. Never waits for a flush.
     pub fn status(&self) -> TimelineStatus {
-        let acc = self.lock();
-        let st = &acc.state;
+        let s = self.snap().clone();
+        let feedback = *self.feedback.lock().unwrap_or_else(|e| e.into_inner());
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         TimelineStatus {
-            tenant_id: self.tenant_id.to_string(),
-            timeline_id: self.timeline_id.to_string(),
-            term: st.term,
-            epoch: acc.epoch(),
-            term_history: st
-                .term_history
-                .iter()
-                .map(|(t, l)| (*t, l.to_string()))
-                .collect(),
-            flush_lsn: acc.flush_lsn().to_string(),
-            commit_lsn: st.commit_lsn.min(acc.flush_lsn()).to_string(),
-            truncate_lsn: st.peer_horizon_lsn.to_string(),
-            remote_consistent_lsn: st.remote_consistent_lsn.to_string(),
-            local_start_lsn: acc.store.start_lsn().to_string(),
-            timeline_start_lsn: st.timeline_start_lsn.to_string(),
-            pg_version: st.server.pg_version,
-            system_id: st.server.system_id,
-            wal_seg_size: st.server.wal_seg_size,
+            tenant_id: self.tenant_id,
+            timeline_id: self.timeline_id,
+            term: s.term,
+            epoch: s.epoch,
+            term_history: s.term_history,
+            flush_lsn: s.flush_lsn,
+            commit_lsn: s.commit_lsn,
+            truncate_lsn: s.truncate_lsn,
+            remote_consistent_lsn: s.remote_consistent_lsn,
+            local_start_lsn: s.local_start_lsn,
+            timeline_start_lsn: s.timeline_start_lsn,
+            pg_version: s.pg_version,
+            system_id: s.system_id,
+            wal_seg_size: s.wal_seg_size,
             proposer: conns.proposer.clone(),
             replication_clients: conns.replication.iter().map(|(_, a)| a.clone()).collect(),
-            pageserver_feedback: acc.pageserver_feedback.map(|f| FeedbackStatus {
-                write_lsn: f.ps_writelsn.to_string(),
-                flush_lsn: f.ps_flushlsn.to_string(),
-                apply_lsn: f.ps_applylsn.to_string(),
+            pageserver_feedback: feedback.map(|f| FeedbackStatus {
+                write_lsn: f.ps_writelsn,
+                flush_lsn: f.ps_flushlsn,
+                apply_lsn: f.ps_applylsn,
             }),
         }
     }
@@ -362,6 +401,36 @@ impl Drop for ConnGuard<'_> {
             Some(id) => c.replication.retain(|(i, _)| *i != id),
             None => c.proposer = None,
         }
+    }
+}
+
+/// The file in the data directory that names the walkeeper it belongs to.
+pub const ID_FILE_NAME: &str = "walkeeper.id";
+
+/// Checks the id recorded in the data directory, written on first start
+/// (a later start with another id is refused: the id names this WAL to
+/// proposers).
+pub fn check_node_id(datadir: &Path, id: u64) -> anyhow::Result<()> {
+    let path = datadir.join(ID_FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let have: u64 = s
+                .trim()
+                .parse()
+                .with_context(|| format!("{} does not hold an id", path.display()))?;
+            if have != id {
+                bail!(
+                    "{} belongs to walkeeper {have}, not {id}; start it with --id {have}",
+                    datadir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crashsafe::write_file_atomic(&path, format!("{id}\n").as_bytes())
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 

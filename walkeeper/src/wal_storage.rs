@@ -357,6 +357,10 @@ impl WalStore for DiskStore {
         if self.dirty {
             if let Some((_, f)) = &self.open {
                 let _timer = FLUSH_WAL_SECONDS.start_timer();
+                // Testing builds: `sleep(ms)` stalls the fsync, `return` fails it.
+                fail::fail_point!("walkeeper-fsync", |_| Err(StoreError(
+                    "failpoint walkeeper-fsync".into()
+                )));
                 f.sync_data()?;
             }
             self.dirty = false;

@@ -104,6 +104,20 @@ impl Walkeeper {
         Ok(body)
     }
 
+    /// Arms a failpoint (`PUT /v1/failpoints`; the test build has them).
+    fn failpoint(&self, name: &str, actions: &str) {
+        let url = format!("http://127.0.0.1:{}/v1/failpoints", self.http_port);
+        let body = serde_json::json!([{ "name": name, "actions": actions }]);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.put(&url).send_json(&body).unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+
     fn timeline(&self, t: &Ids) -> serde_json::Value {
         self.get(&format!("/v1/tenant/{}/timeline/{}", t.tenant, t.timeline))
             .unwrap()
@@ -456,4 +470,98 @@ async fn quorum_commit_replication_restart_and_bad_input() {
         assert_eq!(lsn(&st, "flush_lsn"), end, "{st}");
         assert_eq!(st["term"], 2);
     }
+}
+
+/// One walkeeper's fsync stalls (a failpoint sleeps 4 s in it) while it
+/// holds the acceptor's lock: its HTTP status and replication of committed
+/// WAL to the pageserver must go on answering meanwhile. Before status and
+/// replication read a published snapshot, both waited for the fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_fsync_stalls_neither_status_nor_replication() {
+    const STALL: Duration = Duration::from_secs(4);
+    let root = tempfile::tempdir().unwrap();
+    let mut wks: Vec<Walkeeper> = (1..=3).map(|i| Walkeeper::new(root.path(), i)).collect();
+    for w in &mut wks {
+        w.start();
+    }
+    let t = Ids {
+        tenant: TenantId::from_array([0x17; 16]),
+        timeline: TimelineId::from_array([0x18; 16]),
+    };
+    let input = wal();
+    let (first, second) = input.split_at(input.len() / 2);
+    let mut p = Proposer::elect(&[&wks[0], &wks[1], &wks[2]], &t, None, &[]).await;
+    for r in p.append(first).await {
+        assert_eq!(r.unwrap(), 1);
+    }
+    // An empty append carries the commit LSN.
+    p.append(&[]).await;
+    let committed = Lsn(SEG_START.0 + first.len() as u64);
+    assert_eq!(lsn(&wks[0].timeline(&t), "commit_lsn"), committed);
+
+    // The next append to walkeeper 1 stalls in its fsync.
+    wks[0].failpoint("walkeeper-fsync", &format!("sleep({})", STALL.as_millis()));
+    let end = Lsn(committed.0 + second.len().min(MAX_SEND_SIZE) as u64);
+    let m = ProposerMessage::Append(AppendRequest {
+        term: p.term,
+        epoch_start_lsn: p.epoch_start,
+        begin_lsn: committed,
+        end_lsn: end,
+        commit_lsn: committed,
+        truncate_lsn: p.truncate,
+        proposer_id: [5; 16],
+        wal_data: Bytes::copy_from_slice(&second[..(end.0 - committed.0) as usize]),
+    });
+    let sent = Instant::now();
+    let mut conn = p.conns.remove(0);
+    let stalled = tokio::spawn(async move {
+        let reply = request(&mut conn, &m).await.unwrap();
+        (reply, sent.elapsed())
+    });
+    // Let the request reach the fsync.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Status answers at once, from the last published state.
+    let asked = Instant::now();
+    let st = tokio::task::block_in_place(|| wks[0].timeline(&t));
+    let status_took = asked.elapsed();
+    assert_eq!(lsn(&st, "commit_lsn"), committed, "{st}");
+    assert!(
+        status_took < Duration::from_secs(1),
+        "status took {status_took:?} during a stalled fsync"
+    );
+    let metrics_took = {
+        let asked = Instant::now();
+        let url = format!("http://127.0.0.1:{}/metrics", wks[0].http_port);
+        tokio::task::block_in_place(|| ureq::get(&url).call().unwrap());
+        asked.elapsed()
+    };
+    assert!(
+        metrics_took < Duration::from_secs(1),
+        "/metrics took {metrics_took:?} during a stalled fsync"
+    );
+
+    // Replication of the committed WAL goes on too.
+    let asked = Instant::now();
+    let got = replicate(&wks[0], &t, SEG_START, committed).await;
+    let replication_took = asked.elapsed();
+    assert_eq!(&got[..first.len()], first);
+    assert!(
+        replication_took < Duration::from_secs(2),
+        "replication took {replication_took:?} during a stalled fsync"
+    );
+    assert!(
+        !stalled.is_finished(),
+        "the fsync did not stall (status {status_took:?}, replication {replication_took:?})"
+    );
+
+    // The stalled append completes once the fsync does.
+    let (reply, took) = stalled.await.unwrap();
+    match reply {
+        AcceptorMessage::AppendResponse(r) => assert_eq!(r.flush_lsn, end),
+        other => panic!("{other:?}"),
+    }
+    assert!(took >= STALL - Duration::from_millis(500), "{took:?}");
+    wks[0].failpoint("walkeeper-fsync", "off");
+    assert_eq!(lsn(&wks[0].timeline(&t), "flush_lsn"), end);
 }

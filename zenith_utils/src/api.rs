@@ -335,3 +335,63 @@ pub mod console {
         }
     }
 }
+
+/// The walkeeper's API (`walkeeper/src/http.rs`). See docs/walkeeper.md.
+pub mod walkeeper {
+    use serde::{Deserialize, Serialize};
+
+    use crate::id::{TenantId, TimelineId};
+    use crate::lsn::Lsn;
+
+    /// A term of the quorum protocol.
+    pub type Term = u64;
+
+    /// Its pid file in its data directory, locked while it runs.
+    pub const PID_FILE_NAME: &str = "walkeeper.pid";
+
+    /// `GET /v1/tenant/{tenant_id}/timeline/{timeline_id}`, and the
+    /// elements of `GET /v1/walkeeper`'s `timelines`.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub struct TimelineStatus {
+        pub tenant_id: TenantId,
+        pub timeline_id: TimelineId,
+        pub term: Term,
+        /// The term of the last WAL record this walkeeper holds.
+        pub epoch: Term,
+        /// (term, the LSN where its WAL starts), oldest first.
+        pub term_history: Vec<(Term, Lsn)>,
+        pub flush_lsn: Lsn,
+        /// The commit LSN, capped by this walkeeper's flush LSN.
+        pub commit_lsn: Lsn,
+        /// WAL below this is on every walkeeper (from the proposer).
+        pub truncate_lsn: Lsn,
+        /// What the pageserver has made durable.
+        pub remote_consistent_lsn: Lsn,
+        /// The first LSN this walkeeper still holds.
+        pub local_start_lsn: Lsn,
+        pub timeline_start_lsn: Lsn,
+        pub pg_version: u32,
+        pub system_id: u64,
+        pub wal_seg_size: u32,
+        /// The address of the connected proposer, if one is.
+        pub proposer: Option<String>,
+        /// Addresses of connected replication clients (the pageserver).
+        pub replication_clients: Vec<String>,
+        pub pageserver_feedback: Option<FeedbackStatus>,
+    }
+
+    /// The replication client's last status update.
+    #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct FeedbackStatus {
+        pub write_lsn: Lsn,
+        pub flush_lsn: Lsn,
+        pub apply_lsn: Lsn,
+    }
+
+    /// `GET /v1/walkeeper`.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub struct WalkeeperStatus {
+        pub id: u64,
+        pub timelines: Vec<TimelineStatus>,
+    }
+}

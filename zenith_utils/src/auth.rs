@@ -265,6 +265,22 @@ impl JwtAuth {
         Self::from_pem(&pem).map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))
     }
 
+    /// What a daemon configured with `auth_type` and an optional public key
+    /// checks tokens with: nothing under `Trust`; under `ZenithJWT` the key,
+    /// which must be given.
+    pub fn for_auth_type(
+        auth_type: AuthType,
+        public_key_path: Option<&Path>,
+    ) -> Result<Option<JwtAuth>, AuthError> {
+        match (auth_type, public_key_path) {
+            (AuthType::Trust, _) => Ok(None),
+            (AuthType::ZenithJwt, Some(path)) => JwtAuth::from_key_path(path).map(Some),
+            (AuthType::ZenithJwt, None) => Err(AuthError::Config(
+                "auth_type ZenithJWT needs auth_validation_public_key_path".into(),
+            )),
+        }
+    }
+
     /// The claims of a valid token.
     pub fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         let token = token.trim();

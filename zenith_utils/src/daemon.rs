@@ -14,10 +14,16 @@
 //! - [`shutdown_signal`] waits for SIGTERM or SIGINT;
 //!   [`exit_on_second_signal`] makes a second one end the process at once,
 //!   so that a stuck shutdown can always be cut short.
+//! - [`Daemon`]: the whole lifecycle built from these (pid file, logging,
+//!   runtime, signals, named servers, drain, shutdown step); see
+//!   [`runner`].
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+pub mod runner;
+pub use runner::{bind, main, Daemon, Servers};
 
 use serde::de::DeserializeOwned;
 use tokio::signal::unix::{signal, SignalKind};

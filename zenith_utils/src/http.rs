@@ -494,6 +494,16 @@ impl<S: Send + Sync + 'static> Router<S> {
         self.route(Method::DELETE, template, f)
     }
 
+    /// Adds `PUT /v1/failpoints`: a JSON list of `{name, actions}` arms or
+    /// disarms failpoints (the `fail` crate's syntax: `panic`, `return`,
+    /// `sleep(100)`, `pause`, `off`, `1*panic`, ...). A build without
+    /// failpoints (the `testing` features) answers 400.
+    pub fn with_failpoints(self) -> Self {
+        self.put(FAILPOINTS_PATH, |_, req| async move {
+            configure_failpoints(req)
+        })
+    }
+
     /// Adds `method template` (panics on a malformed template or a
     /// duplicate: both are programming errors found by the first test).
     pub fn route<F, Fut>(mut self, method: Method, template: &'static str, f: F) -> Self
@@ -731,4 +741,32 @@ pub async fn serve<S: Send + Sync + 'static>(
         conns.shutdown().await;
     }
     Ok(())
+}
+
+/// The failpoint route ([`Router::with_failpoints`]).
+pub const FAILPOINTS_PATH: &str = "/v1/failpoints";
+
+/// One failpoint and its actions.
+#[derive(serde::Deserialize)]
+struct FailpointConfig {
+    name: String,
+    actions: String,
+}
+
+fn configure_failpoints(req: ApiRequest) -> ApiResult {
+    if !fail::has_failpoints() {
+        return Err(ApiError::BadRequest(
+            "this daemon was built without failpoints (build with the `testing` feature)"
+                .to_string(),
+        ));
+    }
+    let list: Vec<FailpointConfig> = req
+        .json()?
+        .ok_or_else(|| ApiError::BadRequest("expected a JSON list of {name, actions}".into()))?;
+    for fp in &list {
+        fail::cfg(&fp.name, &fp.actions)
+            .map_err(|e| ApiError::BadRequest(format!("failpoint {}: {e}", fp.name)))?;
+        tracing::warn!(failpoint = %fp.name, actions = %fp.actions, "failpoint configured");
+    }
+    Ok(json_response(StatusCode::OK, &serde_json::json!({})))
 }

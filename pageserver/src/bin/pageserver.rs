@@ -23,17 +23,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use pageserver::config::{PageServerConf, CONFIG_FILE_NAME};
+use pageserver::config::PageServerConf;
 use pageserver::http::{self, ApiState};
 use pageserver::tenant::mgr::TenantManager;
 use pageserver::wal_sources::WalSources;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::info;
 use zenith_utils::api::pageserver::PID_FILE_NAME;
-use zenith_utils::crashsafe;
-use zenith_utils::daemon::{self, one_line, PidFile};
-use zenith_utils::logging::{self, LogFormat};
+use zenith_utils::daemon::{self, bind, Daemon, Servers};
+use zenith_utils::logging::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,48 +57,18 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Testing builds: failpoints armed from the FAILPOINTS environment
-    // variable (`name=actions;...`) or `PUT /v1/failpoints`, and a panic
-    // anywhere ends the process at once, the way a crash would: no shutdown,
-    // no flush, exit status 70 (not abort(), which could leave a core file).
-    #[cfg(feature = "testing")]
-    let _failpoints = {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            default_hook(info);
-            std::process::exit(70);
-        }));
-        fail::FailScenario::setup()
-    };
-    let result = if args.init { init(&args) } else { run(&args) };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("pageserver: error: {}", one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
+    daemon::main("pageserver", || {
+        if args.init {
+            init(&args)
+        } else {
+            run(&args)
         }
-    }
+    })
 }
 
 /// `--init`: create the workdir and write the configuration.
-fn init(args: &Args) -> anyhow::Result<ExitCode> {
-    let config_path = args.workdir.join(CONFIG_FILE_NAME);
-    if config_path.exists() {
-        bail!(
-            "{} already exists; refusing to initialize over an existing pageserver",
-            config_path.display()
-        );
-    }
-    let cwd = std::env::current_dir().context("reading the current directory")?;
-    let mut base = PageServerConf::default();
-    if let Some(dir) = std::env::var_os("POSTGRES_INSTALL_DIR") {
-        base.pg_distrib_dir = PathBuf::from(dir);
-    }
-    let mut conf = PageServerConf::parse(&base.to_toml(), &args.config_override)?;
-    // Relative paths would depend on where the daemon is started from.
-    if conf.pg_distrib_dir.is_relative() {
-        conf.pg_distrib_dir = cwd.join(&conf.pg_distrib_dir);
-    }
+fn init(args: &Args) -> anyhow::Result<()> {
+    let conf = PageServerConf::init_workdir(&args.workdir, &args.config_override)?;
     if !conf.pg_distrib_dir.join("bin/initdb").exists() {
         eprintln!(
             "pageserver: warning: no PostgreSQL installation in {} (pg_distrib_dir); \
@@ -109,16 +76,12 @@ fn init(args: &Args) -> anyhow::Result<ExitCode> {
             conf.pg_distrib_dir.display()
         );
     }
-    crashsafe::create_dir_all_durable(&args.workdir)
-        .with_context(|| format!("creating {}", args.workdir.display()))?;
-    crashsafe::write_file_atomic(&config_path, conf.to_toml().as_bytes())
-        .with_context(|| format!("writing {}", config_path.display()))?;
     println!("initialized pageserver in {}", args.workdir.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Run the daemon until a signal.
-fn run(args: &Args) -> anyhow::Result<ExitCode> {
+fn run(args: &Args) -> anyhow::Result<()> {
     if !args.workdir.is_dir() {
         bail!(
             "working directory {} does not exist; create it with --init",
@@ -136,38 +99,17 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let conf = Arc::new(conf);
     pageserver::page_cache::init(conf.page_cache_size);
     pageserver::tenant::storage_layer::reader_cache::init(conf.max_open_layer_files);
-    logging::init(args.log_format, "info")?;
-    let pid_file = PidFile::acquire(&workdir.join(PID_FILE_NAME), "pageserver")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("pageserver")
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(workdir, conf));
-    // Receivers and flushes are done; do not wait for lingering tasks.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    pid_file.release();
-    match result {
-        Ok(()) => {
-            info!("pageserver stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Err(e),
-    }
+    Daemon::new("pageserver", workdir.join(PID_FILE_NAME))
+        .log_format(args.log_format)
+        .testing(cfg!(feature = "testing"))
+        .run(|servers| start(servers, workdir, conf))
 }
 
-async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))
-}
-
-async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()> {
-    // Installed first, so that a signal during startup is not lost.
-    let signal = daemon::shutdown_signal().context("installing signal handlers")?;
-    tokio::pin!(signal);
-
-    // Bind first: a port in use fails before anything is loaded or started.
+async fn start(
+    mut servers: Servers,
+    workdir: PathBuf,
+    conf: Arc<PageServerConf>,
+) -> anyhow::Result<Servers> {
     let auth = conf
         .jwt_auth(&workdir)
         .context("loading the auth key")?
@@ -193,74 +135,37 @@ async fn serve(workdir: PathBuf, conf: Arc<PageServerConf>) -> anyhow::Result<()
         wal_receivers = started,
         http = %conf.listen_http_addr,
         pg = %conf.listen_pg_addr,
-        "pageserver started"
+        "pageserver loaded"
     );
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(ApiState::new(
         Arc::clone(&mgr),
         Arc::clone(&conf),
         Arc::clone(&wal_sources),
         auth.clone(),
     ));
-    let mut http_task = tokio::spawn(http::serve(http_listener, state, shutdown_rx.clone()));
-    let mut pg_task = tokio::spawn(pageserver::page_service::serve(
-        pg_listener,
-        Arc::clone(&mgr),
-        Arc::clone(&conf),
-        auth,
-        shutdown_rx.clone(),
-    ));
-
-    // Run until a signal, or until a server fails.
-    let mut failure: Option<anyhow::Error> = None;
-    let (mut http_done, mut pg_done) = (false, false);
-    tokio::select! {
-        sig = &mut signal => info!("{sig} received, shutting down"),
-        r = &mut http_task => {
-            http_done = true;
-            failure = Some(server_ended("HTTP server", r));
-        }
-        r = &mut pg_task => {
-            pg_done = true;
-            failure = Some(server_ended("page service", r));
-        }
-    }
-    daemon::exit_on_second_signal("pageserver").context("installing signal handlers")?;
-
-    let _ = shutdown_tx.send(true);
-    if !http_done {
-        if let Err(e) = http_task.await.map_err(anyhow::Error::from).and_then(|r| r) {
-            warn!("HTTP server: {e:#}");
-        }
-    }
-    if !pg_done {
-        if let Err(e) = pg_task.await.map_err(anyhow::Error::from).and_then(|r| r) {
-            warn!("page service: {e:#}");
-        }
-    }
-    tokio::task::spawn_blocking(move || {
-        wal_sources.stop_all();
-        mgr.shutdown()
-    })
-    .await?
-    .context("flushing timelines at shutdown")?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// The error for a server task that stopped before shutdown was asked.
-fn server_ended(
-    what: &str,
-    r: Result<anyhow::Result<()>, tokio::task::JoinError>,
-) -> anyhow::Error {
-    let e = match r {
-        Ok(Ok(())) => anyhow::anyhow!("{what} stopped unexpectedly"),
-        Ok(Err(e)) => e.context(format!("{what} failed")),
-        Err(e) => anyhow::anyhow!("{what} crashed: {e}"),
-    };
-    error!("{e:#}; shutting down");
-    e
+    servers.serve(
+        "HTTP server",
+        http::serve(http_listener, state, servers.shutdown_rx()),
+    );
+    servers.serve(
+        "page service",
+        pageserver::page_service::serve(
+            pg_listener,
+            Arc::clone(&mgr),
+            Arc::clone(&conf),
+            auth,
+            servers.shutdown_rx(),
+        ),
+    );
+    // After the servers drained: stop the WAL receivers, flush every timeline.
+    servers.on_shutdown(async move {
+        tokio::task::spawn_blocking(move || {
+            wal_sources.stop_all();
+            mgr.shutdown()
+        })
+        .await?
+        .context("flushing timelines at shutdown")
+    });
+    Ok(servers)
 }

@@ -26,9 +26,9 @@ use zenith_utils::lsn::Lsn;
 use super::{ApiState, OPENAPI_SPEC};
 use crate::pgdatadir_mapping::DatadirReader;
 use crate::tenant::mgr::Tenant;
-use crate::tenant::timeline::walreceiver::WalSource;
 use crate::tenant::timeline::{Timeline, TimelineError};
 use crate::wal_sources::{self, WalSourceError};
+use crate::walreceiver::WalSource;
 
 static LAST_RECORD_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
@@ -132,7 +132,7 @@ pub fn router(auth: Option<Arc<JwtAuth>>) -> Router<ApiState> {
         .put(tpl::DO_GC, do_gc)
         .put(tpl::COMPACT, compact)
         .get(tpl::LSN_BY_TIMESTAMP, lsn_by_timestamp)
-        .put("/v1/failpoints", configure_failpoints)
+        .with_failpoints()
 }
 
 /// Who may call what with auth on: a `pageserverapi` token everything; a
@@ -720,36 +720,4 @@ mod tests {
             );
         }
     }
-}
-
-// ---------------------------------------------------------------------------
-// Failpoints (testing builds)
-// ---------------------------------------------------------------------------
-
-/// One failpoint and its actions, in the `fail` crate's syntax
-/// (`panic`, `return`, `sleep(100)`, `off`, `1*panic`, ...).
-#[derive(serde::Deserialize)]
-struct FailpointConfig {
-    name: String,
-    actions: String,
-}
-
-/// `PUT /v1/failpoints`: arm or disarm failpoints. Only builds with the
-/// `testing` feature have failpoints; others answer 400.
-async fn configure_failpoints(_state: Arc<ApiState>, req: ApiRequest) -> ApiResult {
-    if !cfg!(feature = "testing") {
-        return Err(ApiError::BadRequest(
-            "this pageserver was built without failpoints (build with --features pageserver/testing)"
-                .to_string(),
-        ));
-    }
-    let list: Vec<FailpointConfig> = req
-        .json()?
-        .ok_or_else(|| ApiError::BadRequest("expected a JSON list of {name, actions}".into()))?;
-    for fp in &list {
-        fail::cfg(&fp.name, &fp.actions)
-            .map_err(|e| ApiError::BadRequest(format!("failpoint {}: {e}", fp.name)))?;
-        warn!(failpoint = %fp.name, actions = %fp.actions, "failpoint configured");
-    }
-    Ok(json_response(StatusCode::OK, &serde_json::json!({})))
 }

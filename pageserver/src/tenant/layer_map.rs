@@ -97,6 +97,11 @@ impl PersistentLayer {
         reader_cache::get().reader(self.id, &self.path)
     }
 
+    /// The reader if the file is open now; never opens it (for async code).
+    pub fn cached_reader(&self) -> Option<Arc<LayerReader>> {
+        reader_cache::get().peek(self.id)
+    }
+
     pub fn key_range(&self) -> &Range<Key> {
         self.name.key_range()
     }

@@ -14,27 +14,24 @@
 //! Fatal errors are one line on stderr and exit status 1. See
 //! docs/walkeeper.md.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, info_span, warn};
+use tracing::{info, info_span};
 use walkeeper::http::{self, HttpState};
 use walkeeper::timeline::Timelines;
 use walkeeper::wal_service::WalServiceHandler;
 use zenith_utils::auth::{AuthType, JwtAuth};
 use zenith_utils::crashsafe;
-use zenith_utils::daemon::{self, one_line, PidFile};
-use zenith_utils::logging::{self, LogFormat};
+use zenith_utils::daemon::{self, bind, Daemon, Servers};
+use zenith_utils::logging::LogFormat;
 use zenith_utils::postgres_backend::{self, BackendConf};
 
-pub const PID_FILE_NAME: &str = "walkeeper.pid";
-const ID_FILE_NAME: &str = "walkeeper.id";
+use zenith_utils::api::walkeeper::PID_FILE_NAME;
 const WAL_REMOVAL_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Parser, Debug)]
@@ -78,38 +75,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("walkeeper: error: {}", one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The id recorded in the data directory, written on first start.
-fn check_id(datadir: &Path, id: u64) -> anyhow::Result<()> {
-    let path = datadir.join(ID_FILE_NAME);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            let have: u64 = s
-                .trim()
-                .parse()
-                .with_context(|| format!("{} does not hold an id", path.display()))?;
-            if have != id {
-                bail!(
-                    "{} belongs to walkeeper {have}, not {id}; start it with --id {have}",
-                    datadir.display()
-                );
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crashsafe::write_file_atomic(&path, format!("{id}\n").as_bytes())
-                .with_context(|| format!("writing {}", path.display()))
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    daemon::main("walkeeper", || run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -119,41 +85,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .datadir
         .canonicalize()
         .with_context(|| format!("resolving {}", args.datadir.display()))?;
-    logging::init(args.log_format, "info")?;
-    let pid_file = PidFile::acquire(&datadir.join(PID_FILE_NAME), "walkeeper")?;
-    check_id(&datadir, args.id)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("walkeeper")
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(datadir, args));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    pid_file.release();
-    if result.is_ok() {
-        info!("walkeeper stopped");
-    }
-    result
+    Daemon::new("walkeeper", datadir.join(PID_FILE_NAME))
+        .log_format(args.log_format)
+        .testing(cfg!(feature = "testing"))
+        .run(|servers| start(servers, datadir, args))
 }
 
-async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))
-}
-
-async fn serve(datadir: PathBuf, args: &Args) -> anyhow::Result<()> {
-    let signal = daemon::shutdown_signal().context("installing signal handlers")?;
-    tokio::pin!(signal);
-    let auth = match (args.auth_type, &args.auth_validation_public_key_path) {
-        (AuthType::Trust, _) => None,
-        (AuthType::ZenithJwt, Some(path)) => Some(Arc::new(
-            JwtAuth::from_key_path(path).context("loading the auth key")?,
-        )),
-        (AuthType::ZenithJwt, None) => {
-            bail!("--auth-type ZenithJWT needs --auth-validation-public-key-path")
-        }
-    };
+async fn start(mut servers: Servers, datadir: PathBuf, args: &Args) -> anyhow::Result<Servers> {
+    walkeeper::timeline::check_node_id(&datadir, args.id)?;
+    let key = args.auth_validation_public_key_path.as_deref();
+    let auth = JwtAuth::for_auth_type(args.auth_type, key)
+        .context("loading the auth key")?
+        .map(Arc::new);
     let http_listener = bind("HTTP", &args.listen_http).await?;
     let pg_listener = bind("the WAL service", &args.listen_pg).await?;
 
@@ -171,64 +114,42 @@ async fn serve(datadir: PathBuf, args: &Args) -> anyhow::Result<()> {
         timelines = timelines.all().len(),
         pg = %args.listen_pg,
         http = %args.listen_http,
-        "walkeeper started"
+        "walkeeper loaded"
     );
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(HttpState {
         node_id,
         timelines: Arc::clone(&timelines),
     });
-    let mut http_task = tokio::spawn(zenith_utils::http::serve(
-        http_listener,
-        Arc::new(http::router(auth.clone())),
-        state,
-        shutdown_rx.clone(),
-    ));
-    let conf = Arc::new(BackendConf::new("walkeeper"));
+    servers.serve(
+        "HTTP server",
+        zenith_utils::http::serve(
+            http_listener,
+            Arc::new(http::router(auth.clone())),
+            state,
+            servers.shutdown_rx(),
+        ),
+    );
     let tls = Arc::clone(&timelines);
-    let mut pg_task = tokio::spawn(postgres_backend::serve(
-        pg_listener,
-        conf,
-        move |peer| {
-            let span = info_span!("wal_service", %peer, tenant_id = tracing::field::Empty, timeline_id = tracing::field::Empty);
-            let handler = WalServiceHandler::new(Arc::clone(&tls), peer, auth.clone());
-            (handler, span)
-        },
-        shutdown_rx.clone(),
-    ));
-    let removal = {
-        let timelines = Arc::clone(&timelines);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(WAL_REMOVAL_INTERVAL).await;
-                let t = Arc::clone(&timelines);
-                let _ = tokio::task::spawn_blocking(move || t.remove_old_wal()).await;
-            }
-        })
-    };
-
-    let mut failure: Option<anyhow::Error> = None;
-    tokio::select! {
-        sig = &mut signal => info!("{sig} received, shutting down"),
-        r = &mut http_task => failure = Some(daemon::task_ended("HTTP server", r.map(|r| r.map_err(anyhow::Error::from)))),
-        r = &mut pg_task => failure = Some(daemon::task_ended("WAL service", r.map(|r| r.map_err(anyhow::Error::from)))),
-    }
-    daemon::exit_on_second_signal("walkeeper").context("installing signal handlers")?;
-    removal.abort();
-    let _ = shutdown_tx.send(true);
-    for (what, task) in [("HTTP server", http_task), ("WAL service", pg_task)] {
-        if !task.is_finished() {
-            match tokio::time::timeout(Duration::from_secs(5), task).await {
-                Ok(Ok(Err(e))) => warn!("{what}: {e:#}"),
-                Ok(Err(e)) => warn!("{what}: {e}"),
-                Err(_) => warn!("{what} did not stop within 5 s"),
-                Ok(Ok(Ok(()))) => {}
-            }
+    servers.serve(
+        "WAL service",
+        postgres_backend::serve(
+            pg_listener,
+            Arc::new(BackendConf::new("walkeeper")),
+            move |peer| {
+                let span = info_span!("wal_service", %peer, tenant_id = tracing::field::Empty, timeline_id = tracing::field::Empty);
+                let handler = WalServiceHandler::new(Arc::clone(&tls), peer, auth.clone());
+                (handler, span)
+            },
+            servers.shutdown_rx(),
+        ),
+    );
+    servers.background(async move {
+        loop {
+            tokio::time::sleep(WAL_REMOVAL_INTERVAL).await;
+            let t = Arc::clone(&timelines);
+            let _ = tokio::task::spawn_blocking(move || t.remove_old_wal()).await;
         }
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    });
+    Ok(servers)
 }

@@ -392,6 +392,7 @@ impl LayerReader {
             path: p.clone(),
             source,
         };
+        super::reader_cache::note_file_io();
         let file = File::open(path).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
         let mut h = [0u8; HEADER_SIZE];
@@ -472,6 +473,7 @@ impl LayerReader {
 
     /// Read and verify one value.
     pub fn read_value(&self, entry: &IndexEntry) -> Result<Value, LayerError> {
+        super::reader_cache::note_file_io();
         let p = || self.path.display().to_string();
         let corrupt = |reason: String| LayerError::Corrupt { path: p(), reason };
         let mut hdr = [0u8; BLOB_HEADER_SIZE];

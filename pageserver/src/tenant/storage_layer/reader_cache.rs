@@ -10,7 +10,15 @@
 //! under a read: the file is closed when the last holder lets go.
 //!
 //! Capacity is `max_open_layer_files` (default 256); [`init`] sets it once.
+//!
+//! Async code (the page service's cached path) must never open, read or
+//! verify a file: it [`peek`](ReaderCache::peek)s, and hands a miss to the
+//! blocking pool. [`forbid_file_io`] marks such a stretch of code on the
+//! current thread; file I/O of layer files inside one is counted
+//! ([`file_io_while_forbidden`], `pageserver_file_io_on_async_worker_total`)
+//! so that tests can prove there is none.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::layer_file::{LayerError, LayerReader};
 
 /// Default capacity ([`init`] overrides it).
-pub const DEFAULT_CAPACITY: usize = 256;
+pub const DEFAULT_CAPACITY: usize = crate::config::DEFAULT_MAX_OPEN_LAYER_FILES;
 
 struct Inner {
     capacity: usize,
@@ -68,6 +76,63 @@ static OPEN_GAUGE: std::sync::LazyLock<zenith_metrics::IntGauge> = std::sync::La
     .expect("registering pageserver_open_layer_files")
 });
 
+static FORBIDDEN_IO: std::sync::LazyLock<zenith_metrics::IntCounter> = std::sync::LazyLock::new(
+    || {
+        zenith_metrics::register_int_counter!(
+            "pageserver_file_io_on_async_worker_total",
+            "Layer file opens and reads done where file I/O is forbidden (an async worker's cached read path); always 0"
+        )
+        .expect("registering pageserver_file_io_on_async_worker_total")
+    },
+);
+
+thread_local! {
+    static IO_FORBIDDEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, layer file I/O on this thread is counted as a defect (see
+/// the module documentation).
+pub struct NoFileIo {
+    was: bool,
+}
+
+impl Drop for NoFileIo {
+    fn drop(&mut self) {
+        IO_FORBIDDEN.with(|f| f.set(self.was));
+    }
+}
+
+/// Marks the current thread as one that must not do layer file I/O until
+/// the guard is dropped.
+pub fn forbid_file_io() -> NoFileIo {
+    NoFileIo {
+        was: IO_FORBIDDEN.with(|f| f.replace(true)),
+    }
+}
+
+/// Called by every layer file open and read: counts those done where file
+/// I/O is forbidden.
+pub(crate) fn note_file_io() {
+    if IO_FORBIDDEN.with(|f| f.get()) {
+        FORBIDDEN_IO.inc();
+        if cfg!(debug_assertions) {
+            tracing::error!("layer file I/O where it is forbidden (an async worker's cached read)");
+        }
+    }
+}
+
+/// How many layer file opens and reads were done where file I/O is
+/// forbidden, since the process started.
+pub fn file_io_while_forbidden() -> u64 {
+    FORBIDDEN_IO.get()
+}
+
+/// Registers this module's metrics (so that they are listed from the start).
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&FORBIDDEN_IO);
+    std::sync::LazyLock::force(&OPEN_GAUGE);
+}
+
 impl ReaderCache {
     pub fn new(capacity: usize) -> ReaderCache {
         ReaderCache {
@@ -79,17 +144,22 @@ impl ReaderCache {
         }
     }
 
+    /// The reader of layer `id` if it is open: no file I/O, for async code.
+    pub fn peek(&self, id: u64) -> Option<Arc<LayerReader>> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.tick += 1;
+        let tick = g.tick;
+        let (r, used) = g.open.get_mut(&id)?;
+        *used = tick;
+        Some(Arc::clone(r))
+    }
+
     /// The reader of layer `id` at `path`, opening (and verifying) the
-    /// file if it is not open. The file is opened outside the cache's lock.
+    /// file if it is not open (blocking). The file is opened outside the
+    /// cache's lock.
     pub fn reader(&self, id: u64, path: &Path) -> Result<Arc<LayerReader>, LayerError> {
-        {
-            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            g.tick += 1;
-            let tick = g.tick;
-            if let Some((r, used)) = g.open.get_mut(&id) {
-                *used = tick;
-                return Ok(Arc::clone(r));
-            }
+        if let Some(r) = self.peek(id) {
+            return Ok(r);
         }
         let r = Arc::new(LayerReader::open(path)?);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -118,6 +188,15 @@ impl ReaderCache {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.open.remove(&id);
         OPEN_GAUGE.set(g.open.len() as i64);
+    }
+
+    /// Closes every reader nobody holds (what a restart leaves: a cold
+    /// cache).
+    #[cfg(test)]
+    pub fn clear(&self) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.open.clear();
+        OPEN_GAUGE.set(0);
     }
 
     /// Readers kept open now.

@@ -22,7 +22,8 @@
 //! read path), `layer_set.rs` (the lock order; the one place that installs and
 //! removes layer files and saves the metadata), `flush.rs` (freezing and
 //! flushing), `bulk.rs` (records too large for memory), `compaction.rs`,
-//! `images.rs`, `gc.rs`, `lsn_by_time.rs`, `walreceiver.rs`.
+//! `images.rs`, `gc.rs`, `lsn_by_time.rs`. The WAL intake that feeds it is
+//! [`crate::walreceiver`], above the storage.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +53,6 @@ mod images;
 mod layer_set;
 pub mod lsn_by_time;
 mod read;
-pub mod walreceiver;
 
 pub use gc::GcResult;
 pub(crate) use layer_set::{LayerChange, Layers, MaintenanceGuard};
@@ -119,7 +119,6 @@ static STORAGE_OPERATION_SECONDS: std::sync::LazyLock<[zenith_metrics::Histogram
 pub fn register_metrics() {
     std::sync::LazyLock::force(&WAIT_LSN_SECONDS);
     std::sync::LazyLock::force(&STORAGE_OPERATION_SECONDS);
-    walreceiver::register_metrics();
     crate::tenant::tasks::register_metrics();
 }
 

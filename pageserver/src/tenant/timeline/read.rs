@@ -11,6 +11,7 @@ use crate::key::Key;
 use crate::page_cache::CacheKey;
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
 use crate::tenant::storage_layer::layer_file::{IndexEntry, LayerReader};
+use crate::tenant::storage_layer::reader_cache;
 use crate::value::{Value, ZenithWalRecord};
 
 /// Versions of one key in one layer, ascending by LSN
@@ -55,7 +56,7 @@ impl Timeline {
         // The cache key of the newest version, when it is in a layer file.
         let mut file_newest: Option<CacheKey> = None;
         let mut seen_any = false;
-        let found = self.walk_versions(key, lsn, true, &mut |src| {
+        let found = self.walk_versions(key, lsn, true, false, &mut |src| {
             // Some(base) ends the walk: nothing older is needed.
             let mut take = |l: Lsn, v: Value| match v {
                 Value::Image(img) => Some(Reconstruct::Base(Some((l, img)))),
@@ -121,11 +122,14 @@ impl Timeline {
         Ok(page)
     }
 
-    /// [`get`](Self::get) without blocking: answers from in-memory layers
-    /// and the page cache only; `WouldBlock` if a layer file must be read or
-    /// WAL redo run.
+    /// [`get`](Self::get) without blocking, for async workers: answers from
+    /// in-memory layers, open layer files' in-memory indexes and the page
+    /// cache only; `WouldBlock` if a layer file must be opened or read, or
+    /// WAL redo run. No file is opened, read or verified here
+    /// ([`reader_cache::forbid_file_io`] counts any that would be).
     pub fn get_cached(&self, key: Key, lsn: Lsn) -> Result<Bytes, TimelineError> {
-        let newest = self.walk_versions(key, lsn, true, &mut |src| {
+        let _no_io = reader_cache::forbid_file_io();
+        let newest = self.walk_versions(key, lsn, true, true, &mut |src| {
             Ok(match src {
                 VersionSource::Memory(vals) => vals.last().map(|(_, v)| match v {
                     Value::Image(img) => Newest::MemoryImage(img.clone()),
@@ -149,13 +153,15 @@ impl Timeline {
     /// layers lock), layer files as the layer map's search rule finds them
     /// (the map as of that same lock hold), then the ancestor below the
     /// branch point. With `check_cutoff`, an `lsn` below the GC cutoff of
-    /// that same snapshot is refused. `visit` returns `Some` to stop the
-    /// walk with that result.
+    /// that same snapshot is refused. With `cached_only`, a layer file that
+    /// is not open ends the walk with `WouldBlock` instead of being opened.
+    /// `visit` returns `Some` to stop the walk with that result.
     fn walk_versions<R>(
         &self,
         key: Key,
         lsn: Lsn,
         check_cutoff: bool,
+        cached_only: bool,
         visit: &mut dyn FnMut(VersionSource<'_>) -> Result<Option<R>, TimelineError>,
     ) -> Result<Option<R>, TimelineError> {
         let mut cont = lsn + 1;
@@ -186,7 +192,13 @@ impl Timeline {
         };
         fail::fail_point!("read-after-snapshot");
         while let Some(found) = map.search(key, cont) {
-            let reader = found.layer.reader()?;
+            let reader = match cached_only {
+                true => found
+                    .layer
+                    .cached_reader()
+                    .ok_or(TimelineError::WouldBlock)?,
+                false => found.layer.reader()?,
+            };
             let entries = reader.entries_for(key, found.lsn_range.clone());
             if let Some(done) = visit(VersionSource::File(&reader, entries))? {
                 return Ok(Some(done));
@@ -202,7 +214,7 @@ impl Timeline {
             Some((anc, branch_lsn)) => {
                 // The ancestor's GC keeps what this branch point needs.
                 let below = Lsn(cont.0.saturating_sub(1)).min(*branch_lsn);
-                anc.walk_versions(key, below, false, visit)
+                anc.walk_versions(key, below, false, cached_only, visit)
             }
             None => Ok(None),
         }
@@ -259,14 +271,17 @@ mod tests {
 
         let cached = |k, l| tl.get_cached(key(k), Lsn(l));
         assert_eq!(cached(2, 0x300).unwrap()[0], 2);
+        // On disk, the layer file not open: a cached-only read would block,
+        // even for a key the file lacks (its index is not in memory).
+        assert!(matches!(cached(1, 0x300), Err(TimelineError::WouldBlock)));
+        assert!(matches!(cached(3, 0x300), Err(TimelineError::WouldBlock)));
+        // A real read opens the file and caches the page under its
+        // version's LSN ...
+        assert_eq!(tl.get(key(1), Lsn(0x300)).unwrap()[0], 1);
         assert!(matches!(
             cached(3, 0x300),
             Err(TimelineError::MissingKey { .. })
         ));
-        // On disk and not yet cached: a cached-only read would block.
-        assert!(matches!(cached(1, 0x300), Err(TimelineError::WouldBlock)));
-        // A real read caches it under its version's LSN ...
-        assert_eq!(tl.get(key(1), Lsn(0x300)).unwrap()[0], 1);
         // ... which serves every later LSN until a newer version arrives.
         assert_eq!(cached(1, 0x200).unwrap()[0], 1);
         assert_eq!(cached(1, 0x300).unwrap()[0], 1);
@@ -278,5 +293,49 @@ mod tests {
         assert!(matches!(cached(1, 0x310), Err(TimelineError::WouldBlock)));
         assert_eq!(tl.get(key(1), Lsn(0x310)).unwrap()[0], 7);
         assert_eq!(cached(1, 0x310).unwrap()[0], 7);
+    }
+
+    /// After a restart (or past the open-file limit) the reader cache is
+    /// cold: the cached path must hand such reads to the blocking pool
+    /// rather than open and verify the layer file itself.
+    #[test]
+    fn a_cold_reader_cache_sends_cached_reads_to_the_blocking_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let tl = new_tl(dir.path(), Lsn(0x100));
+        let w = tl.writer();
+        for k in 1..=4 {
+            w.put(key(k), Lsn(0x110), page(k as u8)).unwrap();
+        }
+        w.finish_write(Lsn(0x100), Lsn(0x110));
+        tl.freeze_and_flush().unwrap();
+        // Page cache warm for keys 1 and 2, reader cache cold.
+        assert_eq!(tl.get(key(1), Lsn(0x110)).unwrap()[0], 1);
+        assert_eq!(tl.get(key(2), Lsn(0x110)).unwrap()[0], 2);
+        reader_cache::get().clear();
+        let before = reader_cache::file_io_while_forbidden();
+        // The page is cached, but which version is newest is in the layer's
+        // index, which is not in memory: WouldBlock, without opening it.
+        assert!(matches!(
+            tl.get_cached(key(1), Lsn(0x110)),
+            Err(TimelineError::WouldBlock)
+        ));
+        assert_eq!(reader_cache::file_io_while_forbidden(), before);
+        // The blocking path opens it; then the cached path finds the index
+        // in memory and the pages in the page cache.
+        assert_eq!(tl.get(key(1), Lsn(0x110)).unwrap()[0], 1);
+        assert_eq!(tl.get_cached(key(1), Lsn(0x110)).unwrap()[0], 1);
+        assert_eq!(tl.get_cached(key(2), Lsn(0x110)).unwrap()[0], 2);
+        // Open reader, page not cached: WouldBlock (a value read is I/O).
+        assert!(matches!(
+            tl.get_cached(key(3), Lsn(0x110)),
+            Err(TimelineError::WouldBlock)
+        ));
+        assert_eq!(reader_cache::file_io_while_forbidden(), before);
+        // The counter does count I/O where it is forbidden.
+        {
+            let _no_io = reader_cache::forbid_file_io();
+            tl.get(key(4), Lsn(0x110)).unwrap();
+        }
+        assert!(reader_cache::file_io_while_forbidden() > before);
     }
 }
