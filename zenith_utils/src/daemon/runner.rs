@@ -83,9 +83,9 @@ impl Servers {
         self.shutdown_tx.subscribe()
     }
 
-    /// A server that runs until shutdown (it watches [`shutdown_rx`]
-    /// (Self::shutdown_rx)). Ending before that, with or without an error,
-    /// shuts the daemon down with a failure naming `name`.
+    /// A server that runs until shutdown (it watches
+    /// [`shutdown_rx`](Self::shutdown_rx)). Ending before that, with or
+    /// without an error, shuts the daemon down with a failure naming `name`.
     pub fn serve<E>(
         &mut self,
         name: &'static str,
