@@ -55,12 +55,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn, Instrument, Span};
 
-use crate::auth::ConnectionAuth;
 use crate::pq_proto::{
     parse_password, BeMessage, CancelKeyData, ErrorFields, FeDecoder, FeMessage, FeStartupPacket,
     ProtocolError, SqlState, StartupParams, TransactionStatus, GSSENC_REFUSED, SSL_ACCEPTED,
     SSL_REFUSED,
 };
+
+mod connection_auth;
+
+pub use connection_auth::ConnectionAuth;
 
 /// How a backend serves its connections.
 #[derive(Clone)]
