@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::{AuthMethod, HandlerError};
+use super::auth_method::AuthMethod;
+use super::error::HandlerError;
 use crate::auth::{AuthError, Claims, JwtAuth};
 use crate::pq_proto::SqlState;
 
