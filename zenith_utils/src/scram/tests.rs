@@ -2,10 +2,15 @@
 //! client and secrets as oracles, our client against our server, refusals,
 //! and property tests that no input panics.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use proptest::prelude::*;
+use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
+use super::crypto::{auth_message, hmac, sha256, xor};
 use super::*;
+use crate::pq_proto::SqlState;
 
 const PASSWORD: &str = "pencil";
 
