@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 use crate::background_process::Stopped;
 use crate::compute::{self, ComputeStatus};
-use crate::console::client::ConsoleNode;
+use crate::console_node::ConsoleNode;
 use crate::local_env::{InitConfig, LocalEnv, CONFIG_FILE_NAME, DEFAULT_BRANCH_NAME};
 use crate::monitoring::MonitoringNode;
 use crate::pageserver::PageServerNode;

@@ -21,7 +21,6 @@
 //! the blocking pool, one at a time per endpoint.
 
 pub mod api;
-pub mod client;
 pub mod page;
 mod store;
 
