@@ -697,7 +697,8 @@ impl ComputeNode<'_> {
     }
 
     /// Start PostgreSQL and, for a read-write compute, make the pageserver
-    /// follow it. On failure the compute is stopped again.
+    /// follow it. On failure the compute is stopped again. Monitoring is
+    /// not updated here: callers go through `repo::start_compute`.
     pub fn start(&self, ps: &PageServerNode<'_>) -> anyhow::Result<StartTimings> {
         self.env.check_binaries()?;
         if self.status() == ComputeStatus::Running {
@@ -769,7 +770,6 @@ impl ComputeNode<'_> {
                 )));
             }
         }
-        crate::monitoring::sync_computes(self.env);
         Ok(timings)
     }
 
@@ -787,6 +787,8 @@ impl ComputeNode<'_> {
     }
 
     /// Stop PostgreSQL (`fast`, or `immediate`). Not running is fine.
+    /// Monitoring is not updated here: callers go through
+    /// `repo::stop_compute`.
     pub fn stop(&self, immediate: bool) -> anyhow::Result<()> {
         if self.status() == ComputeStatus::Stopped {
             return Ok(());
@@ -808,11 +810,12 @@ impl ComputeNode<'_> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        crate::monitoring::sync_computes(self.env);
         Ok(())
     }
 
     /// Stop, detach the pageserver, and delete the compute's directory.
+    /// Monitoring is not updated here: callers go through
+    /// `repo::destroy_compute`.
     pub fn destroy(&self, ps: &PageServerNode<'_>) -> anyhow::Result<()> {
         self.stop(true)?;
         if !self.read_only() {
