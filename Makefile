@@ -73,6 +73,10 @@ test-apt-deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	CARGO_INCREMENTAL=0 $(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
+	@# Intra-doc links must resolve (libraries, private items included; the binaries'
+	@# doc comments are their --help texts, not rustdoc).
+	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -A rustdoc::private_intra_doc_links" \
+	    CARGO_INCREMENTAL=0 $(CARGO) doc --no-deps --workspace --lib --document-private-items -j $(CARGO_JOBS)
 
 # Incremental compilation state is several GiB and buys nothing in a one-shot
 # test run.

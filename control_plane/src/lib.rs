@@ -4,8 +4,9 @@
 //! stops and inspects the pageserver ([`pageserver`]), the walkeepers
 //! ([`walkeeper`]) and computes ([`compute`]) as local processes ([`background_process`]); [`repo`] and
 //! [`branches`] hold the operations behind `zenith init/start/stop` and
-//! `zenith branch`. The [`console`] (a daemon of its own, `console`) and
-//! the [`proxy`] process serve endpoints to PostgreSQL clients;
+//! `zenith branch`. The [`console`] (a daemon of its own, `console`, run
+//! and called by [`console_node`]) and the [`proxy`] process serve
+//! endpoints to PostgreSQL clients;
 //! [`monitoring`] runs Prometheus and a postgres_exporter per compute. The
 //! `zenith` CLI is a thin layer over this crate.
 
@@ -13,6 +14,7 @@ pub mod background_process;
 pub mod branches;
 pub mod compute;
 pub mod console;
+pub mod console_node;
 pub mod local_env;
 pub mod monitoring;
 pub mod pageserver;

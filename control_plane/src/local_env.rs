@@ -31,8 +31,6 @@ use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::logging::LogFormat;
 
-use crate::walkeeper::WalkeeperConf;
-
 /// Name of the configuration file in the repository directory.
 pub const CONFIG_FILE_NAME: &str = "config";
 
@@ -157,6 +155,29 @@ impl Default for MonitoringConf {
             listen_http_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             scrape_interval: "1s".to_string(),
         }
+    }
+}
+
+/// One walkeeper of the repository (in `.zenith/config`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WalkeeperConf {
+    pub id: u64,
+    pub listen_pg_addr: SocketAddr,
+    pub listen_http_addr: SocketAddr,
+}
+
+impl WalkeeperConf {
+    /// `n` walkeepers with ids 1..=n on consecutive ports from `base_pg`
+    /// and `base_http`.
+    pub fn defaults(n: usize, base_pg: u16, base_http: u16) -> Vec<WalkeeperConf> {
+        (0..n)
+            .map(|i| WalkeeperConf {
+                id: i as u64 + 1,
+                listen_pg_addr: SocketAddr::from(([127, 0, 0, 1], base_pg + i as u16)),
+                listen_http_addr: SocketAddr::from(([127, 0, 0, 1], base_http + i as u16)),
+            })
+            .collect()
     }
 }
 

@@ -16,9 +16,10 @@
 //!
 //! Invariants: while Prometheus runs, every running compute has one running
 //! exporter listed in `computes.json` and no other exporter runs. Every
-//! compute start and stop (by the CLI or by the console) calls
-//! [`sync_computes`], which restores this under `sync.lock`; Prometheus
-//! re-reads `computes.json` when it changes (it is replaced atomically).
+//! compute start and stop (by the CLI or by the console) goes through
+//! [`crate::repo`], which then calls [`sync_computes`]; that restores this
+//! under `sync.lock`, and Prometheus re-reads `computes.json` when it
+//! changes (it is replaced atomically).
 //! When Prometheus is not running, nothing is synced and no exporter runs.
 //! Neither program keeps a pid file: they inherit one locked for them
 //! ([`background_process::start_foreign_daemon`]).
@@ -522,13 +523,11 @@ fn stop_exporter(key: &str, dir: &Path, immediate: bool) -> anyhow::Result<Optio
 }
 
 /// After a compute started or stopped: if monitoring runs, give every
-/// running compute an exporter and list them for Prometheus. A failure is
-/// reported on stderr, never returned: monitoring must not stop a compute
-/// from starting.
-pub fn sync_computes(env: &LocalEnv) {
-    if let Err(e) = MonitoringNode::new(env).sync_exporters(false) {
-        eprintln!("warning: updating the monitoring of computes: {e:#}");
-    }
+/// running compute an exporter and list them for Prometheus. Returns a line
+/// per exporter started or stopped. A failure must not stop a compute from
+/// starting: callers report it as a warning and go on.
+pub fn sync_computes(env: &LocalEnv) -> anyhow::Result<Vec<String>> {
+    MonitoringNode::new(env).sync_exporters(false)
 }
 
 #[cfg(test)]
@@ -611,7 +610,7 @@ mod tests {
         assert_eq!(m.pid().unwrap(), None);
         assert!(m.exporters().unwrap().is_empty());
         assert!(m.stop(false).unwrap().is_empty());
-        sync_computes(&env);
+        assert!(sync_computes(&env).unwrap().is_empty());
         assert!(!m.dir().exists(), "nothing is written");
     }
 

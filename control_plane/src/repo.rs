@@ -1,15 +1,21 @@
 //! The repository as a whole: `zenith init`, and starting and stopping
 //! every daemon (walkeepers, pageserver, console, proxy, computes).
+//!
+//! A compute is started, stopped and destroyed through [`start_compute`],
+//! [`stop_compute`] and [`destroy_compute`] (by the CLI and by the
+//! console): each then brings monitoring up to date
+//! ([`monitoring::sync_computes`]), so that [`compute`] knows nothing of
+//! monitoring.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
 
 use crate::background_process::Stopped;
-use crate::compute::{self, ComputeStatus};
-use crate::console::client::ConsoleNode;
+use crate::compute::{self, ComputeNode, ComputeStatus, StartTimings};
+use crate::console_node::ConsoleNode;
 use crate::local_env::{InitConfig, LocalEnv, CONFIG_FILE_NAME, DEFAULT_BRANCH_NAME};
-use crate::monitoring::MonitoringNode;
+use crate::monitoring::{self, MonitoringNode};
 use crate::pageserver::PageServerNode;
 use crate::proxy::ProxyNode;
 use crate::walkeeper::WalkeeperNode;
@@ -175,7 +181,13 @@ pub fn stop_all(env: &LocalEnv, immediate: bool) -> anyhow::Result<Vec<String>> 
     }
     for c in compute::list(env)? {
         if c.status() == ComputeStatus::Running {
-            match c.stop(immediate) {
+            let change = stop_compute(&c, immediate);
+            if let Some(e) = change.monitoring_error() {
+                report.push(format!(
+                    "warning: updating the monitoring of computes: {e:#}"
+                ));
+            }
+            match change.result {
                 Ok(()) => report.push(format!("compute {} stopped", c.spec.name)),
                 Err(e) => {
                     report.push(format!("compute {}: {e:#}", c.spec.name));
@@ -214,4 +226,50 @@ pub fn stop_all(env: &LocalEnv, immediate: bool) -> anyhow::Result<Vec<String>> 
         None => Ok(report),
         Some(e) => Err(e.context(report.join("\n"))),
     }
+}
+
+/// A compute start, stop or destroy, and the monitoring sync after it.
+#[must_use]
+pub struct ComputeChange<T> {
+    /// How the start, stop or destroy went.
+    pub result: anyhow::Result<T>,
+    /// What [`monitoring::sync_computes`] did (a line per exporter started
+    /// or stopped), when the compute started or stopped; `None`: it did
+    /// not, and there was nothing to sync. A failed sync is only a warning:
+    /// the start or stop stands.
+    pub monitoring: Option<anyhow::Result<Vec<String>>>,
+}
+
+impl<T> ComputeChange<T> {
+    /// Why the monitoring sync failed, if it did: what to warn about.
+    pub fn monitoring_error(&self) -> Option<&anyhow::Error> {
+        self.monitoring.as_ref().and_then(|m| m.as_ref().err())
+    }
+}
+
+/// [`ComputeNode::start`], then, once it runs, the monitoring sync (an
+/// exporter for it while monitoring runs).
+pub fn start_compute(c: &ComputeNode<'_>, ps: &PageServerNode<'_>) -> ComputeChange<StartTimings> {
+    let result = c.start(ps);
+    let monitoring = result.is_ok().then(|| monitoring::sync_computes(c.env));
+    ComputeChange { result, monitoring }
+}
+
+/// [`ComputeNode::stop`], then, if it was running, the monitoring sync (its
+/// exporter goes).
+pub fn stop_compute(c: &ComputeNode<'_>, immediate: bool) -> ComputeChange<()> {
+    let was_running = c.status() == ComputeStatus::Running;
+    let result = c.stop(immediate);
+    let monitoring = (was_running && result.is_ok()).then(|| monitoring::sync_computes(c.env));
+    ComputeChange { result, monitoring }
+}
+
+/// [`ComputeNode::destroy`], then, if it was running and no longer is (also
+/// when a later step of the destroy failed), the monitoring sync.
+pub fn destroy_compute(c: &ComputeNode<'_>, ps: &PageServerNode<'_>) -> ComputeChange<()> {
+    let was_running = c.status() == ComputeStatus::Running;
+    let result = c.destroy(ps);
+    let stopped = was_running && c.status() == ComputeStatus::Stopped;
+    let monitoring = stopped.then(|| monitoring::sync_computes(c.env));
+    ComputeChange { result, monitoring }
 }

@@ -1,46 +1,22 @@
 //! Local walkeepers: `.zenith/walkeepers/<id>/` each, started and stopped
 //! as daemons, and asked for timeline status over HTTP.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use zenith_utils::auth::Scope;
 use zenith_utils::id::{TenantId, TimelineId};
 
 use crate::background_process::{self, Daemon, Stopped};
 use crate::local_env::LocalEnv;
+pub use crate::local_env::WalkeeperConf;
 
-/// The walkeeper's pid file (the daemon's own name for it).
+/// The walkeeper's pid file and its timeline status (the daemon's own types).
 pub use zenith_utils::api::walkeeper::{TimelineStatus, PID_FILE_NAME};
 pub const LOG_FILE_NAME: &str = "walkeeper.log";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One walkeeper of the repository (in `.zenith/config`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WalkeeperConf {
-    pub id: u64,
-    pub listen_pg_addr: SocketAddr,
-    pub listen_http_addr: SocketAddr,
-}
-
-impl WalkeeperConf {
-    /// `n` walkeepers with ids 1..=n on consecutive ports from `base_pg`
-    /// and `base_http`.
-    pub fn defaults(n: usize, base_pg: u16, base_http: u16) -> Vec<WalkeeperConf> {
-        (0..n)
-            .map(|i| WalkeeperConf {
-                id: i as u64 + 1,
-                listen_pg_addr: SocketAddr::from(([127, 0, 0, 1], base_pg + i as u16)),
-                listen_http_addr: SocketAddr::from(([127, 0, 0, 1], base_http + i as u16)),
-            })
-            .collect()
-    }
-}
 
 /// The walkeepers' `host:port` list, as `zenith.walkeepers` and the
 /// pageserver's WAL source want it.

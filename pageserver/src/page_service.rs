@@ -7,7 +7,7 @@
 //!
 //! | query | answer |
 //! |---|---|
-//! | `pagestream <tenant> <timeline>` | CopyBoth; one [`PagestreamRequest`] per CopyData from the client, one response per CopyData back, in request order (byte format: `docs/pagestream.md`) |
+//! | `pagestream <tenant> <timeline>` | CopyBoth; one [`PagestreamRequest`](crate::pagestream::PagestreamRequest) per CopyData from the client, one response per CopyData back, in request order (byte format: `docs/pagestream.md`) |
 //! | `basebackup <tenant> <timeline> [<lsn>] [--full]` | CopyOut of the tar of docs/architecture.md §8, then `BASEBACKUP` |
 //! | `identify_system` | one row: systemid, timeline, xlogpos, dbname (the pageserver holds many systems, so it names none: `0`, `1`, `0/0`, NULL) |
 //! | `set ...` | `SET` (ignored) |
@@ -48,11 +48,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{field, info_span, Span};
-use zenith_utils::auth::{ConnectionAuth, JwtAuth};
+use zenith_utils::auth::JwtAuth;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_backend::{
-    self, truncated, BackendConf, Handler, HandlerError, PostgresBackend,
+    self, truncated, BackendConf, ConnectionAuth, Handler, HandlerError, PostgresBackend,
 };
 use zenith_utils::pq_proto::{write_text_result, BeMessage, SqlState};
 

@@ -145,7 +145,7 @@ pub struct XlXactParsedRecord {
 }
 
 impl XlXactParsedRecord {
-    /// Parse the main data of an XLOG_XACT_COMMIT/ABORT[_PREPARED] record
+    /// Parse the main data of an `XLOG_XACT_COMMIT`/`ABORT` (or `_PREPARED`) record
     /// (`ParseCommitRecord` / `ParseAbortRecord`).
     pub fn decode(rec: &DecodedWALRecord) -> Result<XlXactParsedRecord, WalDecodeError> {
         let info = rec.info() & XLOG_XACT_OPMASK;

@@ -24,10 +24,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::{field, Span};
-use zenith_utils::auth::{ConnectionAuth, JwtAuth};
+use zenith_utils::auth::JwtAuth;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
-use zenith_utils::postgres_backend::{Handler, HandlerError, PostgresBackend};
+use zenith_utils::postgres_backend::{ConnectionAuth, Handler, HandlerError, PostgresBackend};
 use zenith_utils::pq_proto::{write_text_result, BeMessage, SqlState, StartupParams};
 
 use crate::timeline::{Timeline, Timelines};

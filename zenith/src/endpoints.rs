@@ -3,7 +3,7 @@
 
 use clap::{Subcommand, ValueEnum};
 use control_plane::background_process::Stopped;
-use control_plane::console::client::ConsoleNode;
+use control_plane::console_node::ConsoleNode;
 use control_plane::local_env::LocalEnv;
 use control_plane::proxy::ProxyNode;
 use zenith_utils::api::console::EndpointAuth;

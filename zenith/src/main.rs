@@ -503,12 +503,12 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
                     create_compute(&env, &ps, &a)?
                 }
             };
-            let timings = match c.start(&ps) {
+            let timings = match compute_change(repo::start_compute(&c, &ps)) {
                 Ok(t) => t,
                 Err(e) => {
                     // Do not leave behind a compute this command made and could not start.
                     if created {
-                        let _ = c.destroy(&ps);
+                        let _ = compute_change(repo::destroy_compute(&c, &ps));
                     }
                     return Err(e);
                 }
@@ -535,10 +535,10 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
             let tenant = env.tenant(target.tenant_id)?;
             let c = compute::find(&env, tenant, &target.name)?;
             if destroy {
-                c.destroy(&ps)?;
+                compute_change(repo::destroy_compute(&c, &ps))?;
                 println!("compute {} stopped and destroyed", c.spec.name);
             } else {
-                c.stop(immediate)?;
+                compute_change(repo::stop_compute(&c, immediate))?;
                 println!("compute {} stopped", c.spec.name);
             }
         }
@@ -570,7 +570,7 @@ fn pg(cmd: PgCmd) -> anyhow::Result<()> {
         PgCmd::Destroy { target } => {
             let tenant = env.tenant(target.tenant_id)?;
             let c = compute::find(&env, tenant, &target.name)?;
-            c.destroy(&ps)?;
+            compute_change(repo::destroy_compute(&c, &ps))?;
             println!("compute {} destroyed", c.spec.name);
         }
         PgCmd::List { tenant_id } => {
@@ -636,6 +636,15 @@ fn create_compute<'a>(
         a.port,
         &a.settings,
     )
+}
+
+/// How a compute start, stop or destroy went, after a warning on stderr if
+/// the monitoring sync that followed it failed (the start or stop stands).
+fn compute_change<T>(change: repo::ComputeChange<T>) -> anyhow::Result<T> {
+    if let Some(e) = change.monitoring_error() {
+        eprintln!("warning: updating the monitoring of computes: {e:#}");
+    }
+    change.result
 }
 
 fn status(env: &LocalEnv) -> anyhow::Result<()> {

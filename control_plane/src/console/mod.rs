@@ -21,7 +21,6 @@
 //! the blocking pool, one at a time per endpoint.
 
 pub mod api;
-pub mod client;
 pub mod page;
 mod store;
 
@@ -42,6 +41,7 @@ use zenith_utils::scram::{ScramKeys, ScramSecret};
 use crate::compute::{self, ComputeStatus, COMPUTE_USER};
 use crate::local_env::LocalEnv;
 use crate::pageserver::PageServerNode;
+use crate::repo;
 pub use store::{Endpoint, Role, Store};
 
 /// The shortest suspend timeout (a shorter one is raised to it).
@@ -231,7 +231,7 @@ impl Console {
             let env = me.env()?;
             let ps = PageServerNode::new(&env);
             if let Ok(c) = compute::find(&env, ep.tenant_id, &ep.name) {
-                c.destroy(&ps)?;
+                compute_change(repo::destroy_compute(&c, &ps))?;
             }
             Ok(())
         })
@@ -255,7 +255,7 @@ impl Console {
             }
             let t = Instant::now();
             let ps = PageServerNode::new(&env);
-            c.start(&ps)?;
+            compute_change(repo::start_compute(&c, &ps))?;
             Ok((c.spec.port, (t.elapsed().as_millis() as u64).max(1)))
         })
         .await?;
@@ -573,7 +573,8 @@ impl Console {
             let e = ep.clone();
             let res = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 let env = me.env()?;
-                compute::find(&env, e.tenant_id, &e.name)?.stop(false)
+                let c = compute::find(&env, e.tenant_id, &e.name)?;
+                compute_change(repo::stop_compute(&c, false))
             })
             .await;
             match res {
@@ -604,6 +605,15 @@ async fn client_connections(port: u16) -> anyhow::Result<u64> {
         .and_then(|s| s.parse().ok())
         .context("unexpected answer counting connections")?;
     Ok(n)
+}
+
+/// How a compute start, stop or destroy went; a failed monitoring sync
+/// after it is logged as a warning (the start or stop stands).
+fn compute_change<T>(change: repo::ComputeChange<T>) -> anyhow::Result<T> {
+    if let Some(e) = change.monitoring_error() {
+        warn!("updating the monitoring of computes: {e:#}");
+    }
+    change.result
 }
 
 async fn blocking<T: Send + 'static>(

@@ -4,7 +4,7 @@
 //!
 //! This module only turns bytes into typed messages and back; it knows nothing
 //! about connections or storage. [`client`] is the pagestream client over
-//! the shared PostgreSQL client, and [`bench`] the load generator of the
+//! the shared PostgreSQL client, and [`bench`](mod@bench) the load generator of the
 //! `pagebench` binary built on it; the server side is `crate::page_service`. Each CopyData payload holds exactly one
 //! message, so parsers take the whole payload and reject trailing bytes.
 //!

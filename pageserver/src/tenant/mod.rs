@@ -64,7 +64,7 @@ pub struct Tenant {
     /// Held while branching and while GC runs, so that a branch can never be
     /// created below a cutoff that GC is acting on.
     gc_lock: std::sync::Mutex<()>,
-    /// Wakes the tenant's flush thread ([`super::tasks`]).
+    /// Wakes the tenant's flush thread ([`tasks`]).
     wakeup: Arc<Wakeup>,
     /// Its background threads, while the tenant is served.
     tasks: std::sync::Mutex<Option<TenantTasks>>,

@@ -23,7 +23,7 @@
 //!
 //! Blob: `u32 stored length, u8 compression (0 none, 1 zstd), u32 CRC-32C of
 //! the stored bytes`, then the stored bytes (a serialized
-//! [`Value`](crate::value::Value), zstd-compressed when that saves space).
+//! [`crate::value::Value`], zstd-compressed when that saves space).
 //!
 //! Index entry: key (18 bytes), `u64` LSN, `u64` blob offset (34 bytes).
 //!

@@ -9,7 +9,7 @@
 //!   metadata file first; then a layer file is removed only if all of it is
 //!   older than the cutoff, newer image layers at or below the cutoff cover
 //!   its whole key range between them (so every key it holds has a newer
-//!   version; images are made per key range, [`crate::tenant::images`]), and
+//!   version; images are made per key range, [`crate::tenant::timeline::images`]), and
 //!   no child branch point lies between the layer and those images (the
 //!   branch still reads through it). The cutoff rises and the layers leave
 //!   the map in one critical section of the layers lock; a removed layer's
