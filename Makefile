@@ -39,11 +39,16 @@ TEST_PROFILE := ci
 TEST_FEATURES := pageserver/testing,walkeeper/testing
 TEST_BIN := $(ROOT)/target/$(TEST_PROFILE)
 # pytest workers (pytest-xdist): the suite mostly waits on fsyncs, sockets
-# and child processes, so more workers than the 2 cores pay off.
-PYTEST_WORKERS ?= 3
+# and child processes (3 workers kept the 2 cores under half busy), so more
+# workers than cores pay off.
+PYTEST_WORKERS ?= 4
 
+# `cargo test --no-run` rather than `cargo build`: the same feature resolution
+# as the cargo tests (dev-dependencies included), so `make test` compiles each
+# crate once; every crate with a binary has an integration test, so every
+# binary is built.
 rust-testing:
-	$(CARGO) build --profile $(TEST_PROFILE) --bins -j $(CARGO_JOBS) --features $(TEST_FEATURES)
+	CARGO_INCREMENTAL=0 $(CARGO) test --profile $(TEST_PROFILE) --no-run -j $(CARGO_JOBS) --features $(TEST_FEATURES)
 
 venv: $(VENV)/.requirements-stamp
 

@@ -4,7 +4,8 @@
 # cluster (zenith CLI of this tree), then each build's `pageserver` serves
 # that workdir in turn and its own `pagebench` reads pgbench_accounts:
 # 1 client x 1 in flight (latency) and 8 clients x 8 in flight
-# (throughput). Builds alternate for $ROUNDS rounds; the best and median of
+# (throughput), warm, and right after a restart of the pageserver (cold:
+# no layer file open, empty page cache; $COLD_REQUESTS requests). Builds alternate for $ROUNDS rounds; the best and median of
 # each figure are printed with the candidate/baseline ratio, and a JSON
 # summary goes to test_runner/performance/results/pagebench_ab.json.
 #
@@ -12,7 +13,7 @@
 #
 # BIN_DIRs hold `pageserver` and `pagebench` (CANDIDATE defaults to
 # target/release). Environment: SCALE (default 10), ROUNDS (3),
-# REQUESTS (100000 for 1x1; 4x that for 8x8).
+# REQUESTS (100000 for 1x1; 4x that for 8x8), COLD_REQUESTS (5000).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BASE="${1:?usage: $0 BASELINE_BIN_DIR [CANDIDATE_BIN_DIR]}"
@@ -20,6 +21,7 @@ CAND="${2:-$ROOT/target/release}"
 SCALE="${SCALE:-10}"
 ROUNDS="${ROUNDS:-3}"
 REQUESTS="${REQUESTS:-100000}"
+COLD_REQUESTS="${COLD_REQUESTS:-5000}"
 PG="$ROOT/tmp_install"
 export LD_LIBRARY_PATH="$PG/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export ZENITH_ALLOW_ROOT=1
@@ -87,17 +89,29 @@ RESULTS="$WORK/results.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
     for side in baseline candidate; do
         dir="$BASE"; [ "$side" = candidate ] && dir="$CAND"
+        # Right after a restart: the reader cache (open layer files) and the
+        # page cache are cold.
         start_ps "$dir"
+        cold_one="$(bench "$dir" 1 1 "$COLD_REQUESTS")"
+        stop_ps
+        start_ps "$dir"
+        cold_many="$(bench "$dir" 8 8 $((COLD_REQUESTS * 4)))"
         bench "$dir" 1 1 2000 >/dev/null            # warm the page cache and connections
         one="$(bench "$dir" 1 1 "$REQUESTS")"
         many="$(bench "$dir" 8 8 $((REQUESTS * 4)))"
         stop_ps
-        python3 - "$side" "$round" "$one" "$many" >>"$RESULTS" <<'PY'
+        python3 - "$side" "$round" "$one" "$many" "$cold_one" "$cold_many" >>"$RESULTS" <<'PY'
 import json, sys
-side, rnd, one, many = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-assert one["errors"] == 0 and many["errors"] == 0, (one["first_error"], many["first_error"])
+side, rnd = sys.argv[1], int(sys.argv[2])
+one, many, cold_one, cold_many = (json.loads(a) for a in sys.argv[3:7])
+for r in (one, many, cold_one, cold_many):
+    assert r["errors"] == 0, r["first_error"]
 print(json.dumps({"side": side, "round": rnd, "p50_us": one["latency_us"]["p50"],
-                  "p99_us": one["latency_us"]["p99"], "rps_8x8": many["requests_per_s"]}))
+                  "p99_us": one["latency_us"]["p99"], "rps_8x8": many["requests_per_s"],
+                  "cold_p50_us": cold_one["latency_us"]["p50"],
+                  "cold_p99_us": cold_one["latency_us"]["p99"],
+                  "cold_rps_8x8": cold_many["requests_per_s"],
+                  "cold_p99_us_8x8": cold_many["latency_us"]["p99"]}))
 PY
         tail -1 "$RESULTS"
     done
@@ -109,7 +123,8 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 summary = {"scale": int(sys.argv[3]), "rounds": rows}
 print(f"\n{'figure':<22}{'baseline best/median':>24}{'candidate best/median':>26}{'ratio (median)':>16}")
-for key, better in (("p50_us", min), ("p99_us", min), ("rps_8x8", max)):
+for key, better in (("p50_us", min), ("p99_us", min), ("rps_8x8", max), ("cold_p50_us", min),
+                    ("cold_p99_us", min), ("cold_rps_8x8", max), ("cold_p99_us_8x8", min)):
     b = [r[key] for r in rows if r["side"] == "baseline"]
     c = [r[key] for r in rows if r["side"] == "candidate"]
     mb, mc = statistics.median(b), statistics.median(c)

@@ -27,6 +27,8 @@ use crate::key::{slru_block_key, CHECKPOINT_KEY, CONTROLFILE_KEY};
 use crate::pgdatadir_mapping::{DatadirModification, PageSource};
 use crate::tenant::timeline::Timeline;
 
+mod tenant;
+
 /// Where the imported state is: the shutdown checkpoint record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportPoint {

@@ -447,5 +447,8 @@ impl<S: WalStore> Acceptor<S> {
     }
 }
 
+/// An in-memory store for the tests and the model check.
+#[cfg(test)]
+pub(crate) mod mem_store;
 #[cfg(test)]
 mod tests;

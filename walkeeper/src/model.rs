@@ -1,7 +1,7 @@
 //! Exhaustive model check of the consensus protocol (stateright).
 //!
 //! Acceptors are the daemon's own [`Acceptor`] state machine over an
-//! in-memory [`MemStore`]; a crash throws away everything but what the
+//! in-memory [`MemStore`](crate::acceptor::mem_store::MemStore); a crash throws away everything but what the
 //! store persisted. Proposers follow `proposer.rs` and the walproposer: a
 //! proposer starts an election in its next term (a compute restarting, or a
 //! second compute), is elected by any quorum of the votes it has, takes the
@@ -64,7 +64,6 @@
 //! - **CommittedNotTruncated**: an acceptor that holds the committed WAL
 //!   keeps it, and a proposer elected after the commit has it.
 
-mod mem_store;
 mod properties;
 mod protocol;
 mod state;
@@ -72,5 +71,3 @@ mod symmetry;
 #[cfg(test)]
 mod tests;
 mod transitions;
-
-pub use mem_store::MemStore;

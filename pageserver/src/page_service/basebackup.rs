@@ -10,9 +10,9 @@ use zenith_utils::lsn::Lsn;
 use zenith_utils::postgres_backend::{HandlerError, PostgresBackend};
 use zenith_utils::pq_proto::{BeMessage, CopyResponse, SqlState};
 
-use super::{invalid, PageServiceHandler, BASEBACKUP_CHANNEL_DEPTH, BASEBACKUP_CHUNK_SIZE};
+use super::{PageServiceHandler, BASEBACKUP_CHANNEL_DEPTH, BASEBACKUP_CHUNK_SIZE};
 use crate::basebackup::send_basebackup;
-use crate::tenant::timeline::Timeline;
+use crate::tenant::timeline::{ReadLsnError, Timeline};
 
 static BASEBACKUPS_IN_PROGRESS: std::sync::LazyLock<zenith_metrics::IntGauge> =
     std::sync::LazyLock::new(|| {
@@ -47,27 +47,19 @@ impl PageServiceHandler {
         lsn: Option<Lsn>,
         full: bool,
     ) -> Result<(), HandlerError> {
-        let last = tl.last_record_lsn();
-        let lsn = lsn.unwrap_or(last);
-        if lsn > last {
-            let timeout = self.conf.wait_lsn_timeout;
-            if tl.wait_lsn(lsn, timeout).await.is_err() {
-                return Err(HandlerError::query(
-                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!(
-                        "basebackup: timed out after {} waiting for WAL up to {lsn}; the timeline has reached {}",
-                        humantime::format_duration(timeout),
-                        tl.last_record_lsn()
-                    ),
-                ));
-            }
-        }
-        let cutoff = tl.gc_cutoff_lsn();
-        if lsn < cutoff {
-            return Err(invalid(format!(
-                "basebackup: LSN {lsn} is below the GC cutoff {cutoff}"
-            )));
-        }
+        // The timeline's read-LSN policy, for a read of everything as of
+        // `lsn` (waiting for its WAL if needed).
+        let lsn = lsn.unwrap_or_else(|| tl.last_record_lsn());
+        let lsn = tl
+            .wait_read_lsn(lsn, lsn, self.conf.wait_lsn_timeout)
+            .await
+            .map_err(|e| {
+                let code = match e {
+                    ReadLsnError::WaitTimeout { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    _ => SqlState::INVALID_PARAMETER_VALUE,
+                };
+                HandlerError::query(code, format!("basebackup: {e}"))
+            })?;
         info!(%lsn, full, "basebackup started");
         pgb.writer
             .send(&BeMessage::CopyOutResponse(CopyResponse::TEXT))

@@ -16,11 +16,12 @@ use zenith_utils::pq_proto::{BeMessage, CopyResponse, FeMessage, SqlState};
 use super::smgr_metrics::SmgrQuery;
 use super::{PageServiceHandler, FLUSH_THRESHOLD, PIPELINE_DEPTH};
 use crate::pagestream::{
-    effective_lsn, needs_wait, PagestreamRequest, PagestreamRequestBody, PagestreamResponse,
-    PagestreamResponseBody,
+    PagestreamRequest, PagestreamRequestBody, PagestreamResponse, PagestreamResponseBody,
+    RequestLsnError,
 };
 use crate::pgdatadir_mapping::DatadirReader;
-use crate::tenant::timeline::{Timeline, TimelineError};
+use crate::tenant::timeline::{ReadLsnError, Timeline, TimelineError};
+use postgres_ffi::relfile::RelTag;
 
 /// How a pagestream ended.
 enum StreamEnd {
@@ -192,6 +193,62 @@ async fn write_responses(
     Ok(())
 }
 
+/// Why a pagestream request got an error response. The one place its kinds
+/// are told apart: the SQLSTATE of each ([`sqlstate`](Self::sqlstate), in
+/// the log line) and whether it is the server's fault (logged as a warning).
+#[derive(Debug, thiserror::Error)]
+pub enum PageStreamError {
+    /// The request's LSNs are invalid.
+    #[error(transparent)]
+    Request(#[from] RequestLsnError),
+    /// The timeline cannot serve the LSN the request asks for.
+    #[error(transparent)]
+    Lsn(#[from] ReadLsnError),
+    #[error("relation {rel} does not exist at LSN {lsn}")]
+    NoRelation { rel: RelTag, lsn: Lsn },
+    /// Reading the storage failed.
+    #[error(transparent)]
+    Storage(TimelineError),
+    #[error("internal error in the pageserver: {0}")]
+    Internal(String),
+}
+
+impl PageStreamError {
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            PageStreamError::Request(_) => SqlState::INVALID_PARAMETER_VALUE,
+            PageStreamError::Lsn(ReadLsnError::WaitTimeout { .. }) => {
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            PageStreamError::Lsn(ReadLsnError::BeyondLastRecord { .. }) => {
+                SqlState::INVALID_PARAMETER_VALUE
+            }
+            PageStreamError::Lsn(ReadLsnError::BelowGcCutoff { .. }) => SqlState::SNAPSHOT_TOO_OLD,
+            PageStreamError::NoRelation { .. } => SqlState::UNDEFINED_TABLE,
+            PageStreamError::Storage(TimelineError::BelowGcCutoff { .. }) => {
+                SqlState::SNAPSHOT_TOO_OLD
+            }
+            PageStreamError::Storage(TimelineError::Layer(_) | TimelineError::Io { .. }) => {
+                SqlState::IO_ERROR
+            }
+            PageStreamError::Storage(_) | PageStreamError::Internal(_) => SqlState::INTERNAL_ERROR,
+        }
+    }
+
+    /// The error response for request `reqid`, logged: at debug level when
+    /// it is the request's fault, as a warning when it is the server's.
+    fn response(&self, reqid: u64) -> PagestreamResponse {
+        let code = self.sqlstate();
+        match self {
+            PageStreamError::Storage(_) | PageStreamError::Internal(_) => {
+                warn!(reqid, sqlstate = %code, "pagestream read failed: {self}")
+            }
+            _ => debug!(reqid, sqlstate = %code, "pagestream request failed: {self}"),
+        }
+        PagestreamResponse::error(reqid, self)
+    }
+}
+
 /// Answers one request that arrived at `started`; failures become error
 /// responses.
 async fn answer_request(
@@ -206,70 +263,35 @@ async fn answer_request(
     kind.observe(started);
     match answer {
         Ok(body) => PagestreamResponse { reqid, body },
-        Err(msg) => {
-            debug!(reqid, "pagestream request failed: {msg}");
-            PagestreamResponse::error(reqid, msg)
-        }
+        Err(e) => e.response(reqid),
     }
 }
 
-fn show_request_lsn(lsn: Lsn) -> String {
-    if lsn == Lsn::MAX {
-        "latest".to_string()
-    } else {
-        lsn.to_string()
-    }
-}
-
-/// Applies the LSN rules of docs/architecture.md §5 (waiting for WAL if needed),
-/// then reads on a blocking thread.
+/// Applies the timeline's read-LSN policy (waiting for WAL if needed), then
+/// reads on a blocking thread.
 async fn read_at_lsn(
     tl: Arc<Timeline>,
     wait_timeout: Duration,
     req: PagestreamRequest,
-) -> Result<PagestreamResponseBody, String> {
-    req.validate().map_err(|e| e.to_string())?;
-    let (request_lsn, not_modified_since) = (req.request_lsn, req.not_modified_since);
-    if needs_wait(not_modified_since, tl.last_record_lsn())
-        && tl.wait_lsn(not_modified_since, wait_timeout).await.is_err()
-    {
-        return Err(format!(
-            "timed out after {} waiting for WAL up to not_modified_since {not_modified_since} (request LSN {}): the timeline has reached {}",
-            humantime::format_duration(wait_timeout),
-            show_request_lsn(request_lsn),
-            tl.last_record_lsn()
-        ));
-    }
-    let lsn = read_lsn(&tl, &req)?;
+) -> Result<PagestreamResponseBody, PageStreamError> {
+    req.validate()?;
+    let lsn = tl
+        .wait_read_lsn(req.request_lsn, req.not_modified_since, wait_timeout)
+        .await?;
     let span = Span::current();
     tokio::task::spawn_blocking(move || {
-        span.in_scope(|| {
-            read_body(&DatadirReader::new(&tl, lsn), req.body).map_err(|e| match e {
-                ReadFail::Msg(m) => m,
-                ReadFail::WouldBlock => "internal error: a blocking read would block".into(),
-            })
-        })
+        span.in_scope(
+            || match read_body(&DatadirReader::new(&tl, lsn), req.body) {
+                Ok(body) => Ok(body),
+                Err(ReadFail::Error(e)) => Err(e),
+                Err(ReadFail::WouldBlock) => Err(PageStreamError::Internal(
+                    "a blocking read would block".into(),
+                )),
+            },
+        )
     })
     .await
-    .map_err(|e| format!("internal error in the pageserver: {e}"))?
-}
-
-/// The LSN a request reads at, once any wait for WAL is over.
-fn read_lsn(tl: &Timeline, req: &PagestreamRequest) -> Result<Lsn, String> {
-    let last = tl.last_record_lsn();
-    let lsn = effective_lsn(req.request_lsn, req.not_modified_since, last);
-    if lsn > last {
-        return Err(format!(
-            "LSN {lsn} is beyond the timeline's last record {last}"
-        ));
-    }
-    let cutoff = tl.gc_cutoff_lsn();
-    if lsn < cutoff {
-        return Err(format!(
-            "requested LSN {lsn} is below the GC cutoff {cutoff}: that history is gone"
-        ));
-    }
-    Ok(lsn)
+    .map_err(|e| PageStreamError::Internal(e.to_string()))?
 }
 
 /// The answer to `req` if it can be given without waiting for WAL, reading
@@ -277,21 +299,19 @@ fn read_lsn(tl: &Timeline, req: &PagestreamRequest) -> Result<Lsn, String> {
 fn answer_now(tl: &Timeline, req: &PagestreamRequest) -> Option<PagestreamResponse> {
     let reqid = req.reqid;
     if let Err(e) = req.validate() {
-        return Some(PagestreamResponse::error(reqid, e.to_string()));
+        return Some(PageStreamError::from(e).response(reqid));
     }
-    if needs_wait(req.not_modified_since, tl.last_record_lsn()) {
+    if tl.read_needs_wait(req.not_modified_since) {
         return None;
     }
-    let body = read_lsn(tl, req)
-        .map_err(ReadFail::Msg)
+    let body = tl
+        .read_lsn(req.request_lsn, req.not_modified_since)
+        .map_err(|e| ReadFail::Error(e.into()))
         .and_then(|lsn| read_body(&DatadirReader::cached_only(tl, lsn), req.body.clone()));
     match body {
         Ok(body) => Some(PagestreamResponse { reqid, body }),
         Err(ReadFail::WouldBlock) => None,
-        Err(ReadFail::Msg(msg)) => {
-            debug!(reqid, "pagestream request failed: {msg}");
-            Some(PagestreamResponse::error(reqid, msg))
-        }
+        Err(ReadFail::Error(e)) => Some(e.response(reqid)),
     }
 }
 
@@ -299,29 +319,16 @@ fn answer_now(tl: &Timeline, req: &PagestreamRequest) -> Option<PagestreamRespon
 enum ReadFail {
     /// A cached-only read needs I/O or redo.
     WouldBlock,
-    /// The error message for the client.
-    Msg(String),
+    Error(PageStreamError),
 }
 
 impl From<TimelineError> for ReadFail {
     fn from(e: TimelineError) -> Self {
         match e {
             TimelineError::WouldBlock => ReadFail::WouldBlock,
-            e => ReadFail::Msg(storage_error(e)),
+            e => ReadFail::Error(PageStreamError::Storage(e)),
         }
     }
-}
-
-impl From<String> for ReadFail {
-    fn from(m: String) -> Self {
-        ReadFail::Msg(m)
-    }
-}
-
-/// A storage error as a response message (logged: it is not the client's fault).
-fn storage_error(e: TimelineError) -> String {
-    warn!("storage read failed: {e}");
-    e.to_string()
 }
 
 static ZERO_PAGE: [u8; crate::pagestream::PAGE_SIZE] = [0u8; crate::pagestream::PAGE_SIZE];
@@ -337,7 +344,7 @@ fn read_body(
     let size = |rel| -> Result<u32, ReadFail> {
         match r.rel_size(rel)? {
             Some(n) => Ok(n),
-            None => Err(format!("relation {rel} does not exist at LSN {lsn}").into()),
+            None => Err(ReadFail::Error(PageStreamError::NoRelation { rel, lsn })),
         }
     };
     Ok(match body {

@@ -163,24 +163,6 @@ pub enum PagestreamResponseBody {
     Error(String),
 }
 
-/// The LSN to read at (docs/architecture.md §5): the requested version, capped at
-/// what the timeline has ingested (`last_record_lsn`), but never below
-/// `not_modified_since`. Call it on a [validated](PagestreamRequest::validate)
-/// request after any wait [`needs_wait`] asked for; if `not_modified_since` is
-/// still beyond `last_record_lsn` then, the result is `not_modified_since` —
-/// WAL the server does not have — and the server must answer with an error.
-pub fn effective_lsn(request_lsn: Lsn, not_modified_since: Lsn, last_record_lsn: Lsn) -> Lsn {
-    request_lsn.min(last_record_lsn).max(not_modified_since)
-}
-
-/// Whether the server must wait for WAL before answering: the client knows of
-/// changes up to `not_modified_since`, which the timeline has not ingested yet.
-/// The wait is bounded by `wait_lsn_timeout`, after which the server answers
-/// with an error naming both LSNs.
-pub fn needs_wait(not_modified_since: Lsn, last_record_lsn: Lsn) -> bool {
-    not_modified_since > last_record_lsn
-}
-
 impl PagestreamRequest {
     /// Parses one request: the whole CopyData payload.
     pub fn parse(buf: &[u8]) -> Result<Self, PagestreamError> {

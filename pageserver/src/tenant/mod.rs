@@ -6,8 +6,9 @@
 //! while a timeline is being created.
 //!
 //! Modules, by concern:
-//! - this one: [`Tenant`], a tenant's timelines, their creation (bootstrap,
-//!   import, branch) and removal;
+//! - this one: [`Tenant`], a tenant's timelines, their creation by branching
+//!   and removal (creation by import and bootstrap is
+//!   `crate::import_datadir`'s, above the storage);
 //! - [`mgr`]: every tenant of the pageserver;
 //! - [`timeline`]: one timeline: its read path, its layer set (the one owner
 //!   of installing and removing layer files and of saving the metadata, with
@@ -29,7 +30,7 @@ pub mod tasks;
 pub mod timeline;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
@@ -39,7 +40,6 @@ use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
 use crate::config::PageServerConf;
-use crate::import_datadir::import_datadir;
 use crate::walredo::WalRedoManager;
 use metadata::TimelineMetadata;
 use tasks::{TenantTasks, Wakeup};
@@ -49,8 +49,8 @@ use timeline::{RecordLsn, Timeline, METADATA_FILE_NAME};
 pub struct Tenant {
     pub id: TenantId,
     pub path: PathBuf,
-    conf: Arc<PageServerConf>,
-    walredo: Arc<dyn WalRedoManager>,
+    pub(crate) conf: Arc<PageServerConf>,
+    pub(crate) walredo: Arc<dyn WalRedoManager>,
     timelines: RwLock<HashMap<TimelineId, Arc<Timeline>>>,
     /// Timelines on disk that could not be loaded (corrupt metadata, a
     /// missing or broken ancestor, an unreadable layer directory), with the
@@ -72,7 +72,7 @@ pub struct Tenant {
 
 /// The reservation of a timeline id during its creation
 /// ([`Tenant::reserve`]); released when dropped.
-struct Creating<'t> {
+pub(crate) struct Creating<'t> {
     tenant: &'t Tenant,
     id: TimelineId,
 }
@@ -88,7 +88,7 @@ impl Drop for Creating<'_> {
 }
 
 impl Tenant {
-    fn timelines_dir(&self) -> PathBuf {
+    pub(crate) fn timelines_dir(&self) -> PathBuf {
         self.path.join("timelines")
     }
 
@@ -102,7 +102,7 @@ impl Tenant {
 
     /// Makes `tl` one of the tenant's timelines, served and maintained by
     /// its background thread.
-    fn register(&self, id: TimelineId, tl: Arc<Timeline>) {
+    pub(crate) fn register(&self, id: TimelineId, tl: Arc<Timeline>) {
         tl.set_wakeup(Arc::clone(&self.wakeup));
         self.timelines
             .write()
@@ -179,7 +179,7 @@ impl Tenant {
 
     /// Reserve `id` for a creation: refused if the timeline exists or is
     /// being created.
-    fn reserve(&self, id: TimelineId) -> anyhow::Result<Creating<'_>> {
+    pub(crate) fn reserve(&self, id: TimelineId) -> anyhow::Result<Creating<'_>> {
         let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         if self.get_timeline(id).is_some() || self.broken_reason(id).is_some() {
             bail!("timeline {id} already exists in tenant {}", self.id);
@@ -191,75 +191,6 @@ impl Tenant {
             );
         }
         Ok(Creating { tenant: self, id })
-    }
-
-    /// Create a timeline by importing `pgdata` (a cleanly stopped PostgreSQL 15
-    /// data directory).
-    pub fn import_timeline(&self, id: TimelineId, pgdata: &Path) -> anyhow::Result<Arc<Timeline>> {
-        let _reserved = self.reserve(id)?;
-        self.import_reserved(id, pgdata)
-    }
-
-    fn import_reserved(&self, id: TimelineId, pgdata: &Path) -> anyhow::Result<Arc<Timeline>> {
-        let tmp = self
-            .timelines_dir()
-            .join(format!("{id}{}", crashsafe::TEMP_FILE_SUFFIX));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let tl = Timeline::create(
-            &tmp,
-            self.id,
-            id,
-            self.conf.tenant_config.clone(),
-            None,
-            RecordLsn {
-                last: Lsn(0),
-                prev: Lsn(0),
-            },
-            Lsn(0),
-            Arc::clone(&self.walredo),
-        )?;
-        let point = import_datadir(&tl, pgdata)?;
-        // Record the import LSN as the initdb LSN and GC floor.
-        let mut md = tl.metadata();
-        md.initdb_lsn = point.end_lsn;
-        md.latest_gc_cutoff_lsn = point.end_lsn;
-        md.save(&tmp.join(METADATA_FILE_NAME))?;
-        drop(tl);
-        fail::fail_point!("timeline-create-before-rename");
-        let dst = self.timelines_dir().join(id.to_string());
-        crashsafe::rename_durable(&tmp, &dst)?;
-        let tl = Timeline::load(
-            &dst,
-            self.id,
-            id,
-            self.conf.tenant_config.clone(),
-            None,
-            Arc::clone(&self.walredo),
-        )?;
-        self.register(id, Arc::clone(&tl));
-        info!(tenant_id = %self.id, timeline_id = %id, lsn = %point.end_lsn, "imported timeline");
-        Ok(tl)
-    }
-
-    /// Bootstrap a timeline: run initdb into a temporary directory and import it.
-    pub fn bootstrap_timeline(&self, id: TimelineId) -> anyhow::Result<Arc<Timeline>> {
-        let _reserved = self.reserve(id)?;
-        let pgdata = self
-            .path
-            .join(format!("initdb-{id}{}", crashsafe::TEMP_FILE_SUFFIX));
-        let _ = std::fs::remove_dir_all(&pgdata);
-        if let Err(e) = crate::walredo::process::run_initdb(&self.conf.pg_distrib_dir, &pgdata) {
-            let _ = std::fs::remove_dir_all(&pgdata);
-            return Err(e.into());
-        }
-        let res = self.import_reserved(id, &pgdata);
-        // The same initdb output is what `postgres --wal-redo` runs in: a
-        // tenant's first redo (a compute's first query) then does not wait
-        // for an initdb of its own (about a second).
-        if res.is_err() || !self.walredo.adopt_datadir(&pgdata) {
-            let _ = std::fs::remove_dir_all(&pgdata);
-        }
-        res
     }
 
     /// Branch `ancestor` at `lsn` (default: its last record LSN). O(1).

@@ -1,5 +1,5 @@
+use super::mem_store::MemStore;
 use super::*;
-use crate::model::MemStore;
 use bytes::Bytes;
 
 fn acceptor() -> Acceptor<MemStore> {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 
-use super::mem_store::MemStore;
 use super::state::{Action, Instance, Leader, Msg, Phase, State, Vote, START};
+use crate::acceptor::mem_store::MemStore;
 use crate::acceptor::Acceptor;
 use crate::proposer::{commit_lsn, elect, epoch, quorum, start_streaming_at};
 use crate::proto::*;

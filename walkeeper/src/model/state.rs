@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use zenith_utils::lsn::Lsn;
 
-use super::mem_store::MemStore;
+use crate::acceptor::mem_store::MemStore;
 use crate::acceptor::Acceptor;
 use crate::proposer::Election;
 use crate::proto::*;

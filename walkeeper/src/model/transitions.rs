@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use stateright::{Model, Property};
 
-use super::mem_store::MemStore;
 use super::properties;
 use super::protocol::{ids, ConsensusModel};
 use super::state::{Action, Instance, Phase, State};
+use crate::acceptor::mem_store::MemStore;
 use crate::acceptor::{Acceptor, AcceptorState};
 use crate::proposer::quorum;
 

@@ -68,6 +68,7 @@ impl SqlState {
     pub const INVALID_CATALOG_NAME: SqlState = SqlState::new(b"3D000");
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState::new(b"42501");
     pub const SYNTAX_ERROR: SqlState = SqlState::new(b"42601");
+    pub const UNDEFINED_TABLE: SqlState = SqlState::new(b"42P01");
     pub const UNDEFINED_OBJECT: SqlState = SqlState::new(b"42704");
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState::new(b"53300");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState::new(b"54000");
@@ -76,6 +77,8 @@ impl SqlState {
     pub const ADMIN_SHUTDOWN: SqlState = SqlState::new(b"57P01");
     pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState::new(b"57P05");
     pub const CANNOT_CONNECT_NOW: SqlState = SqlState::new(b"57P03");
+    /// A read of history that is gone (PostgreSQL's "snapshot too old").
+    pub const SNAPSHOT_TOO_OLD: SqlState = SqlState::new(b"72000");
     pub const IO_ERROR: SqlState = SqlState::new(b"58030");
     pub const UNDEFINED_FILE: SqlState = SqlState::new(b"58P01");
     pub const INTERNAL_ERROR: SqlState = SqlState::new(b"XX000");

@@ -53,9 +53,11 @@ mod images;
 mod layer_set;
 pub mod lsn_by_time;
 mod read;
+pub mod read_lsn;
 
 pub use gc::GcResult;
 pub(crate) use layer_set::{LayerChange, Layers, MaintenanceGuard};
+pub use read_lsn::ReadLsnError;
 
 /// `pageserver_wait_lsn_seconds`: how long a reader (a pagestream request,
 /// a basebackup) waits in [`Timeline::wait_lsn`] for WAL to arrive.

@@ -1,10 +1,11 @@
-//! The acceptors' storage in the model: WAL and control file in memory.
+//! An acceptor's storage in memory (WAL and the last control file
+//! written), for the acceptor's tests and the model check.
 
 use std::hash::Hash;
 
 use zenith_utils::lsn::Lsn;
 
-use crate::acceptor::{AcceptorState, StoreError, WalStore};
+use super::{AcceptorState, StoreError, WalStore};
 
 /// WAL in memory; `persisted` is the last control file written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -52,7 +53,7 @@ impl WalStore for MemStore {
 
 impl MemStore {
     /// The WAL from LSN 1 (the model's start of WAL), if it starts there.
-    pub(super) fn log(&self) -> Option<&[u8]> {
+    pub(crate) fn log(&self) -> Option<&[u8]> {
         (self.wal_start == 1 || self.wal_start == 0).then_some(&self.wal[..])
     }
 }
