@@ -27,6 +27,9 @@ REGRESS = PG_BUILD / "src" / "test" / "regress"
 # 1MB is the smallest power of two a stock server (this build, without the zenith extension)
 # passes the parallel schedule with: at 512kB three tests fail for want of buffers. With it, nearly
 # every page a test touches is evicted and read back from the pageserver.
+# With 1MB nearly every page is read back from the pageserver: 2.5 minutes alone, 6 beside the
+# rest of the suite on 3 pytest workers, 10 on 4 (past pytest's default limit of 10 minutes).
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("shared_buffers", ["default", "1MB"])
 def test_pg_regress(zenith_env_builder, pg_bin, test_output_dir, port_distributor, shared_buffers):
     env = zenith_env_builder.init_start()
