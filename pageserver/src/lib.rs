@@ -8,7 +8,8 @@
 //! Map of the crate, by concept:
 //!
 //! - storage: [`key`], [`value`], [`tenant`] (timelines, layer files, layer
-//!   map, image layers, compaction, GC, tenant manager);
+//!   map, image layers, compaction, GC); [`tenant_mgr`], every tenant, above
+//!   the storage and the data model;
 //! - PostgreSQL's data directory over the key space: [`pgdatadir_mapping`],
 //!   [`import_datadir`], [`basebackup`];
 //! - WAL: [`walreceiver`] (replication client), [`walingest`] (records to
@@ -29,6 +30,7 @@ pub mod page_service;
 pub mod pagestream;
 pub mod pgdatadir_mapping;
 pub mod tenant;
+pub mod tenant_mgr;
 pub mod value;
 pub mod wal_sources;
 pub mod walingest;

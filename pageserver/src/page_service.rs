@@ -61,8 +61,8 @@ mod pagestream;
 mod smgr_metrics;
 
 use crate::config::PageServerConf;
-use crate::tenant::mgr::TenantManager;
 use crate::tenant::timeline::Timeline;
+use crate::tenant_mgr::TenantManager;
 
 /// Largest frontend message accepted. Queries and pagestream requests are
 /// tiny; the limit keeps a hostile length from making us buffer much.

@@ -10,6 +10,7 @@
 //! of an import) against the current state plus its own pending changes, and
 //! [`commit`](DatadirModification::commit) files them at one LSN, then
 //! advances `last_record_lsn`: a record's effects become visible atomically.
+//! [`live_keyspace`] is what the storage's image layers hold.
 //!
 //! Directory encodings (big-endian): database directory `u32 n` then n ×
 //! (`u32 spc, u32 db, u8 has_relmap`); relation directory `u32 n` then n ×
@@ -30,3 +31,18 @@ pub use reader::DatadirReader;
 
 /// An all-zeros page.
 pub use crate::value::zero_page;
+
+use std::ops::Range;
+
+use zenith_utils::lsn::Lsn;
+
+use crate::key::Key;
+use crate::tenant::timeline::{LiveKeySpace, Timeline, TimelineError};
+
+/// The keys of `tl` live at `lsn` ([`DatadirReader::keyspace`]): the
+/// [`LiveKeySpace`] every tenant hands its timelines for image layers.
+pub fn live_keyspace(tl: &Timeline, lsn: Lsn) -> Result<Vec<Range<Key>>, TimelineError> {
+    DatadirReader::new(tl, lsn).keyspace()
+}
+
+const _: LiveKeySpace = live_keyspace;

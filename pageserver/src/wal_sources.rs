@@ -29,8 +29,8 @@ use tracing::{debug, info};
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 
-use crate::tenant::mgr::TenantManager;
 use crate::tenant::timeline::Timeline;
+use crate::tenant_mgr::TenantManager;
 use crate::walreceiver::{WalReceiver, WalSource};
 
 /// Name of the file in a timeline directory that holds its WAL source.

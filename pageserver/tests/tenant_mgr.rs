@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use pageserver::config::PageServerConf;
 use pageserver::pgdatadir_mapping::DatadirReader;
-use pageserver::tenant::mgr::TenantManager;
+use pageserver::tenant_mgr::TenantManager;
 use zenith_utils::id::{TenantId, TimelineId};
 use zenith_utils::lsn::Lsn;
 

@@ -25,7 +25,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use pageserver::config::PageServerConf;
 use pageserver::http::{self, ApiState};
-use pageserver::tenant::mgr::TenantManager;
+use pageserver::tenant_mgr::TenantManager;
 use pageserver::wal_sources::WalSources;
 use tracing::info;
 use zenith_utils::api::pageserver::PID_FILE_NAME;

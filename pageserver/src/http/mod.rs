@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use zenith_utils::auth::JwtAuth;
 
 use crate::config::PageServerConf;
-use crate::tenant::mgr::TenantManager;
+use crate::tenant_mgr::TenantManager;
 use crate::wal_sources::WalSources;
 
 pub use routes::router;

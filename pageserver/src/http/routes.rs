@@ -25,8 +25,8 @@ use zenith_utils::lsn::Lsn;
 
 use super::{ApiState, OPENAPI_SPEC};
 use crate::pgdatadir_mapping::DatadirReader;
-use crate::tenant::mgr::Tenant;
 use crate::tenant::timeline::{Timeline, TimelineError};
+use crate::tenant::Tenant;
 use crate::wal_sources::{self, WalSourceError};
 use crate::walreceiver::WalSource;
 

@@ -50,17 +50,7 @@ impl Tenant {
         md.save(&tmp.join(METADATA_FILE_NAME))?;
         drop(tl);
         fail::fail_point!("timeline-create-before-rename");
-        let dst = self.timelines_dir().join(id.to_string());
-        crashsafe::rename_durable(&tmp, &dst)?;
-        let tl = Timeline::load(
-            &dst,
-            self.id,
-            id,
-            self.conf.tenant_config.clone(),
-            None,
-            Arc::clone(&self.walredo),
-        )?;
-        self.register(id, Arc::clone(&tl));
+        let tl = self.install_timeline(&tmp, id, None)?;
         info!(tenant_id = %self.id, timeline_id = %id, lsn = %point.end_lsn, "imported timeline");
         Ok(tl)
     }

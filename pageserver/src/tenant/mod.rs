@@ -9,7 +9,6 @@
 //! - this one: [`Tenant`], a tenant's timelines, their creation by branching
 //!   and removal (creation by import and bootstrap is
 //!   `crate::import_datadir`'s, above the storage);
-//! - [`mgr`]: every tenant of the pageserver;
 //! - [`timeline`]: one timeline: its read path, its layer set (the one owner
 //!   of installing and removing layer files and of saving the metadata, with
 //!   the lock order), flushes, compaction and image layers, GC and the WAL
@@ -24,7 +23,6 @@
 
 pub mod layer_map;
 pub mod metadata;
-pub mod mgr;
 pub mod storage_layer;
 pub mod tasks;
 pub mod timeline;
@@ -43,7 +41,7 @@ use crate::config::PageServerConf;
 use crate::walredo::WalRedoManager;
 use metadata::TimelineMetadata;
 use tasks::{TenantTasks, Wakeup};
-use timeline::{RecordLsn, Timeline, METADATA_FILE_NAME};
+use timeline::{LiveKeySpace, RecordLsn, Timeline, METADATA_FILE_NAME};
 
 /// One tenant: its timelines and its WAL redo manager.
 pub struct Tenant {
@@ -51,6 +49,9 @@ pub struct Tenant {
     pub path: PathBuf,
     pub(crate) conf: Arc<PageServerConf>,
     pub(crate) walredo: Arc<dyn WalRedoManager>,
+    /// The live keyspace image layers hold, from the data model above the
+    /// storage (`crate::tenant_mgr` hands it over).
+    pub(crate) live_keyspace: LiveKeySpace,
     timelines: RwLock<HashMap<TimelineId, Arc<Timeline>>>,
     /// Timelines on disk that could not be loaded (corrupt metadata, a
     /// missing or broken ancestor, an unreadable layer directory), with the
@@ -88,6 +89,31 @@ impl Drop for Creating<'_> {
 }
 
 impl Tenant {
+    /// A tenant with no timelines loaded yet, at `path`, with the data
+    /// model's pieces the storage needs: its WAL redo manager and the live
+    /// keyspace.
+    pub(crate) fn new(
+        id: TenantId,
+        path: PathBuf,
+        conf: Arc<PageServerConf>,
+        walredo: Arc<dyn WalRedoManager>,
+        live_keyspace: LiveKeySpace,
+    ) -> Arc<Tenant> {
+        Arc::new(Tenant {
+            id,
+            path,
+            conf,
+            walredo,
+            live_keyspace,
+            timelines: RwLock::new(HashMap::new()),
+            broken: RwLock::new(BTreeMap::new()),
+            creating: std::sync::Mutex::new(HashSet::new()),
+            gc_lock: std::sync::Mutex::new(()),
+            wakeup: Arc::new(Wakeup::default()),
+            tasks: std::sync::Mutex::new(None),
+        })
+    }
+
     pub(crate) fn timelines_dir(&self) -> PathBuf {
         self.path.join("timelines")
     }
@@ -102,8 +128,40 @@ impl Tenant {
 
     /// Makes `tl` one of the tenant's timelines, served and maintained by
     /// its background thread.
-    pub(crate) fn register(&self, id: TimelineId, tl: Arc<Timeline>) {
+    /// Loads timeline `id` from its directory (`ancestor` loaded before it).
+    fn load_timeline(
+        &self,
+        id: TimelineId,
+        ancestor: Option<Arc<Timeline>>,
+    ) -> Result<Arc<Timeline>, timeline::TimelineError> {
+        Timeline::load(
+            &self.timelines_dir().join(id.to_string()),
+            self.id,
+            id,
+            self.conf.tenant_config.clone(),
+            ancestor,
+            Arc::clone(&self.walredo),
+        )
+    }
+
+    /// The last step of creating timeline `id` (by branching, import or
+    /// bootstrap): its complete temporary directory `tmp` is renamed into
+    /// place durably, loaded like at startup and registered.
+    pub(crate) fn install_timeline(
+        &self,
+        tmp: &std::path::Path,
+        id: TimelineId,
+        ancestor: Option<Arc<Timeline>>,
+    ) -> anyhow::Result<Arc<Timeline>> {
+        crashsafe::rename_durable(tmp, self.timelines_dir().join(id.to_string()))?;
+        let tl = self.load_timeline(id, ancestor)?;
+        self.register(id, Arc::clone(&tl));
+        Ok(tl)
+    }
+
+    fn register(&self, id: TimelineId, tl: Arc<Timeline>) {
         tl.set_wakeup(Arc::clone(&self.wakeup));
+        tl.set_live_keyspace(self.live_keyspace);
         self.timelines
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -111,7 +169,7 @@ impl Tenant {
     }
 
     /// Starts the background thread (flush, compaction, images, GC).
-    fn start_tasks(self: &Arc<Self>) -> std::io::Result<()> {
+    pub(crate) fn start_tasks(self: &Arc<Self>) -> std::io::Result<()> {
         let tc = &self.conf.tenant_config;
         let gc =
             (!tc.gc_period.is_zero()).then_some((tc.gc_period, tc.gc_horizon, tc.pitr_interval));
@@ -245,17 +303,7 @@ impl Tenant {
             Arc::clone(&self.walredo),
         )?);
         fail::fail_point!("branch-create-before-rename");
-        let dst = self.timelines_dir().join(id.to_string());
-        crashsafe::rename_durable(&tmp, &dst)?;
-        let tl = Timeline::load(
-            &dst,
-            self.id,
-            id,
-            self.conf.tenant_config.clone(),
-            Some(ancestor),
-            Arc::clone(&self.walredo),
-        )?;
-        self.register(id, Arc::clone(&tl));
+        let tl = self.install_timeline(&tmp, id, Some(ancestor))?;
         info!(tenant_id = %self.id, timeline_id = %id, %ancestor_id, %lsn, "created branch");
         Ok(tl)
     }
@@ -264,7 +312,7 @@ impl Tenant {
     /// ones. A timeline that cannot be loaded is recorded as broken (with
     /// its descendants) and the others load as usual; only a timelines
     /// directory that cannot be read fails the tenant.
-    fn load(&self) -> anyhow::Result<()> {
+    pub(crate) fn load(&self) -> anyhow::Result<()> {
         let dir = self.timelines_dir();
         crashsafe::create_dir_all_durable(&dir)?;
         let mut metas: HashMap<TimelineId, TimelineMetadata> = HashMap::new();
@@ -315,14 +363,7 @@ impl Tenant {
                     continue;
                 }
                 let ancestor = m.ancestor_timeline.and_then(|a| self.get_timeline(a));
-                match Timeline::load(
-                    &dir.join(id.to_string()),
-                    self.id,
-                    id,
-                    self.conf.tenant_config.clone(),
-                    ancestor,
-                    Arc::clone(&self.walredo),
-                ) {
+                match self.load_timeline(id, ancestor) {
                     Ok(tl) => self.register(id, tl),
                     Err(err) => {
                         broken.insert(id, format!("cannot load it: {err}"));

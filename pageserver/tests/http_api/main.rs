@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use pageserver::config::PageServerConf;
 use pageserver::http::{self, ApiState};
-use pageserver::tenant::mgr::TenantManager;
+use pageserver::tenant_mgr::TenantManager;
 use pageserver::wal_sources::WalSources;
 use serde_json::Value;
 use tokio::sync::watch;

@@ -23,8 +23,8 @@ pub use pageserver::pagestream::{
     PagestreamResponseBody as Resp, PAGE_SIZE,
 };
 pub use pageserver::pgdatadir_mapping::DatadirReader;
-pub use pageserver::tenant::mgr::TenantManager;
 pub use pageserver::tenant::timeline::Timeline;
+pub use pageserver::tenant_mgr::TenantManager;
 pub use postgres_ffi::pg_constants::{DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID, MAIN_FORKNUM};
 pub use postgres_ffi::relfile::{parse_relfilename, RelTag};
 pub use postgres_ffi::slru::SlruKind;

@@ -188,7 +188,7 @@ mod tests {
     }
 
     use crate::key::rel_block_key;
-    use crate::pgdatadir_mapping::DatadirModification;
+    use crate::value::Value;
     use postgres_ffi::relfile::RelTag;
 
     const REL: RelTag = RelTag {
@@ -198,14 +198,28 @@ mod tests {
         forknum: 0,
     };
 
+    /// The live keys of the first test: block 7 of [`REL`].
+    fn block_7(_: &Timeline, _: Lsn) -> Result<Vec<std::ops::Range<Key>>, TimelineError> {
+        let k = rel_block_key(REL, 7);
+        Ok(vec![k..k.next()])
+    }
+
+    /// The live keys of the second test: blocks 0 to 9 of [`REL`].
+    fn blocks_0_to_9(_: &Timeline, _: Lsn) -> Result<Vec<std::ops::Range<Key>>, TimelineError> {
+        Ok(vec![rel_block_key(REL, 0)..rel_block_key(REL, 10)])
+    }
+
     /// Files `page(b)` as block `blkno` of [`REL`] in a record ending at
-    /// `lsn` (creating the database and relation the first time).
+    /// `lsn`.
     fn put_block(tl: &Arc<Timeline>, prev: Lsn, lsn: Lsn, blkno: u32, b: u8) {
-        let mut m = DatadirModification::new(tl);
-        m.put_db(1663, 5, false).unwrap();
-        m.put_rel_extend_to(REL, blkno).unwrap();
-        m.put_image(rel_block_key(REL, blkno), Bytes::from(vec![b; 8192]));
-        m.commit(&tl.writer(), prev, lsn).unwrap();
+        let w = tl.writer();
+        w.put(
+            rel_block_key(REL, blkno),
+            lsn,
+            Value::Image(Bytes::from(vec![b; 8192])),
+        )
+        .unwrap();
+        w.finish_write(prev, lsn);
     }
 
     /// Defect: a read checked the GC cutoff, then took its layer snapshot;
@@ -216,6 +230,7 @@ mod tests {
     fn gc_between_a_reads_cutoff_check_and_its_walk_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let tl = super::super::test_timeline(dir.path(), TenantConf::default(), Lsn(0x100));
+        tl.set_live_keyspace(block_7);
         let k = rel_block_key(REL, 7);
         put_block(&tl, Lsn(0x100), Lsn(0x110), 7, 1);
         tl.freeze_and_flush().unwrap();
@@ -277,7 +292,6 @@ mod tests {
     }
     use crate::config::TenantConf;
     use crate::tenant::storage_layer::filename::LayerFileName;
-    use crate::value::Value;
     use bytes::Bytes;
 
     #[test]
@@ -291,6 +305,7 @@ mod tests {
             },
             Lsn(0x100),
         );
+        tl.set_live_keyspace(blocks_0_to_9);
         let key = |n: u32| rel_block_key(REL, n);
         let mut lsn = 0x100u64;
         // Four generations of 10 blocks, each flushed to its own delta layer.

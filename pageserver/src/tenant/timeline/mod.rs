@@ -50,6 +50,7 @@ mod compaction;
 mod flush;
 pub mod gc;
 mod images;
+pub use images::LiveKeySpace;
 mod layer_set;
 pub mod lsn_by_time;
 mod read;
@@ -192,6 +193,9 @@ pub struct Timeline {
     /// owns this timeline: ingest leaves flushing and layer maintenance to
     /// it. A timeline without one (tests) flushes inline.
     wakeup: std::sync::OnceLock<Arc<crate::tenant::tasks::Wakeup>>,
+    /// Which keys are live at an LSN (what image layers hold), once the
+    /// tenant owns this timeline; until then no images are made.
+    live_keyspace: std::sync::OnceLock<LiveKeySpace>,
     /// Set once deletion starts: flush, compaction, image creation and GC
     /// check it under their locks before they write anything, so nothing
     /// of this object lands in a directory that a new timeline with the
@@ -285,6 +289,7 @@ impl Timeline {
             incarnation: crate::page_cache::new_incarnation(),
             broken: Mutex::new(None),
             wakeup: std::sync::OnceLock::new(),
+            live_keyspace: std::sync::OnceLock::new(),
             deleted: AtomicBool::new(false),
         })
     }

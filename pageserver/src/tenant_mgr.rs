@@ -1,6 +1,9 @@
 //! Every tenant of the pageserver: loading them at startup (a tenant whose
 //! directory cannot be read is reported broken, the others are served),
-//! creating and listing them, and shutting them all down.
+//! creating and listing them, and shutting them all down. It sits above the
+//! storage (`tenant`) and the data model (`pgdatadir_mapping`) and hands
+//! each tenant the data model's pieces the storage needs: the WAL redo
+//! manager and the live keyspace that image layers hold.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -11,10 +14,10 @@ use tracing::info;
 use zenith_utils::crashsafe;
 use zenith_utils::id::{TenantId, TimelineId};
 
-use super::tasks::Wakeup;
-use super::timeline::Timeline;
-pub use super::Tenant;
 use crate::config::PageServerConf;
+use crate::pgdatadir_mapping::live_keyspace;
+use crate::tenant::timeline::Timeline;
+pub use crate::tenant::Tenant;
 use crate::walredo::PostgresRedoManager;
 
 /// All tenants of this pageserver.
@@ -77,18 +80,7 @@ impl TenantManager {
             id.to_string(),
             self.conf.wal_redo_timeout,
         ));
-        Arc::new(Tenant {
-            id,
-            path,
-            conf: Arc::clone(&self.conf),
-            walredo,
-            timelines: RwLock::new(HashMap::new()),
-            broken: RwLock::new(BTreeMap::new()),
-            creating: std::sync::Mutex::new(HashSet::new()),
-            gc_lock: std::sync::Mutex::new(()),
-            wakeup: Arc::new(Wakeup::default()),
-            tasks: std::sync::Mutex::new(None),
-        })
+        Tenant::new(id, path, Arc::clone(&self.conf), walredo, live_keyspace)
     }
 
     /// Create an empty tenant. Two concurrent creations of one id: one
