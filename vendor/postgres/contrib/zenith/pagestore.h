@@ -10,6 +10,7 @@
 #define PAGESTORE_H
 
 #include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
 #include "common/relpath.h"
 #include "storage/block.h"
 #include "storage/relfilenode.h"
@@ -45,6 +46,13 @@ extern void pagestore_prefetch(RelFileNode rnode, ForkNumber forknum, BlockNumbe
 /* A page for the storage manager: read ahead earlier, or requested now. */
 extern void pagestore_read(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno,
 						   XLogRecPtr request_lsn, XLogRecPtr not_modified_since, char *buffer);
+
+/* pagestore_conn.c: the connection (opened by the first send) */
+extern int	zenith_pageserver_retry_timeout;
+extern bool ps_conn_send(StringInfo req, char **err);
+extern bool ps_conn_receive(StringInfo resp, char **err);
+extern void ps_conn_close(void);
+extern bool ps_conn_is_open(void);
 
 /* pagestore_smgr.c */
 extern void pagestore_smgr_init(void);

@@ -11,24 +11,9 @@
  * has fsynced, counting only walkeepers that reached the start of our term.
  * The protocol and its rules: docs/walkeeper_protocol.md.
  *
- * Two modes share this code:
- *
- * - The background worker of a running compute (WalProposerMain). It takes
- *   a walsender slot (patch 0008), named "walproposer" for
- *   synchronous_standby_names, and records the commit LSN there as the
- *   standby's write/flush/apply positions: commits return once a majority
- *   of walkeepers has fsynced them. WAL flushes wake it (WalSndWakeup).
- *   It sends WAL up to the end of the last complete record at or below the
- *   local flush LSN, so that the end of the walkeepers' WAL is always a
- *   record boundary where the next compute can start. If a walkeeper
- *   answers with a higher term, another compute has taken the timeline:
- *   the walproposer logs why and shuts the compute down (fast shutdown);
- *   waiting commits fail instead of being acknowledged.
- *
- * - postgres --sync-walkeepers (WalProposerSync), before a compute starts:
- *   the same election, then the WAL of the most advanced walkeeper is
- *   copied to a majority and the commit LSN brought to its end; the LSN is
- *   printed and the process exits 0. "0/0": the walkeepers hold no WAL.
+ * It runs in a compute's background worker and in postgres
+ * --sync-walkeepers; walproposer_main.c starts both (wp_run) and says how
+ * they differ.
  *
  * WAL below the start of this compute's WAL (a lagging walkeeper's catch
  * up) is read from the donor, the most advanced walkeeper, over
@@ -39,30 +24,22 @@
  */
 #include "postgres.h"
 
-#include <signal.h>
-#include <unistd.h>
-
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogreader.h"
 #include "access/xlogrecord.h"
 #include "access/xlogutils.h"
 #include "access/rmgr.h"
-#include "catalog/pg_control.h"
-#include "common/controldata_utils.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
-#include "postmaster/postmaster.h"
 #include "replication/syncrep.h"
 #include "replication/walsender.h"
 #include "replication/walsender_private.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -144,58 +121,6 @@ wk_name(int i)
 
 	snprintf(buf, sizeof(buf), "%s:%s", wks[i].host, wks[i].port);
 	return buf;
-}
-
-/* ------------------------------------------------------------ configuration */
-
-static void
-parse_config(void)
-{
-	char	   *list;
-	char	   *tok;
-	char	   *save;
-
-	if (!wk_parse_id(zenith_tenant_id, tenant_id))
-		ereport(FATAL,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("zenith.tenant_id \"%s\" is not 32 hex digits", zenith_tenant_id)));
-	if (!wk_parse_id(zenith_timeline_id, timeline_id))
-		ereport(FATAL,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("zenith.timeline_id \"%s\" is not 32 hex digits", zenith_timeline_id)));
-	list = pstrdup(zenith_walkeepers ? zenith_walkeepers : "");
-	n_wks = 0;
-	for (tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
-	{
-		char	   *colon;
-
-		while (*tok == ' ')
-			tok++;
-		if (*tok == '\0')
-			continue;
-		if (n_wks >= WK_MAX_WALKEEPERS)
-			ereport(FATAL,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("zenith.walkeepers lists more than %d walkeepers", WK_MAX_WALKEEPERS)));
-		colon = strrchr(tok, ':');
-		if (colon == NULL || colon == tok || colon[1] == '\0' ||
-			colon - tok >= (int) sizeof(wks[0].host) || strlen(colon + 1) >= sizeof(wks[0].port))
-			ereport(FATAL,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid walkeeper address \"%s\" in zenith.walkeepers: expected host:port", tok)));
-		memset(&wks[n_wks], 0, sizeof(Walkeeper));
-		memcpy(wks[n_wks].host, tok, colon - tok);
-		strlcpy(wks[n_wks].port, colon + 1, sizeof(wks[n_wks].port));
-		wks[n_wks].state = WK_OFFLINE;
-		n_wks++;
-	}
-	if (n_wks == 0)
-		ereport(FATAL,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("zenith.walkeepers is empty")));
-	quorum = wp_quorum(n_wks);
-	if (!pg_strong_random(proposer_id, sizeof(proposer_id)))
-		ereport(FATAL, (errmsg("could not generate a proposer id")));
 }
 
 /* ------------------------------------------------------------ connections */
@@ -838,123 +763,28 @@ event_loop(void)
 	}
 }
 
-/* ------------------------------------------------------------ entry points */
+/* ------------------------------------------------------------ running */
 
 void
-WalProposerRegister(void)
+wp_run(const WpConfig *cfg)
 {
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "zenith");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "WalProposerMain");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "WAL proposer");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "WAL proposer");
-	/*
-	 * Restarted after a crash of the compute (crash recovery wrote WAL the
-	 * walkeepers do not have: the new walproposer finds that out and shuts
-	 * the compute down, rather than none running and commits hanging).
-	 */
-	bgw.bgw_restart_time = 1;
-	bgw.bgw_notify_pid = 0;
-	RegisterBackgroundWorker(&bgw);
-}
-
-/* Where this compute's WAL starts: the page holding the checkpoint it started from. */
-static XLogRecPtr
-find_compute_start(void)
-{
-	XLogRecPtr	redo = GetRedoRecPtr();
-
-	if (XLogSegmentOffset(redo, seg_size) == SizeOfXLogLongPHD)
-		return redo - SizeOfXLogLongPHD;
-	if (redo % XLOG_BLCKSZ == SizeOfXLogShortPHD)
-		return redo - SizeOfXLogShortPHD;
-	return redo;
-}
-
-/*
- * The walproposer exits only when the compute shuts down (SIGTERM from the
- * postmaster) or on an error. After an error no commit could ever be
- * acknowledged again (it is not restarted: a new election must start from a
- * new basebackup), so it shuts the compute down instead of leaving commits
- * hanging.
- */
-static volatile sig_atomic_t got_sigterm = false;
-
-static void
-walproposer_sigterm(SIGNAL_ARGS)
-{
-	got_sigterm = true;
-	die(postgres_signal_arg);
-}
-
-static void
-shutdown_compute_on_exit(int code, Datum arg)
-{
-	if (!got_sigterm)
+	sync_mode = cfg->sync;
+	n_wks = cfg->n_walkeepers;
+	for (int i = 0; i < n_wks; i++)
 	{
-		ereport(LOG,
-				(errmsg("walproposer: exiting (code %d); shutting the compute down, since no commit could be acknowledged without it",
-						code)));
-		kill(PostmasterPid, SIGINT);
+		memset(&wks[i], 0, sizeof(Walkeeper));
+		strlcpy(wks[i].host, cfg->host[i], sizeof(wks[i].host));
+		strlcpy(wks[i].port, cfg->port[i], sizeof(wks[i].port));
+		wks[i].state = WK_OFFLINE;
 	}
-}
-
-void
-WalProposerMain(Datum arg)
-{
-	MemoryContextSwitchTo(TopMemoryContext);
-	on_proc_exit(shutdown_compute_on_exit, 0);
-	pqsignal(SIGTERM, walproposer_sigterm);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-
-	sync_mode = false;
-	parse_config();
-	system_id = GetSystemIdentifier();
-	seg_size = wal_segment_size;
-
-	/* Take part in synchronous replication as "walproposer". */
-	SetConfigOption("application_name", "walproposer", PGC_USERSET, PGC_S_OVERRIDE);
-	WalSndInitSlotForWalProposer();
-	SyncRepInitConfig();
-	SpinLockAcquire(&MyWalSnd->mutex);
-	MyWalSnd->state = WALSNDSTATE_STREAMING;
-	SpinLockRelease(&MyWalSnd->mutex);
-
-	compute_start = find_compute_start();
-	wp_wal_init(compute_start, seg_size);
-	ereport(LOG,
-			(errmsg("walproposer: this compute's WAL starts at %X/%X; %d walkeepers, quorum %d",
-					LSN_FORMAT_ARGS(compute_start), n_wks, quorum)));
-	event_loop();
-}
-
-void
-WalProposerSync(void)
-{
-	ControlFileData *cf;
-	bool		crc_ok;
-
-	MemoryContextSwitchTo(TopMemoryContext);
-	sync_mode = true;
-	parse_config();
-	/* The system id and segment size come from the walkeepers' greeting
-	 * checks; a compute that does not exist yet has neither: use pg_control
-	 * when there is one, else 0 (adopted by the walkeepers). */
-	seg_size = DEFAULT_XLOG_SEG_SIZE;
-	system_id = 0;
-	if (access(psprintf("%s/%s", DataDir, XLOG_CONTROL_FILE), R_OK) == 0)
-	{
-		cf = get_controlfile(DataDir, &crc_ok);
-		if (crc_ok)
-		{
-			system_id = cf->system_identifier;
-			seg_size = cf->xlog_seg_size;
-		}
-	}
+	quorum = wp_quorum(n_wks);
+	memcpy(proposer_id, cfg->proposer_id, sizeof(proposer_id));
+	memcpy(tenant_id, cfg->tenant_id, sizeof(tenant_id));
+	memcpy(timeline_id, cfg->timeline_id, sizeof(timeline_id));
+	system_id = cfg->system_id;
+	seg_size = cfg->seg_size;
+	compute_start = cfg->compute_start;
+	if (!sync_mode)
+		wp_wal_init(compute_start, seg_size);
 	event_loop();
 }

@@ -73,7 +73,25 @@ extern void wp_read_wal(char *buf, XLogRecPtr start, Size count, XLogRecPtr epoc
 extern void wp_backpressure_init(void);
 extern void wp_publish_feedback(XLogRecPtr write, XLogRecPtr flush, XLogRecPtr apply);
 
-/* walproposer.c */
+/* What a walproposer runs with: walproposer_main.c builds it from the GUCs. */
+typedef struct WpConfig
+{
+	bool		sync;			/* postgres --sync-walkeepers, not the bgworker */
+	int			n_walkeepers;
+	char		host[WK_MAX_WALKEEPERS][256];
+	char		port[WK_MAX_WALKEEPERS][32];
+	uint8		proposer_id[16];	/* random, new for each run */
+	uint8		tenant_id[16];
+	uint8		timeline_id[16];
+	uint64		system_id;
+	uint32		seg_size;
+	XLogRecPtr	compute_start;	/* bgworker: where this compute's WAL starts */
+} WpConfig;
+
+/* walproposer.c: the election, streaming and commit LSN, until exit */
+extern void wp_run(const WpConfig *cfg) pg_attribute_noreturn();
+
+/* walproposer_main.c */
 extern void WalProposerRegister(void);
 extern PGDLLEXPORT void WalProposerMain(Datum arg) pg_attribute_noreturn();
 extern PGDLLEXPORT void WalProposerSync(void) pg_attribute_noreturn();
