@@ -2,7 +2,8 @@
 #
 #   make            build PostgreSQL (tmp_install/) and the Rust workspace (release)
 #   make postgres   build and install the patched PostgreSQL 15 into tmp_install/
-#   make test       everything CI runs: fmt, clippy, cargo tests, pytest (CI sizes)
+#   make test       everything CI runs: fmt, clippy, rustdoc, cargo tests, pytest (CI sizes)
+#   make lint       fmt, module order, clippy and rustdoc alone
 #   make test-full  the full-size variants: chaos minutes, scale 100, model bounds
 #   make run        build, then start a local cluster (see README)
 #   make fuzz       run every fuzz target for FUZZ_SECONDS each (default 60)
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 
 export POSTGRES_INSTALL_DIR
 
-.PHONY: all postgres rust rust-testing test test-full cargo-test lint pytest venv test-apt-deps run fuzz bench clean
+.PHONY: all postgres rust rust-testing test test-full cargo-test lint lint-source doc-check pytest venv test-apt-deps run fuzz bench clean
 
 all: postgres rust
 
@@ -47,9 +48,17 @@ PYTEST_WORKERS ?= 3
 # `cargo test --no-run` rather than `cargo build`: the same feature resolution
 # as the cargo tests (dev-dependencies included), so `make test` compiles each
 # crate once; every crate with a binary has an integration test, so every
-# binary is built.
+# binary is built. The build is also the clippy pass: clippy-driver compiles
+# the workspace's own crates (dependencies get plain rustc, their lints capped)
+# and -D warnings fails the build on any rustc or clippy warning, as
+# `cargo clippy --all-targets -- -D warnings` would, without a second
+# compilation of the workspace.
+CLIPPY_DRIVER = $(shell command -v clippy-driver)
+CARGO_CI = CARGO_INCREMENTAL=0 RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) RUSTFLAGS="-D warnings" $(CARGO)
+
 rust-testing:
-	CARGO_INCREMENTAL=0 $(CARGO) test --profile $(TEST_PROFILE) --no-run -j $(CARGO_JOBS) --features $(TEST_FEATURES)
+	@test -n "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found: rustup component add clippy" >&2; exit 1; }
+	$(CARGO_CI) test --profile $(TEST_PROFILE) --no-run -j $(CARGO_JOBS) --features $(TEST_FEATURES)
 
 venv: $(VENV)/.requirements-stamp
 
@@ -76,23 +85,48 @@ test-apt-deps:
 	    fi; \
 	fi
 
-lint:
+# The checks that need no build: formatting and the import order of modules.
+lint-source:
 	$(CARGO) fmt --all -- --check
-	CARGO_INCREMENTAL=0 $(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
-	@# Intra-doc links must resolve (libraries, private items included; the binaries'
-	@# doc comments are their --help texts, not rustdoc).
+	@$(ROOT)/scripts/module-cycles.py
+
+# Intra-doc links must resolve (libraries, private items included; the
+# binaries' doc comments are their --help texts, not rustdoc).
+doc-check:
 	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -A rustdoc::private_intra_doc_links" \
 	    CARGO_INCREMENTAL=0 $(CARGO) doc --no-deps --workspace --lib --document-private-items -j $(CARGO_JOBS)
 
-# Incremental compilation state is several GiB and buys nothing in a one-shot
-# test run.
-cargo-test:
-	CARGO_INCREMENTAL=0 $(CARGO) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES)
+# Everything `make test` checks without running tests, for a developer (a
+# check build of its own, unlike `make test`'s clippy pass in its build).
+lint: lint-source
+	CARGO_INCREMENTAL=0 $(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
+	$(MAKE) --no-print-directory doc-check
+
+cargo-test: rust-testing
+	$(CARGO_CI) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES)
 
 pytest: postgres rust-testing venv test-apt-deps
 	cd test_runner && ZENITH_BIN=$(TEST_BIN) $(PYTHON) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-test: postgres lint cargo-test pytest
+# `make test`, in three steps that keep both cores busy (measured on 2 cores:
+# each build alone leaves one core idle at times):
+# 1. the source checks, then PostgreSQL, the Rust build (with clippy), the
+#    venv and the test packages side by side;
+# 2. the cargo tests;
+# 3. the pytest suite, with the rustdoc check beside it at the lowest CPU
+#    priority (its output is printed after pytest's).
+TEST_LOG_DIR := $(ROOT)/target/test-logs
+test: lint-source
+	@$(MAKE) --no-print-directory -j4 postgres rust-testing venv test-apt-deps
+	@$(MAKE) --no-print-directory cargo-test
+	@mkdir -p $(TEST_LOG_DIR); \
+	( nice -n 19 $(MAKE) --no-print-directory doc-check > $(TEST_LOG_DIR)/doc-check.log 2>&1; \
+	  echo $$? > $(TEST_LOG_DIR)/doc-check.rc ) & \
+	$(MAKE) --no-print-directory pytest; rc=$$?; wait; \
+	echo "== rustdoc check (run beside pytest) =="; cat $(TEST_LOG_DIR)/doc-check.log; \
+	doc_rc=$$(cat $(TEST_LOG_DIR)/doc-check.rc); \
+	if [ "$$doc_rc" != 0 ]; then echo "rustdoc check failed" >&2; exit 1; fi; \
+	exit $$rc
 
 # What `make test` runs at CI size, at full size: the walkeeper ledger chaos
 # for 10 minutes, the pageserver scale test at scale 100, the pages and
@@ -101,14 +135,23 @@ test: postgres lint cargo-test pytest
 FULL_CHAOS_SECONDS ?= 600
 test-full: postgres rust-testing venv test-apt-deps
 	ZENITH_MODEL_TERMS=3 ZENITH_MODEL_ENTRIES=3 ZENITH_MODEL_COMMIT_HINTS=1 \
-	    $(CARGO) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES) \
+	    $(CARGO_CI) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES) \
 	    -p walkeeper --lib model -- --ignored
 	cd test_runner && ZENITH_BIN=$(TEST_BIN) ZENITH_BENCH_SIZE=full \
 	    ZENITH_TEST_CHAOS_SECONDS=$(FULL_CHAOS_SECONDS) \
 	    $(PYTHON) -m pytest -n $(PYTEST_WORKERS) --ignore=performance $(PYTEST_ARGS)
 
+# `make run` builds the release binaries and runs them. ZENITH_RUN_BIN=DIR
+# runs prebuilt binaries from DIR instead: the pytest suite's test of `make
+# run` passes the binaries it tests rather than building a second profile.
+ZENITH_RUN_BIN ?=
+ifeq ($(ZENITH_RUN_BIN),)
 run: all
 	@$(ROOT)/scripts/run-local.sh
+else
+run: postgres
+	@ZENITH_RUN_BIN=$(ZENITH_RUN_BIN) $(ROOT)/scripts/run-local.sh
+endif
 
 fuzz:
 	@$(ROOT)/scripts/fuzz.sh $(FUZZ_SECONDS)

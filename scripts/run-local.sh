@@ -11,7 +11,8 @@
 # repository with JWT auth on every daemon (`zenith init --auth`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-ZENITH="$ROOT/target/release/zenith"
+# The release binaries `make run` built, or $ZENITH_RUN_BIN's.
+ZENITH="${ZENITH_RUN_BIN:-$ROOT/target/release}/zenith"
 PSQL="$ROOT/tmp_install/bin/psql"
 export ZENITH_REPO_DIR="${ZENITH_REPO_DIR:-$ROOT/.zenith}"
 export LD_LIBRARY_PATH="$ROOT/tmp_install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from fixtures.utils import base_dir, format_lsn, pg_env, wait_until, zenith_binary
+from fixtures.utils import base_dir, format_lsn, pg_env, wait_until, zenith_binary, zenith_binpath
 from fixtures.zenith_env import ZenithCliError, ZenithEnv, processes_under
 
 
@@ -28,7 +28,13 @@ def test_laptop_flow(zenith_env_builder, test_output_dir: Path):
     env = ZenithEnv(b)
     b.env = env  # teardown stops whatever make run started
     run_env = pg_env(
-        {"ZENITH_REPO_DIR": str(b.repo_dir), "ZENITH_INIT_CONFIG": str(b.init_config_file())}
+        {
+            "ZENITH_REPO_DIR": str(b.repo_dir),
+            "ZENITH_INIT_CONFIG": str(b.init_config_file()),
+            # The binaries under test: `make run` would otherwise build the release profile, a
+            # second whole build of the workspace inside the suite.
+            "ZENITH_RUN_BIN": str(zenith_binpath),
+        }
     )
     # Run as from a fresh shell, not as a sub-make of `make test`.
     for var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
