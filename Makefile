@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 
 export POSTGRES_INSTALL_DIR
 
-.PHONY: all postgres rust rust-testing test test-full cargo-test lint lint-source doc-check pytest venv test-apt-deps run fuzz bench clean
+.PHONY: all postgres rust rust-testing test test-prerequisites test-full cargo-test lint lint-source doc-check pytest venv test-apt-deps run fuzz bench clean
 
 all: postgres rust
 
@@ -52,9 +52,10 @@ PYTEST_WORKERS ?= 3
 # the workspace's own crates (dependencies get plain rustc, their lints capped)
 # and -D warnings fails the build on any rustc or clippy warning, as
 # `cargo clippy --all-targets -- -D warnings` would, without a second
-# compilation of the workspace.
+# compilation of the workspace. MAKEFLAGS is cleared so that cargo runs its
+# own -j$(CARGO_JOBS) rather than sharing the jobserver of `make test`.
 CLIPPY_DRIVER = $(shell command -v clippy-driver)
-CARGO_CI = CARGO_INCREMENTAL=0 RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) RUSTFLAGS="-D warnings" $(CARGO)
+CARGO_CI = MAKEFLAGS= MFLAGS= CARGO_INCREMENTAL=0 RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) RUSTFLAGS="-D warnings" $(CARGO)
 
 rust-testing:
 	@test -n "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found: rustup component add clippy" >&2; exit 1; }
@@ -110,14 +111,20 @@ pytest: postgres rust-testing venv test-apt-deps
 
 # `make test`, in three steps that keep both cores busy (measured on 2 cores:
 # each build alone leaves one core idle at times):
-# 1. the source checks, then PostgreSQL, the Rust build (with clippy), the
-#    venv and the test packages side by side;
+# 1. the source checks, then side by side the Rust build (with clippy) and,
+#    one after the other (they may all run apt-get, which takes one lock),
+#    the test packages, the venv and PostgreSQL;
 # 2. the cargo tests;
 # 3. the pytest suite, with the rustdoc check beside it at the lowest CPU
 #    priority (its output is printed after pytest's).
 TEST_LOG_DIR := $(ROOT)/target/test-logs
+test-prerequisites:
+	@$(MAKE) --no-print-directory test-apt-deps
+	@$(MAKE) --no-print-directory venv
+	@$(MAKE) --no-print-directory postgres
+
 test: lint-source
-	@$(MAKE) --no-print-directory -j4 postgres rust-testing venv test-apt-deps
+	@$(MAKE) --no-print-directory -j2 test-prerequisites rust-testing
 	@$(MAKE) --no-print-directory cargo-test
 	@mkdir -p $(TEST_LOG_DIR); \
 	( nice -n 19 $(MAKE) --no-print-directory doc-check > $(TEST_LOG_DIR)/doc-check.log 2>&1; \
