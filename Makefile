@@ -103,8 +103,10 @@ lint: lint-source
 	CARGO_INCREMENTAL=0 $(CARGO) clippy --all-targets -j $(CARGO_JOBS) -- -D warnings
 	$(MAKE) --no-print-directory doc-check
 
-cargo-test: rust-testing
-	$(CARGO_CI) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES)
+# The S3 tests of remote_storage run against moto's server from the venv.
+cargo-test: rust-testing venv
+	ZENITH_MOTO_SERVER=$(VENV)/bin/moto_server \
+	    $(CARGO_CI) test --profile $(TEST_PROFILE) -j $(CARGO_JOBS) --features $(TEST_FEATURES)
 
 pytest: postgres rust-testing venv test-apt-deps
 	cd test_runner && ZENITH_BIN=$(TEST_BIN) $(PYTHON) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
@@ -116,7 +118,7 @@ pytest: postgres rust-testing venv test-apt-deps
 #    the test packages, the venv and PostgreSQL;
 # 2. the cargo tests;
 # 3. the pytest suite, with the rustdoc check beside it at the lowest CPU
-#    priority (its output is printed after pytest's).
+#    priority (one line after pytest's slowest tests; its log if it failed).
 TEST_LOG_DIR := $(ROOT)/target/test-logs
 test-prerequisites:
 	@$(MAKE) --no-print-directory test-apt-deps
@@ -130,9 +132,9 @@ test: lint-source
 	( nice -n 19 $(MAKE) --no-print-directory doc-check > $(TEST_LOG_DIR)/doc-check.log 2>&1; \
 	  echo $$? > $(TEST_LOG_DIR)/doc-check.rc ) & \
 	$(MAKE) --no-print-directory pytest; rc=$$?; wait; \
-	echo "== rustdoc check (run beside pytest) =="; cat $(TEST_LOG_DIR)/doc-check.log; \
-	doc_rc=$$(cat $(TEST_LOG_DIR)/doc-check.rc); \
-	if [ "$$doc_rc" != 0 ]; then echo "rustdoc check failed" >&2; exit 1; fi; \
+	if [ "$$(cat $(TEST_LOG_DIR)/doc-check.rc)" != 0 ]; then \
+	    cat $(TEST_LOG_DIR)/doc-check.log; echo "rustdoc check failed" >&2; exit 1; fi; \
+	echo "rustdoc check (beside pytest): passed"; \
 	exit $$rc
 
 # What `make test` runs at CI size, at full size: the walkeeper ledger chaos
