@@ -64,6 +64,10 @@ pub mod pageserver {
         pub last_record_lsn: Lsn,
         pub prev_record_lsn: Lsn,
         pub disk_consistent_lsn: Lsn,
+        /// `disk_consistent_lsn` of the last index in remote storage; null
+        /// without remote storage.
+        #[serde(default)]
+        pub remote_consistent_lsn: Option<Lsn>,
         pub latest_gc_cutoff_lsn: Lsn,
         pub initdb_lsn: Lsn,
         /// Sum of the databases' sizes at `last_record_lsn`; null if it

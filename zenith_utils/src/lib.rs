@@ -25,6 +25,9 @@
 //!   removal (fsync of files and of their directories).
 //! - [`logging`]: the `tracing` subscriber setup every binary uses.
 //! - [`auth`]: RS256 JWT tokens: scopes, checking, issuing, key pairs.
+//! - [`remote_storage`]: object storage (a local directory or S3): write-once
+//!   puts, ranged gets, lists and deletes with bounded concurrency, timeouts,
+//!   retries and metrics.
 //!
 //! Nothing here knows about any daemon's internals: a daemon plugs its
 //! logic into these pieces (a `postgres_backend::Handler`, an
@@ -41,4 +44,5 @@ pub mod lsn;
 pub mod postgres_backend;
 pub mod postgres_client;
 pub mod pq_proto;
+pub mod remote_storage;
 pub mod scram;
