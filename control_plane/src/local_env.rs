@@ -7,6 +7,7 @@
 //! .zenith/
 //!   config                         this file: binaries, ports, tenants, branch names
 //!   pageserver/                    the pageserver's workdir (pageserver.toml, pid, log, tenants/)
+//!   remote_storage/                the object store of layer files and indexes (local backend)
 //!   walkeepers/<id>/               each walkeeper's data directory (timelines, pid, log)
 //!   pgdatadirs/tenants/<tenant>/<compute>/
 //!       compute.toml               what the compute is (branch, mode, port)
@@ -400,6 +401,11 @@ impl LocalEnv {
 
     pub fn auth_public_key_path(&self) -> PathBuf {
         self.base_dir.join(auth::PUBLIC_KEY_FILE)
+    }
+
+    /// The local directory object store the pageserver uploads to.
+    pub fn remote_storage_dir(&self) -> PathBuf {
+        self.base_dir.join("remote_storage")
     }
 
     pub fn auth_private_key_path(&self) -> PathBuf {

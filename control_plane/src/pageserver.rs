@@ -114,6 +114,12 @@ impl<'a> PageServerNode<'a> {
                 cmd.arg("-c").arg(o);
             }
         }
+        // Layer files go to object storage: by default the repository's
+        // local directory backend (the same upload path as with S3).
+        cmd.arg("-c").arg(format!(
+            "remote_storage={{ local_path = '{}' }}",
+            self.env.remote_storage_dir().display()
+        ));
         for o in overrides {
             cmd.arg("-c").arg(o);
         }

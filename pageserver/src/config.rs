@@ -145,6 +145,9 @@ pub struct PageServerConf {
     /// Hosts a timeline's WAL source may name. Unset: any host with
     /// `Trust`, none with `ZenithJWT`.
     pub wal_source_allowed_hosts: Option<Vec<String>>,
+    /// Object storage for layer files and indexes (docs/remote_storage.md);
+    /// unset: layers live on local disk only.
+    pub remote_storage: Option<zenith_utils::remote_storage::RemoteStorageConfig>,
     /// Defaults for every tenant.
     pub tenant_config: TenantConf,
 }
@@ -167,6 +170,7 @@ impl Default for PageServerConf {
             auth_validation_public_key_path: None,
             import_pgdata_dirs: None,
             wal_source_allowed_hosts: None,
+            remote_storage: None,
             tenant_config: TenantConf::default(),
         }
     }
@@ -281,6 +285,12 @@ impl PageServerConf {
         };
         addr("listen_pg_addr", &self.listen_pg_addr)?;
         addr("listen_http_addr", &self.listen_http_addr)?;
+        if let Some(rs) = &self.remote_storage {
+            rs.kind().map_err(|e| ConfigError::Invalid {
+                key: "remote_storage",
+                reason: e.to_string(),
+            })?;
+        }
         let positive = |key: &'static str, ok: bool, what: &str| {
             if ok {
                 Ok(())

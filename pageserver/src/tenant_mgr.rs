@@ -16,9 +16,12 @@ use zenith_utils::id::{TenantId, TimelineId};
 
 use crate::config::PageServerConf;
 use crate::pgdatadir_mapping::live_keyspace;
+use crate::tenant::remote_timeline::index::Generation;
+use crate::tenant::remote_timeline::TenantRemote;
 use crate::tenant::timeline::Timeline;
 pub use crate::tenant::Tenant;
 use crate::walredo::PostgresRedoManager;
+use zenith_utils::remote_storage::RemoteStorage;
 
 /// All tenants of this pageserver.
 pub struct TenantManager {
@@ -30,12 +33,59 @@ pub struct TenantManager {
     /// Tenants whose directory could not be read at startup, with the
     /// reason; the others are served.
     broken_tenants: RwLock<BTreeMap<TenantId, String>>,
+    /// Remote storage of every tenant, if configured.
+    remote: Option<TenantRemote>,
+}
+
+/// How long a shutdown waits for the upload queues to empty.
+const UPLOADS_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `<workdir>/generation`: the generation of this pageserver's last start.
+pub const GENERATION_FILE_NAME: &str = "generation";
+
+/// This start's generation: one above the last start's, persisted before
+/// anything is uploaded with it. (Until the control plane issues them, each
+/// pageserver counts its own starts.)
+fn next_generation(workdir: &Path) -> anyhow::Result<Generation> {
+    let path = workdir.join(GENERATION_FILE_NAME);
+    let last = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("{} holds {text:?}, not a generation", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let next = last
+        .checked_add(1)
+        .with_context(|| format!("{}: generations exhausted", path.display()))?;
+    crashsafe::write_file_atomic(&path, format!("{next}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Generation(next))
 }
 
 impl TenantManager {
-    /// Load every tenant under `<workdir>/tenants`.
+    /// Load every tenant under `<workdir>/tenants`. With remote storage,
+    /// this start gets the next generation and the upload workers run on
+    /// the current tokio runtime (call it from a blocking task of one).
     pub fn load(workdir: &Path, conf: Arc<PageServerConf>) -> anyhow::Result<TenantManager> {
+        let remote = match &conf.remote_storage {
+            Some(rs) => {
+                let storage = RemoteStorage::new(rs)?;
+                let runtime = tokio::runtime::Handle::try_current()
+                    .context("remote storage needs a tokio runtime")?;
+                let generation = next_generation(workdir)?;
+                info!(%generation, "uploading layers to {storage}");
+                Some(TenantRemote {
+                    storage,
+                    runtime,
+                    generation,
+                })
+            }
+            None => None,
+        };
         let mgr = TenantManager {
+            remote,
             workdir: workdir.to_path_buf(),
             conf,
             tenants: RwLock::new(HashMap::new()),
@@ -80,7 +130,14 @@ impl TenantManager {
             id.to_string(),
             self.conf.wal_redo_timeout,
         ));
-        Tenant::new(id, path, Arc::clone(&self.conf), walredo, live_keyspace)
+        Tenant::new(
+            id,
+            path,
+            Arc::clone(&self.conf),
+            walredo,
+            live_keyspace,
+            self.remote.clone(),
+        )
     }
 
     /// Create an empty tenant. Two concurrent creations of one id: one
@@ -174,10 +231,33 @@ impl TenantManager {
                 }
             }
         }
+        self.wait_for_uploads(UPLOADS_AT_SHUTDOWN);
         if failed.is_empty() {
             Ok(())
         } else {
             bail!("flushing failed for {}", failed.join("; "))
+        }
+    }
+
+    /// Waits up to `limit` for every timeline's upload queue to empty (at
+    /// shutdown: what is left is uploaded again by the next start, under
+    /// its generation). Blocking.
+    fn wait_for_uploads(&self, limit: std::time::Duration) {
+        let Some(remote) = &self.remote else { return };
+        let queues: Vec<_> = self
+            .list()
+            .iter()
+            .flat_map(|t| t.list_timelines())
+            .filter_map(|tl| tl.remote().cloned())
+            .collect();
+        let all = futures_util::future::join_all(queues.iter().map(|q| q.wait_uploaded()));
+        if remote
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, all).await })
+            .is_err()
+        {
+            let left: usize = queues.iter().map(|q| q.queued()).sum();
+            tracing::warn!("shutting down with {left} uploads not done after {limit:?}");
         }
     }
 }

@@ -9,8 +9,9 @@
 //! X/Y` from `last_record_lsn`, then CopyBoth: `w` XLogData is decoded and
 //! ingested record by record; `k` keepalives are answered when asked. Standby
 //! status updates (`r`) report write = `last_record_lsn` and flush = apply =
-//! `disk_consistent_lsn`, so a replication slot keeps WAL until the pageserver
-//! has it in layer files.
+//! `remote_consistent_lsn` with remote storage (else `disk_consistent_lsn`),
+//! so walkeepers and replication slots keep WAL until the pageserver has it
+//! in object storage (in layer files).
 //!
 //! [`WalReceiver::spawn`] runs the loop on its own thread: it reconnects with
 //! exponential backoff, logs an outage once (then a reminder every minute),
@@ -395,11 +396,15 @@ async fn stream_once(
     Ok(())
 }
 
-/// Standby status update: write = `last_record_lsn`, flush = apply =
-/// `disk_consistent_lsn` (so a replication slot keeps WAL until it is in
+/// Standby status update: write = `last_record_lsn`, flush = apply = the
+/// LSN up to which the WAL is no longer needed: `remote_consistent_lsn` with
+/// remote storage (walkeepers keep WAL that is not in object storage yet),
+/// else `disk_consistent_lsn` (a replication slot keeps WAL until it is in
 /// layer files).
 async fn send_status(stream: &mut CopyBoth, tl: &Timeline) -> anyhow::Result<()> {
-    let flush = tl.disk_consistent_lsn();
+    let flush = tl
+        .remote()
+        .map_or_else(|| tl.disk_consistent_lsn(), |r| r.remote_consistent_lsn());
     let status = ReplicationMessage::StandbyStatusUpdate(StandbyStatusUpdate {
         write_lsn: tl.last_record_lsn(),
         flush_lsn: flush,

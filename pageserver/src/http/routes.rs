@@ -48,6 +48,25 @@ static DISK_CONSISTENT_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("registering pageserver_disk_consistent_lsn")
 });
 
+static REMOTE_CONSISTENT_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "pageserver_remote_consistent_lsn",
+        "WAL position up to which the timeline is in remote storage: the disk_consistent_lsn of \
+         its last uploaded index (updated on scrape; absent without remote storage)",
+        &["tenant_id", "timeline_id"]
+    )
+    .expect("registering pageserver_remote_consistent_lsn")
+});
+
+static REMOTE_QUEUED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "pageserver_remote_upload_queue_length",
+        "Uploads (layer files and indexes) scheduled and not done, per timeline (updated on scrape)",
+        &["tenant_id", "timeline_id"]
+    )
+    .expect("registering pageserver_remote_upload_queue_length")
+});
+
 static PHYSICAL_SIZE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "pageserver_current_physical_size_bytes",
@@ -278,6 +297,14 @@ fn refresh_gauges(state: &ApiState) {
             DISK_CONSISTENT_LSN
                 .with_label_values(&labels)
                 .set(tl.disk_consistent_lsn().0 as i64);
+            if let Some(remote) = tl.remote() {
+                REMOTE_CONSISTENT_LSN
+                    .with_label_values(&labels)
+                    .set(remote.remote_consistent_lsn().0 as i64);
+                REMOTE_QUEUED
+                    .with_label_values(&labels)
+                    .set(remote.queued() as i64);
+            }
             PHYSICAL_SIZE
                 .with_label_values(&labels)
                 .set(tl.physical_size() as i64);
@@ -359,6 +386,7 @@ pub fn describe_timeline(tl: &Timeline) -> TimelineInfo {
         last_record_lsn: rl.last,
         prev_record_lsn: rl.prev,
         disk_consistent_lsn: md.disk_consistent_lsn,
+        remote_consistent_lsn: tl.remote().map(|r| r.remote_consistent_lsn()),
         latest_gc_cutoff_lsn: md.latest_gc_cutoff_lsn,
         initdb_lsn: md.initdb_lsn,
         current_logical_size,
@@ -379,6 +407,7 @@ fn describe_broken(tenant_id: TenantId, timeline_id: TimelineId, reason: String)
         last_record_lsn: Lsn(0),
         prev_record_lsn: Lsn(0),
         disk_consistent_lsn: Lsn(0),
+        remote_consistent_lsn: None,
         latest_gc_cutoff_lsn: Lsn(0),
         initdb_lsn: Lsn(0),
         current_logical_size: None,

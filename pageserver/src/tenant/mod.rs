@@ -23,6 +23,7 @@
 
 pub mod layer_map;
 pub mod metadata;
+pub mod remote_timeline;
 pub mod storage_layer;
 pub mod tasks;
 pub mod timeline;
@@ -52,6 +53,8 @@ pub struct Tenant {
     /// The live keyspace image layers hold, from the data model above the
     /// storage (`crate::tenant_mgr` hands it over).
     pub(crate) live_keyspace: LiveKeySpace,
+    /// Remote storage of its timelines, if the pageserver has one.
+    pub(crate) remote: Option<remote_timeline::TenantRemote>,
     timelines: RwLock<HashMap<TimelineId, Arc<Timeline>>>,
     /// Timelines on disk that could not be loaded (corrupt metadata, a
     /// missing or broken ancestor, an unreadable layer directory), with the
@@ -90,14 +93,15 @@ impl Drop for Creating<'_> {
 
 impl Tenant {
     /// A tenant with no timelines loaded yet, at `path`, with the data
-    /// model's pieces the storage needs: its WAL redo manager and the live
-    /// keyspace.
+    /// model's pieces the storage needs (its WAL redo manager and the live
+    /// keyspace) and its remote storage, if any.
     pub(crate) fn new(
         id: TenantId,
         path: PathBuf,
         conf: Arc<PageServerConf>,
         walredo: Arc<dyn WalRedoManager>,
         live_keyspace: LiveKeySpace,
+        remote: Option<remote_timeline::TenantRemote>,
     ) -> Arc<Tenant> {
         Arc::new(Tenant {
             id,
@@ -105,6 +109,7 @@ impl Tenant {
             conf,
             walredo,
             live_keyspace,
+            remote,
             timelines: RwLock::new(HashMap::new()),
             broken: RwLock::new(BTreeMap::new()),
             creating: std::sync::Mutex::new(HashSet::new()),
@@ -162,6 +167,16 @@ impl Tenant {
     fn register(&self, id: TimelineId, tl: Arc<Timeline>) {
         tl.set_wakeup(Arc::clone(&self.wakeup));
         tl.set_live_keyspace(self.live_keyspace);
+        if let Some(remote) = &self.remote {
+            match remote.start_timeline(self.id, &tl) {
+                Ok(queue) => {
+                    let _ = tl.remote.set(queue);
+                }
+                // Served from local disk; the next start tries again.
+                Err(e) => tracing::error!(tenant_id = %self.id, timeline_id = %id,
+                    "remote storage of the timeline not started: {e:#}"),
+            }
+        }
         self.timelines
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -20,7 +20,9 @@
 //!
 //! This module is the one place that installs and removes layer files
 //! ([`Timeline::apply_layer_change`]) and saves the metadata file
-//! ([`Timeline::save_metadata`]); remote storage will plug in here.
+//! ([`Timeline::save_metadata`]); both hand their changes to the timeline's
+//! upload queue when it has remote storage
+//! ([`crate::tenant::remote_timeline::upload`]).
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use zenith_utils::lsn::Lsn;
 use super::{Timeline, TimelineError, METADATA_FILE_NAME};
 use crate::tenant::layer_map::{LayerMap, PersistentLayer};
 use crate::tenant::metadata::TimelineMetadata;
+use crate::tenant::remote_timeline::upload::{layer_file_meta, RemoteTimeline};
 use crate::tenant::storage_layer::filename::LayerFileName;
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
 
@@ -147,6 +150,9 @@ impl Timeline {
         _right: &dyn LayerChangeRight,
         change: LayerChange,
     ) -> Vec<Arc<PersistentLayer>> {
+        if let Some(remote) = self.remote.get() {
+            self.schedule_uploads(remote, &change);
+        }
         let added: Vec<Arc<PersistentLayer>> = change
             .add
             .into_iter()
@@ -193,8 +199,29 @@ impl Timeline {
     ) -> Result<(), TimelineError> {
         self.check_not_deleted()?;
         md.save(&self.path.join(METADATA_FILE_NAME))?;
+        if let Some(remote) = self.remote.get() {
+            remote.schedule_metadata(&md);
+        }
         *self.metadata.lock().unwrap_or_else(|e| e.into_inner()) = md;
         Ok(())
+    }
+
+    /// Hands a layer change to the upload queue: the new files (with their
+    /// size and checksum, read here) and the names of the removed ones.
+    fn schedule_uploads(&self, remote: &RemoteTimeline, change: &LayerChange) {
+        let mut added = Vec::with_capacity(change.add.len());
+        for (name, path) in &change.add {
+            match layer_file_meta(path, remote.generation()) {
+                Ok(meta) => added.push((name.clone(), path.clone(), meta)),
+                // Not uploaded, so in no index: the next start uploads it.
+                Err(e) => {
+                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id,
+                    "reading new layer {} for upload: {e}", path.display())
+                }
+            }
+        }
+        let removed: Vec<LayerFileName> = change.remove.iter().map(|l| l.name.clone()).collect();
+        remote.schedule_layer_change(added, &removed, &self.metadata());
     }
 
     /// Record `lsn` (the end of the record that starts at `prev`) as

@@ -196,6 +196,10 @@ pub struct Timeline {
     /// Which keys are live at an LSN (what image layers hold), once the
     /// tenant owns this timeline; until then no images are made.
     live_keyspace: std::sync::OnceLock<LiveKeySpace>,
+    /// The upload queue to remote storage, once the tenant owns this
+    /// timeline and the pageserver has remote storage.
+    pub(crate) remote:
+        std::sync::OnceLock<Arc<crate::tenant::remote_timeline::upload::RemoteTimeline>>,
     /// Set once deletion starts: flush, compaction, image creation and GC
     /// check it under their locks before they write anything, so nothing
     /// of this object lands in a directory that a new timeline with the
@@ -290,6 +294,7 @@ impl Timeline {
             broken: Mutex::new(None),
             wakeup: std::sync::OnceLock::new(),
             live_keyspace: std::sync::OnceLock::new(),
+            remote: std::sync::OnceLock::new(),
             deleted: AtomicBool::new(false),
         })
     }
@@ -470,6 +475,21 @@ impl Timeline {
     }
 
     /// Layer files of this timeline (name, size).
+    /// Every layer file, with its path.
+    pub fn layer_paths(&self) -> Vec<(LayerFileName, PathBuf)> {
+        let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
+        layers
+            .map
+            .iter()
+            .map(|l| (l.name.clone(), l.path.clone()))
+            .collect()
+    }
+
+    /// The upload queue, if the timeline's tenant has remote storage.
+    pub fn remote(&self) -> Option<&Arc<crate::tenant::remote_timeline::upload::RemoteTimeline>> {
+        self.remote.get()
+    }
+
     pub fn layer_files(&self) -> Vec<(LayerFileName, u64)> {
         let layers = self.layers.read().unwrap_or_else(|e| e.into_inner());
         layers
