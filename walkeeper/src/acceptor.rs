@@ -196,7 +196,7 @@ impl<S: WalStore> Acceptor<S> {
     pub fn epoch(&self) -> Term {
         self.state
             .history()
-            .term_at(self.store.flush_lsn())
+            .epoch_at(self.store.flush_lsn())
             .unwrap_or(0)
     }
 

@@ -8,9 +8,10 @@ use zenith_utils::lsn::Lsn;
 
 use crate::proto::{Term, TermHistory, TermSwitch, VoteResponse};
 
-/// The epoch of a voter: the term of the last WAL it holds.
+/// The epoch of a voter: the last term of its history starting at or below
+/// its flush LSN ([`TermHistory::epoch_at`]).
 pub fn epoch(v: &VoteResponse) -> Term {
-    v.term_history.term_at(v.flush_lsn).unwrap_or(0)
+    v.term_history.epoch_at(v.flush_lsn).unwrap_or(0)
 }
 
 /// The index of the voter with the most advanced log: the highest

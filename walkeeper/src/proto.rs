@@ -41,10 +41,20 @@ pub struct TermSwitch {
 pub struct TermHistory(pub Vec<TermSwitch>);
 
 impl TermHistory {
-    /// The term of the WAL at `lsn` - 1 (the last entry starting below
-    /// `lsn`), if any: for `lsn` = an acceptor's flush LSN, its *epoch*.
-    pub fn term_at(&self, lsn: Lsn) -> Option<Term> {
-        self.0.iter().rev().find(|s| s.lsn < lsn).map(|s| s.term)
+    /// The *epoch* of an acceptor whose WAL ends at `flush_lsn`: the term of
+    /// the last entry starting at or below it, if any. A term elected at the
+    /// acceptor's WAL end counts although it wrote nothing yet (like a
+    /// leader's no-op entry in Raft): after a term was elected at X on a
+    /// quorum (`postgres --sync-walkeepers`), a later election picks a
+    /// member of that quorum over a walkeeper of an older term with a longer
+    /// log, so the log it elects ends at X, where the next compute's
+    /// basebackup starts.
+    pub fn epoch_at(&self, flush_lsn: Lsn) -> Option<Term> {
+        self.0
+            .iter()
+            .rev()
+            .find(|s| s.lsn <= flush_lsn)
+            .map(|s| s.term)
     }
 
     pub fn last_term(&self) -> Option<Term> {

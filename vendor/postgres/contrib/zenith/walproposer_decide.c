@@ -22,14 +22,18 @@ wp_quorum(int n)
 	return n / 2 + 1;
 }
 
-/* The term of the last history entry starting below the flush LSN. */
+/*
+ * The term of the last history entry starting at or below the flush LSN: a
+ * term elected at the walkeeper's WAL end counts although it wrote nothing
+ * (walkeeper/src/proto.rs epoch_at).
+ */
 term_t
 wp_epoch(const VoteResponse *v)
 {
 	term_t		t = 0;
 
 	for (uint32 k = 0; k < v->history.n; k++)
-		if (v->history.entries[k].lsn < v->flush_lsn)
+		if (v->history.entries[k].lsn <= v->flush_lsn)
 			t = v->history.entries[k].term;
 	return t;
 }
