@@ -4,5 +4,6 @@ pytest_plugins = (
     "fixtures.pageserver",
     "fixtures.zenith_env",
     "fixtures.browser",
+    "fixtures.remote_storage",
 )
 

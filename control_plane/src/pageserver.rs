@@ -114,12 +114,18 @@ impl<'a> PageServerNode<'a> {
                 cmd.arg("-c").arg(o);
             }
         }
-        // Layer files go to object storage: by default the repository's
-        // local directory backend (the same upload path as with S3).
-        cmd.arg("-c").arg(format!(
-            "remote_storage={{ local_path = '{}' }}",
-            self.env.remote_storage_dir().display()
-        ));
+        // Layer files go to object storage: unless the overrides name one
+        // (an S3 bucket, say), the repository's local directory backend
+        // (the same upload path as with S3).
+        if !overrides
+            .iter()
+            .any(|o| o.trim_start().starts_with("remote_storage"))
+        {
+            cmd.arg("-c").arg(format!(
+                "remote_storage={{ local_path = '{}' }}",
+                self.env.remote_storage_dir().display()
+            ));
+        }
         for o in overrides {
             cmd.arg("-c").arg(o);
         }

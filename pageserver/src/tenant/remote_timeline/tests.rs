@@ -157,3 +157,76 @@ fn a_restart_uploads_only_what_remote_storage_lacks() {
         Some(Generation(1))
     );
 }
+
+/// A layer removed (compaction, GC) before its upload started is not
+/// uploaded, and no index that lists it reaches remote storage.
+#[test]
+fn a_layer_removed_before_its_upload_is_in_no_uploaded_index() {
+    use super::index::LayerFileMeta;
+    use super::upload::RemoteTimeline;
+    use crate::tenant::storage_layer::filename::LayerFileName;
+
+    // A runtime nobody drives yet: the worker runs only in block_on below,
+    // after every change is queued.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tl = test_timeline(dir.path(), TenantConf::default(), Lsn(0x1000));
+    let r = remote(&rt, dir.path(), 1);
+    let md = tl.metadata();
+    let queue = RemoteTimeline::start(
+        r.storage.clone(),
+        rt.handle(),
+        tl.tenant_id,
+        tl.timeline_id,
+        r.generation,
+        None,
+        Vec::new(),
+        md.clone(),
+    )
+    .unwrap();
+    let name = |s: &str| LayerFileName::parse(s).unwrap();
+    let a = name("000000000000000000000000000000000000-FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF__0000000000001000-0000000000002000");
+    let b = name("000000000000000000000000000000000000-FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF__0000000000002000-0000000000003000");
+    let b_path = dir.path().join("b");
+    std::fs::write(&b_path, b"layer b").unwrap();
+    let meta = |size| LayerFileMeta {
+        file_size: size,
+        crc32c: 0,
+        generation: r.generation,
+    };
+    // A (its file already gone), then B, then A's removal.
+    queue.schedule_layer_change(
+        vec![(a.clone(), dir.path().join("gone"), meta(9))],
+        &[],
+        &md,
+    );
+    queue.schedule_layer_change(vec![(b.clone(), b_path, meta(7))], &[], &md);
+    queue.schedule_layer_change(Vec::new(), std::slice::from_ref(&a), &md);
+    rt.block_on(queue.wait_uploaded());
+
+    let paths = objects(&rt, &r, &tl);
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.file_name().starts_with(&a.to_string())),
+        "{paths:?}"
+    );
+    assert!(paths
+        .iter()
+        .any(|p| p.file_name() == format!("{b}-00000001")));
+    for p in paths
+        .iter()
+        .filter(|p| parse_index_name(p.file_name()).is_some())
+    {
+        let index =
+            IndexPart::from_json(p.as_str(), &rt.block_on(r.storage.get(p)).unwrap()).unwrap();
+        assert!(
+            !index.layers.contains_key(&a.to_string()),
+            "{p} lists the removed layer"
+        );
+    }
+    assert_eq!(newest(&rt, &r, &paths).layers.len(), 1);
+}

@@ -14,9 +14,11 @@
 //! An index scheduled while the last queued one has not started replaces it
 //! (one upload for the state both describe). A failed operation is retried
 //! until it succeeds (an object storage outage stops the queue; it resumes
-//! by itself). `remote_consistent_lsn` is the `disk_consistent_lsn` of the
-//! last index uploaded. Removed layers leave the next index; their objects
-//! stay (remote deletion is the deletion queue's, after generation checks).
+//! by itself). A layer removed before its upload started is not uploaded,
+//! and neither is a queued index that lists it (a later one does not).
+//! `remote_consistent_lsn` is the `disk_consistent_lsn` of the last index
+//! uploaded. Removed layers leave the next index; their objects stay (remote
+//! deletion is the deletion queue's, after generation checks).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -270,11 +272,20 @@ impl RemoteTimeline {
                 Err(UploadError::Read { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound && self.is_removed(&op) =>
                 {
-                    // Removed (compaction, GC) before it was uploaded: no
-                    // index after its removal lists it.
+                    // Removed (compaction, GC) before it was uploaded. The
+                    // queued indexes that still list it are dropped too: the
+                    // last queued index (scheduled with the removal) does not
+                    // list it, and only the newest index matters.
                     let mut s = self.lock();
                     s.queue.pop_front();
                     s.running = false;
+                    if let Op::Layer { name, .. } = &op {
+                        let name = name.to_string();
+                        s.queue.retain(|o| match o {
+                            Op::Index { index, .. } => !index.layers.contains_key(&name),
+                            Op::Layer { .. } => true,
+                        });
+                    }
                 }
                 Err(e) => {
                     self.lock().running = false;
